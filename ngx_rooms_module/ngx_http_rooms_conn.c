@@ -1,0 +1,816 @@
+
+/*
+ * Copyright (C) ngx_rooms developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_rooms_module.h"
+
+
+#define NGX_HTTP_ROOMS_RECV_SIZE  16384
+
+
+static void ngx_http_rooms_conn_read(ngx_http_request_t *r);
+static void ngx_http_rooms_conn_write(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn,
+    u_char *pos, u_char *last);
+static ngx_int_t ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
+    ngx_rooms_ws_event_t *ev);
+static ngx_int_t ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn,
+    size_t size);
+static ngx_int_t ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t opcode, u_char *data, size_t len);
+static ngx_int_t ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t status, u_char *reason, size_t len);
+static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_conn_cleanup(void *data);
+static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
+
+
+static u_char        ngx_http_rooms_recv_buf[NGX_HTTP_ROOMS_RECV_SIZE];
+static ngx_queue_t   ngx_http_rooms_dirty;
+static ngx_queue_t   ngx_http_rooms_live;
+static ngx_uint_t    ngx_http_rooms_queues_init;
+static ngx_chain_t  *ngx_http_rooms_free_out;
+
+static u_char  ngx_http_rooms_unavailable[] =
+    "{\"type\":\"error\",\"data\":{\"code\":\"unavailable\","
+    "\"message\":\"the room service is unavailable, message not sent\"}}";
+
+
+ngx_int_t
+ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
+{
+    ngx_int_t                  rc;
+    ngx_connection_t          *c;
+    ngx_http_cleanup_t        *cln;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    c = r->connection;
+
+    if (!ngx_http_rooms_queues_init) {
+        ngx_queue_init(&ngx_http_rooms_dirty);
+        ngx_queue_init(&ngx_http_rooms_live);
+        ngx_http_rooms_queues_init = 1;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    conn->request = r;
+    conn->id = c->number;
+    conn->node.key = (ngx_rbtree_key_t) conn->id;
+    conn->last_out = &conn->out;
+    conn->send_timeout = clcf->send_timeout;
+    ngx_queue_init(&conn->member);
+    ngx_queue_init(&conn->dirty);
+    ngx_queue_init(&conn->live);
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_set_ctx(r, conn, ngx_http_rooms_module);
+
+    c->log->action = "serving WebSocket";
+
+    r->read_event_handler = ngx_http_rooms_conn_read;
+    r->write_event_handler = ngx_http_rooms_conn_write;
+
+    /* the connection outlives the request's handlers: hold it */
+
+    r->main->count++;
+
+    ngx_queue_insert_tail(&ngx_http_rooms_live, &conn->live);
+
+    if (clcf->tcp_nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
+        ngx_http_rooms_conn_finalize(conn);
+        return NGX_DONE;
+    }
+
+    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR
+        || (r->out && ngx_handle_write_event(c->write, 0) != NGX_OK))
+    {
+        ngx_http_rooms_conn_finalize(conn);
+        return NGX_DONE;
+    }
+
+    if (ngx_http_rooms_link_open(conn) != NGX_OK) {
+        ngx_http_rooms_conn_finalize(conn);
+        return NGX_DONE;
+    }
+
+    cln->handler = ngx_http_rooms_conn_cleanup;
+    cln->data = conn;
+
+    /* nginx closes idle connections first on a graceful shutdown */
+
+    c->idle = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "rooms: client joined room \"%V\" as \"%V\"",
+                   &conn->room_code, &conn->name);
+
+    if (r->header_in->pos != r->header_in->last || c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_rooms_conn_read(ngx_http_request_t *r)
+{
+    ssize_t                 n;
+    ngx_int_t               rc;
+    ngx_connection_t       *c;
+    ngx_http_rooms_conn_t  *conn;
+
+    c = r->connection;
+    conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
+
+    if (conn->close_sent && conn->close_received) {
+        return;
+    }
+
+    if (r->header_in->pos != r->header_in->last) {
+        rc = ngx_http_rooms_conn_input(conn, r->header_in->pos,
+                                       r->header_in->last);
+        r->header_in->pos = r->header_in->last;
+
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    for ( ;; ) {
+
+        n = c->recv(c, ngx_http_rooms_recv_buf, NGX_HTTP_ROOMS_RECV_SIZE);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "rooms: client closed the connection");
+            c->read->eof = 1;
+            ngx_http_rooms_conn_finalize(conn);
+            goto posted;
+        }
+
+        rc = ngx_http_rooms_conn_input(conn, ngx_http_rooms_recv_buf,
+                                       ngx_http_rooms_recv_buf + n);
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_rooms_conn_finalize(conn);
+        goto posted;
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    if (rc == NGX_ERROR) {
+        ngx_http_rooms_conn_finalize(conn);
+    }
+
+    /* output queued by this input: pongs, the close frame, unavailable */
+
+    ngx_http_rooms_conn_flush_dirty();
+
+posted:
+
+    return;
+}
+
+
+/*
+ * Parses client input and acts on it.  Returns NGX_OK to go on reading,
+ * NGX_DONE when nothing more is to be read (a close frame was sent and
+ * the connection goes once it is flushed), NGX_ERROR to close now.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn, u_char *pos,
+    u_char *last)
+{
+    ngx_int_t              rc;
+    ngx_rooms_ws_event_t   ev;
+
+    if (conn->close_sent) {
+        /* the parser is done; the connection goes once flushed */
+        return NGX_DONE;
+    }
+
+    while (pos < last) {
+
+        rc = ngx_rooms_ws_parse(&conn->parser, &pos, last, &ev);
+
+        switch (rc) {
+
+        case NGX_ROOMS_WS_AGAIN:
+            return NGX_OK;
+
+        case NGX_ROOMS_WS_NEED_BUF:
+            if (ngx_http_rooms_conn_grow(conn, ev.len) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        case NGX_ROOMS_WS_EVENT:
+            rc = ngx_http_rooms_conn_event(conn, &ev);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            break;
+
+        default: /* NGX_ROOMS_WS_ERROR */
+            ngx_log_error(NGX_LOG_INFO, conn->request->connection->log, 0,
+                          "rooms: client protocol error %ui: %s",
+                          (ngx_uint_t) ev.status, ev.reason);
+
+            return ngx_http_rooms_conn_close_with(conn, ev.status,
+                                                  (u_char *) ev.reason,
+                                                  ngx_strlen(ev.reason));
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
+    ngx_rooms_ws_event_t *ev)
+{
+    ngx_int_t               rc;
+    ngx_uint_t              status;
+    ngx_rooms_ipc_msg_t     msg;
+    ngx_http_rooms_frame_t *frame;
+
+    switch (ev->opcode) {
+
+    case NGX_ROOMS_WS_OP_TEXT:
+
+        if (conn->announced) {
+            ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
+
+            msg.type = NGX_ROOMS_IPC_MESSAGE;
+            msg.id = conn->id;
+            msg.payload.data = ev->data;
+            msg.payload.len = ev->len;
+
+            rc = ngx_http_rooms_link_send(&msg);
+
+        } else {
+            frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
+                                     ngx_http_rooms_unavailable,
+                                     sizeof(ngx_http_rooms_unavailable) - 1,
+                                     conn->request->connection->log);
+            if (frame != NULL) {
+                ngx_http_rooms_conn_queue(conn, frame);
+                rc = NGX_OK;
+
+            } else {
+                rc = NGX_ERROR;
+            }
+        }
+
+        /* the message buffer is not needed between messages */
+
+        ngx_free(conn->parser.buf);
+        conn->parser.buf = NULL;
+        conn->parser.buf_size = 0;
+
+        return rc;
+
+    case NGX_ROOMS_WS_OP_PING:
+        if (!conn->close_sent) {
+            return ngx_http_rooms_conn_send_control(conn,
+                                                    NGX_ROOMS_WS_OP_PONG,
+                                                    (u_char *) ev->data,
+                                                    ev->len);
+        }
+
+        break;
+
+    case NGX_ROOMS_WS_OP_PONG:
+        break;
+
+    case NGX_ROOMS_WS_OP_CLOSE:
+        conn->close_received = 1;
+
+        if (conn->close_sent) {
+            return NGX_ERROR;
+        }
+
+        status = (ev->status == NGX_ROOMS_WS_CLOSE_NO_STATUS)
+                 ? NGX_ROOMS_WS_CLOSE_NORMAL : ev->status;
+
+        return ngx_http_rooms_conn_close_with(conn, status, NULL, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn, size_t size)
+{
+    u_char  *buf;
+
+    buf = ngx_alloc(size, conn->request->connection->log);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (conn->parser.buf) {
+        ngx_memcpy(buf, conn->parser.buf, conn->parser.msg_len);
+        ngx_free(conn->parser.buf);
+    }
+
+    conn->parser.buf = buf;
+    conn->parser.buf_size = size;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t opcode, u_char *data, size_t len)
+{
+    ngx_http_rooms_frame_t  *frame;
+
+    frame = ngx_http_rooms_frame_create(opcode, data, len,
+                                        conn->request->connection->log);
+    if (frame == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_rooms_conn_queue(conn, frame);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Queues a close frame; nothing is queued after it, and the connection is
+ * closed once it is written.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t status, u_char *reason, size_t len)
+{
+    u_char  payload[NGX_ROOMS_WS_CONTROL_MAX];
+
+    if (conn->close_sent) {
+        return NGX_DONE;
+    }
+
+    if (len > NGX_ROOMS_WS_CONTROL_MAX - 2) {
+        len = NGX_ROOMS_WS_CONTROL_MAX - 2;
+    }
+
+    payload[0] = (u_char) (status >> 8);
+    payload[1] = (u_char) (status & 0xff);
+
+    if (len) {
+        ngx_memcpy(payload + 2, reason, len);
+    }
+
+    if (ngx_http_rooms_conn_send_control(conn, NGX_ROOMS_WS_OP_CLOSE,
+                                         payload, len + 2)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    conn->close_sent = 1;
+
+    /* the sidecar forgets the client now; its close may never come */
+
+    ngx_http_rooms_link_close(conn);
+
+    return NGX_DONE;
+}
+
+
+void
+ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn, ngx_uint_t status,
+    u_char *reason, size_t len)
+{
+    if (ngx_http_rooms_conn_close_with(conn, status, reason, len)
+        == NGX_ERROR)
+    {
+        ngx_http_rooms_conn_finalize(conn);
+    }
+}
+
+
+ngx_http_rooms_frame_t *
+ngx_http_rooms_frame_create(ngx_uint_t opcode, u_char *payload, size_t len,
+    ngx_log_t *log)
+{
+    size_t                   n;
+    ngx_http_rooms_frame_t  *frame;
+
+    frame = ngx_alloc(sizeof(ngx_http_rooms_frame_t)
+                      + NGX_ROOMS_WS_HEADER_MAX + len, log);
+    if (frame == NULL) {
+        return NULL;
+    }
+
+    n = ngx_rooms_ws_frame_header(frame->data, opcode, len);
+
+    if (len) {
+        ngx_memcpy(frame->data + n, payload, len);
+    }
+
+    frame->refs = 0;
+    frame->len = n + len;
+
+    return frame;
+}
+
+
+/*
+ * Drops one reference; a frame that no connection took is freed too.
+ */
+
+void
+ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame)
+{
+    if (frame->refs > 1) {
+        frame->refs--;
+        return;
+    }
+
+    ngx_free(frame);
+}
+
+
+/*
+ * Queues a frame on a connection (taking a reference) and marks the
+ * connection to be flushed by ngx_http_rooms_conn_flush_dirty().  A
+ * client whose queue is over its limit is closed with 1008.
+ */
+
+void
+ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
+    ngx_http_rooms_frame_t *frame)
+{
+    ngx_chain_t           *cl;
+    ngx_http_rooms_out_t  *out;
+
+    if (conn->close_sent || conn->detached) {
+        if (frame->refs == 0) {
+            ngx_free(frame);
+        }
+
+        return;
+    }
+
+    if (conn->out_size + frame->len > conn->out_limit
+        && frame->data[0] != (0x80 | NGX_ROOMS_WS_OP_CLOSE))
+    {
+        ngx_log_error(NGX_LOG_INFO, conn->request->connection->log, 0,
+                      "rooms: client too slow, %uz bytes queued",
+                      conn->out_size);
+
+        if (frame->refs == 0) {
+            ngx_free(frame);
+        }
+
+        ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_POLICY,
+                                 (u_char *) "slow consumer",
+                                 sizeof("slow consumer") - 1);
+        return;
+    }
+
+    cl = ngx_http_rooms_free_out;
+
+    if (cl) {
+        ngx_http_rooms_free_out = cl->next;
+        out = (ngx_http_rooms_out_t *) cl;
+
+    } else {
+        out = ngx_alloc(sizeof(ngx_http_rooms_out_t),
+                        conn->request->connection->log);
+        if (out == NULL) {
+            if (frame->refs == 0) {
+                ngx_free(frame);
+            }
+
+            ngx_http_rooms_conn_finalize(conn);
+            return;
+        }
+    }
+
+    ngx_memzero(&out->buf, sizeof(ngx_buf_t));
+
+    out->buf.pos = frame->data;
+    out->buf.last = frame->data + frame->len;
+    out->buf.start = out->buf.pos;
+    out->buf.end = out->buf.last;
+    out->buf.memory = 1;
+
+    out->frame = frame;
+    out->cl.buf = &out->buf;
+    out->cl.next = NULL;
+
+    frame->refs++;
+
+    *conn->last_out = &out->cl;
+    conn->last_out = &out->cl.next;
+    conn->out_size += frame->len;
+
+    if (!conn->is_dirty) {
+        conn->is_dirty = 1;
+        ngx_queue_insert_tail(&ngx_http_rooms_dirty, &conn->dirty);
+    }
+}
+
+
+/*
+ * Writes what was queued since the last call, one send_chain per
+ * connection, so that frames queued together leave in one writev.
+ */
+
+void
+ngx_http_rooms_conn_flush_dirty(void)
+{
+    ngx_int_t               rc;
+    ngx_queue_t            *q;
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_http_rooms_conn_t  *conn;
+
+    if (!ngx_http_rooms_queues_init) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_rooms_dirty)) {
+
+        q = ngx_queue_head(&ngx_http_rooms_dirty);
+        ngx_queue_remove(q);
+
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, dirty);
+        conn->is_dirty = 0;
+
+        r = conn->request;
+        c = r->connection;
+
+        rc = ngx_http_rooms_conn_flush(conn);
+
+        if (rc == NGX_ERROR || rc == NGX_DONE) {
+            ngx_http_rooms_conn_finalize(conn);
+        }
+
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+
+static void
+ngx_http_rooms_conn_write(ngx_http_request_t *r)
+{
+    ngx_int_t               rc;
+    ngx_http_rooms_conn_t  *conn;
+
+    conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
+
+    if (r->connection->write->timedout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                      "rooms: client timed out reading");
+        r->connection->timedout = 1;
+        ngx_http_rooms_conn_finalize(conn);
+        return;
+    }
+
+    rc = ngx_http_rooms_conn_flush(conn);
+
+    if (rc == NGX_ERROR || rc == NGX_DONE) {
+        ngx_http_rooms_conn_finalize(conn);
+    }
+}
+
+
+/*
+ * Returns NGX_OK when all is written or the rest waits for the socket,
+ * NGX_DONE when the close frame is out and the connection is to go, and
+ * NGX_ERROR on a write error.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
+{
+    ngx_chain_t           *cl, *next;
+    ngx_connection_t      *c;
+    ngx_http_request_t    *r;
+    ngx_http_rooms_out_t  *out;
+
+    r = conn->request;
+    c = r->connection;
+
+    if (r->out) {
+        /* the rest of the 101 response */
+
+        if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (r->out) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return NGX_OK;
+        }
+    }
+
+    if (conn->out) {
+
+        cl = c->send_chain(c, conn->out, 0);
+
+        if (cl == NGX_CHAIN_ERROR) {
+            c->error = 1;
+            return NGX_ERROR;
+        }
+
+        while (conn->out != cl) {
+            next = conn->out->next;
+            out = (ngx_http_rooms_out_t *) conn->out;
+
+            conn->out_size -= out->frame->len;
+            ngx_http_rooms_frame_release(out->frame);
+
+            out->cl.next = ngx_http_rooms_free_out;
+            ngx_http_rooms_free_out = &out->cl;
+
+            conn->out = next;
+        }
+
+        if (conn->out == NULL) {
+            conn->last_out = &conn->out;
+        }
+    }
+
+    if (conn->out) {
+        /* a send timeout also keeps a shutting down worker waiting */
+
+        c->idle = 0;
+
+        if (!c->write->timer_set) {
+            ngx_add_timer(c->write, conn->send_timeout);
+        }
+
+        if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->idle = 1;
+
+    if (conn->close_sent || ngx_exiting) {
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Closes the client connection: the request is finalized, which frees
+ * the connection and, through the cleanup handler, detaches it.
+ */
+
+static void
+ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
+{
+    ngx_http_request_t  *r;
+
+    r = conn->request;
+
+    ngx_http_rooms_conn_detach(conn);
+
+    if (r->connection->write->timer_set) {
+        ngx_del_timer(r->connection->write);
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+}
+
+
+/*
+ * The worker exits: whatever client is still open goes now, so that no
+ * socket is left behind.
+ */
+
+void
+ngx_http_rooms_conn_exit(void)
+{
+    ngx_queue_t             *q;
+    ngx_connection_t        *c;
+    ngx_http_rooms_conn_t   *conn;
+
+    if (!ngx_http_rooms_queues_init) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_rooms_live)) {
+        q = ngx_queue_head(&ngx_http_rooms_live);
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, live);
+
+        c = conn->request->connection;
+
+        ngx_http_rooms_conn_detach(conn);
+        ngx_http_finalize_request(conn->request, NGX_HTTP_CLOSE);
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+
+static void
+ngx_http_rooms_conn_cleanup(void *data)
+{
+    ngx_http_rooms_conn_t  *conn = data;
+
+    ngx_http_rooms_conn_detach(conn);
+}
+
+
+/*
+ * Forgets the client everywhere: the sidecar, the room, the dirty list,
+ * its output queue and message buffer.  Called once or more; acts once.
+ */
+
+static void
+ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
+{
+    ngx_chain_t           *cl, *next;
+    ngx_http_rooms_out_t  *out;
+
+    if (conn->detached) {
+        return;
+    }
+
+    ngx_http_rooms_link_close(conn);
+
+    conn->detached = 1;
+
+    if (!ngx_queue_empty(&conn->live)) {
+        ngx_queue_remove(&conn->live);
+        ngx_queue_init(&conn->live);
+    }
+
+    if (conn->is_dirty) {
+        ngx_queue_remove(&conn->dirty);
+        conn->is_dirty = 0;
+    }
+
+    for (cl = conn->out; cl; cl = next) {
+        next = cl->next;
+        out = (ngx_http_rooms_out_t *) cl;
+
+        ngx_http_rooms_frame_release(out->frame);
+
+        out->cl.next = ngx_http_rooms_free_out;
+        ngx_http_rooms_free_out = &out->cl;
+    }
+
+    conn->out = NULL;
+    conn->last_out = &conn->out;
+    conn->out_size = 0;
+
+    if (conn->parser.buf) {
+        ngx_free(conn->parser.buf);
+        conn->parser.buf = NULL;
+    }
+}

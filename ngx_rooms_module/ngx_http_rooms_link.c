@@ -1,0 +1,1118 @@
+
+/*
+ * Copyright (C) ngx_rooms developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_rooms_module.h"
+
+
+/*
+ * The worker's one link to the sidecar (docs/protocol.md): connection and
+ * reconnection, frame I/O, and the worker's indexes that sidecar frames
+ * address: live connections by number, attached members by room, pending
+ * GET /rooms requests.
+ */
+
+
+#define NGX_HTTP_ROOMS_LINK_BUF          65536
+#define NGX_HTTP_ROOMS_BACKOFF_MIN       100
+#define NGX_HTTP_ROOMS_BACKOFF_MAX       2000
+#define NGX_HTTP_ROOMS_LIST_TIMEOUT      5000
+
+
+typedef struct {
+    ngx_chain_t                    cl;
+    ngx_buf_t                      buf;
+    u_char                         data[1];
+} ngx_http_rooms_link_buf_t;
+
+
+typedef struct {
+    ngx_queue_t                    queue;
+    uint64_t                       id;
+    ngx_http_request_t            *request;
+    ngx_event_t                    timeout;
+} ngx_http_rooms_pending_t;
+
+
+typedef struct {
+    ngx_addr_t                    *addr;
+    ngx_log_t                     *log;
+    ngx_connection_t              *connection;
+    ngx_uint_t                     up;
+    ngx_event_t                    reconnect;
+    ngx_msec_t                     backoff;
+
+    u_char                        *in;
+    size_t                         in_size;
+    size_t                         in_len;
+
+    ngx_chain_t                   *out;
+    ngx_chain_t                  **last_out;
+
+    ngx_rbtree_t                   conns;
+    ngx_rbtree_node_t              conns_sentinel;
+    ngx_queue_t                    all;
+
+    ngx_rbtree_t                   rooms;
+    ngx_rbtree_node_t              rooms_sentinel;
+
+    ngx_queue_t                    pending;
+    uint64_t                       next_request;
+} ngx_http_rooms_link_t;
+
+
+static void ngx_http_rooms_link_connect(ngx_http_rooms_link_t *link);
+static void ngx_http_rooms_link_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_rooms_link_connected_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link);
+static void ngx_http_rooms_link_down(ngx_http_rooms_link_t *link,
+    ngx_uint_t retry);
+static void ngx_http_rooms_link_read_handler(ngx_event_t *ev);
+static void ngx_http_rooms_link_write_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_rooms_link_flush(ngx_http_rooms_link_t *link);
+static ngx_int_t ngx_http_rooms_link_queue(ngx_http_rooms_link_t *link,
+    ngx_rooms_ipc_msg_t *msg);
+static ngx_int_t ngx_http_rooms_link_announce(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn, ngx_uint_t flags);
+static ngx_int_t ngx_http_rooms_link_input(ngx_http_rooms_link_t *link);
+static void ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
+    ngx_rooms_ipc_msg_t *msg);
+static ngx_http_rooms_conn_t *ngx_http_rooms_link_find(
+    ngx_http_rooms_link_t *link, uint64_t id);
+static void ngx_http_rooms_link_attach(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_link_unattach(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
+    ngx_rooms_ipc_msg_t *msg);
+static void ngx_http_rooms_list_reply(ngx_http_rooms_pending_t *pending,
+    ngx_uint_t status, ngx_rooms_ipc_str_t *body);
+static void ngx_http_rooms_list_timeout(ngx_event_t *ev);
+static void ngx_http_rooms_list_cleanup(void *data);
+
+
+static ngx_http_rooms_link_t  ngx_http_rooms_link;
+
+
+ngx_int_t
+ngx_http_rooms_link_init(ngx_cycle_t *cycle, ngx_addr_t *addr)
+{
+    ngx_http_rooms_link_t  *link;
+
+    link = &ngx_http_rooms_link;
+
+    ngx_memzero(link, sizeof(ngx_http_rooms_link_t));
+
+    link->addr = addr;
+    link->log = cycle->log;
+    link->last_out = &link->out;
+    link->backoff = NGX_HTTP_ROOMS_BACKOFF_MIN;
+    link->next_request = 1;
+
+    link->in_size = NGX_HTTP_ROOMS_LINK_BUF;
+    link->in = ngx_alloc(link->in_size, cycle->log);
+    if (link->in == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_rbtree_init(&link->conns, &link->conns_sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_rbtree_init(&link->rooms, &link->rooms_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&link->all);
+    ngx_queue_init(&link->pending);
+
+    link->reconnect.handler = ngx_http_rooms_link_reconnect_handler;
+    link->reconnect.data = link;
+    link->reconnect.log = cycle->log;
+    link->reconnect.cancelable = 1;
+
+    ngx_http_rooms_link_connect(link);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_rooms_link_exit(ngx_cycle_t *cycle)
+{
+    ngx_http_rooms_link_t  *link;
+
+    link = &ngx_http_rooms_link;
+
+    if (link->addr == NULL) {
+        return;
+    }
+
+    if (link->reconnect.timer_set) {
+        ngx_del_timer(&link->reconnect);
+    }
+
+    ngx_http_rooms_link_down(link, 0);
+}
+
+
+ngx_uint_t
+ngx_http_rooms_link_up(void)
+{
+    return ngx_http_rooms_link.up;
+}
+
+
+/*
+ * Connects the link.  Not ngx_event_connect_peer(): a sidecar that is not
+ * (yet) there is an expected state, logged as a warning, not as a
+ * critical error.
+ */
+
+static void
+ngx_http_rooms_link_connect(ngx_http_rooms_link_t *link)
+{
+    int                rc;
+    ngx_err_t          err;
+    ngx_socket_t       s;
+    ngx_connection_t  *c;
+
+    s = ngx_socket(link->addr->sockaddr->sa_family, SOCK_STREAM, 0);
+
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ALERT, link->log, ngx_socket_errno,
+                      ngx_socket_n " failed");
+        goto retry;
+    }
+
+    c = ngx_get_connection(s, link->log);
+
+    if (c == NULL) {
+        if (ngx_close_socket(s) == -1) {
+            ngx_log_error(NGX_LOG_ALERT, link->log, ngx_socket_errno,
+                          ngx_close_socket_n " failed");
+        }
+
+        goto retry;
+    }
+
+    if (ngx_nonblocking(s) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, link->log, ngx_socket_errno,
+                      ngx_nonblocking_n " failed");
+        goto failed;
+    }
+
+    c->recv = ngx_recv;
+    c->send = ngx_send;
+    c->recv_chain = ngx_recv_chain;
+    c->send_chain = ngx_send_chain;
+
+    c->log = link->log;
+    c->read->log = link->log;
+    c->write->log = link->log;
+    c->data = link;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
+    if (ngx_add_conn) {
+        if (ngx_add_conn(c) == NGX_ERROR) {
+            goto failed;
+        }
+
+    } else if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_CLEAR_EVENT)
+               != NGX_OK)
+    {
+        goto failed;
+    }
+
+    rc = connect(s, link->addr->sockaddr, link->addr->socklen);
+
+    if (rc == -1) {
+        err = ngx_socket_errno;
+
+        if (err != NGX_EINPROGRESS && err != NGX_EAGAIN) {
+            ngx_log_error(NGX_LOG_WARN, link->log, err,
+                          "rooms: sidecar at \"%V\" unreachable, retrying "
+                          "in %Mms", &link->addr->name, link->backoff);
+            goto failed;
+        }
+
+        /* the sidecar's backlog is full: wait for the socket */
+
+        link->connection = c;
+        c->read->handler = ngx_http_rooms_link_connected_handler;
+        c->write->handler = ngx_http_rooms_link_connected_handler;
+
+        if (!ngx_add_conn
+            && ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_CLEAR_EVENT)
+               != NGX_OK)
+        {
+            ngx_http_rooms_link_down(link, 1);
+        }
+
+        return;
+    }
+
+    link->connection = c;
+    c->write->ready = 1;
+
+    ngx_http_rooms_link_connected_handler(c->write);
+
+    return;
+
+failed:
+
+    ngx_close_connection(c);
+
+retry:
+
+    ngx_add_timer(&link->reconnect, link->backoff);
+    link->backoff = ngx_min(link->backoff * 2, NGX_HTTP_ROOMS_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_rooms_link_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_http_rooms_link_t  *link = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_http_rooms_link_connect(link);
+}
+
+
+static void
+ngx_http_rooms_link_connected_handler(ngx_event_t *ev)
+{
+    int                     err;
+    socklen_t               len;
+    ngx_connection_t       *c;
+    ngx_http_rooms_link_t  *link;
+
+    c = ev->data;
+    link = c->data;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        ngx_log_error(NGX_LOG_WARN, link->log, err,
+                      "rooms: connect() to sidecar at \"%V\" failed",
+                      &link->addr->name);
+        ngx_http_rooms_link_down(link, 1);
+        return;
+    }
+
+    c->read->handler = ngx_http_rooms_link_read_handler;
+    c->write->handler = ngx_http_rooms_link_write_handler;
+
+    /* nginx closes idle connections first on a graceful shutdown */
+
+    c->idle = 1;
+
+    link->up = 1;
+    link->backoff = NGX_HTTP_ROOMS_BACKOFF_MIN;
+
+    ngx_log_error(NGX_LOG_INFO, link->log, 0,
+                  "rooms: connected to sidecar at \"%V\"", &link->addr->name);
+
+    if (ngx_http_rooms_link_hello(link) != NGX_OK) {
+        ngx_http_rooms_link_down(link, 1);
+        return;
+    }
+
+    if (ngx_http_rooms_link_flush(link) != NGX_OK) {
+        ngx_http_rooms_link_down(link, 1);
+        return;
+    }
+
+    if (c->read->ready) {
+        ngx_http_rooms_link_read_handler(c->read);
+    }
+}
+
+
+/*
+ * HELLO, then an OPEN with RESUME for every client that outlived the
+ * previous link: the sidecar takes them over without a second welcome.
+ */
+
+static ngx_int_t
+ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link)
+{
+    ngx_queue_t            *q;
+    ngx_rooms_ipc_msg_t     msg;
+    ngx_http_rooms_conn_t  *conn;
+
+    ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
+
+    msg.type = NGX_ROOMS_IPC_HELLO;
+    msg.version = NGX_ROOMS_IPC_VERSION;
+    msg.pid = (uint32_t) ngx_pid;
+
+    if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (q = ngx_queue_head(&link->all);
+         q != ngx_queue_sentinel(&link->all);
+         q = ngx_queue_next(q))
+    {
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, queue);
+
+        if (ngx_http_rooms_link_announce(link, conn, NGX_ROOMS_IPC_F_RESUME)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Closes the link.  Clients stay connected but detached from their rooms
+ * until a new link re-announces them; pending GET /rooms requests get
+ * 503.
+ */
+
+static void
+ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
+{
+    ngx_queue_t               *q;
+    ngx_chain_t               *cl, *next;
+    ngx_http_rooms_conn_t     *conn;
+    ngx_http_rooms_pending_t  *pending;
+
+    if (link->up) {
+        ngx_log_error(NGX_LOG_WARN, link->log, 0,
+                      "rooms: link to sidecar at \"%V\" lost",
+                      &link->addr->name);
+    }
+
+    link->up = 0;
+
+    if (link->connection) {
+        ngx_close_connection(link->connection);
+        link->connection = NULL;
+    }
+
+    for (cl = link->out; cl; cl = next) {
+        next = cl->next;
+        ngx_free(cl);
+    }
+
+    link->out = NULL;
+    link->last_out = &link->out;
+    link->in_len = 0;
+
+    for (q = ngx_queue_head(&link->all);
+         q != ngx_queue_sentinel(&link->all);
+         q = ngx_queue_next(q))
+    {
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, queue);
+
+        ngx_http_rooms_link_unattach(link, conn);
+        conn->announced = 0;
+    }
+
+    while (!ngx_queue_empty(&link->pending)) {
+        q = ngx_queue_head(&link->pending);
+        pending = ngx_queue_data(q, ngx_http_rooms_pending_t, queue);
+
+        ngx_http_rooms_list_reply(pending, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  NULL);
+    }
+
+    if (retry && !ngx_exiting && !ngx_terminate && !ngx_quit) {
+        ngx_add_timer(&link->reconnect, link->backoff);
+        link->backoff = ngx_min(link->backoff * 2,
+                                NGX_HTTP_ROOMS_BACKOFF_MAX);
+    }
+}
+
+
+static void
+ngx_http_rooms_link_read_handler(ngx_event_t *ev)
+{
+    size_t                  size;
+    ssize_t                 n;
+    ngx_connection_t       *c;
+    ngx_http_rooms_link_t  *link;
+
+    c = ev->data;
+    link = c->data;
+
+    if (c->close) {
+        /* graceful shutdown */
+        ngx_http_rooms_link_down(link, 0);
+        return;
+    }
+
+    for ( ;; ) {
+
+        size = link->in_size - link->in_len;
+
+        n = c->recv(c, link->in + link->in_len, size);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_rooms_link_down(link, 1);
+            ngx_http_rooms_conn_flush_dirty();
+            return;
+        }
+
+        link->in_len += n;
+
+        if (ngx_http_rooms_link_input(link) != NGX_OK) {
+            ngx_http_rooms_link_down(link, 1);
+            ngx_http_rooms_conn_flush_dirty();
+            return;
+        }
+    }
+
+    ngx_http_rooms_conn_flush_dirty();
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_rooms_link_down(link, 1);
+    }
+}
+
+
+/*
+ * Decodes and dispatches every complete frame in the input buffer, keeps
+ * the incomplete rest, and makes room for a frame larger than the buffer.
+ */
+
+static ngx_int_t
+ngx_http_rooms_link_input(ngx_http_rooms_link_t *link)
+{
+    long                  n;
+    u_char               *p, *last, *in;
+    size_t                need;
+    ngx_rooms_ipc_msg_t   msg;
+
+    p = link->in;
+    last = link->in + link->in_len;
+
+    for ( ;; ) {
+
+        n = ngx_rooms_ipc_decode(p, last - p, &msg);
+
+        if (n == NGX_ROOMS_IPC_MALFORMED) {
+            ngx_log_error(NGX_LOG_ERR, link->log, 0,
+                          "rooms: malformed frame from sidecar");
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_ROOMS_IPC_INCOMPLETE) {
+            break;
+        }
+
+        ngx_http_rooms_link_dispatch(link, &msg);
+
+        p += n;
+    }
+
+    link->in_len = last - p;
+
+    if (link->in_len && p != link->in) {
+        ngx_memmove(link->in, p, link->in_len);
+    }
+
+    if (link->in_len >= 4) {
+        p = link->in;
+        need = 4 + (((size_t) p[0] << 24) | ((size_t) p[1] << 16)
+                    | ((size_t) p[2] << 8) | (size_t) p[3]);
+
+        if (need > link->in_size) {
+            in = ngx_alloc(need, link->log);
+            if (in == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(in, link->in, link->in_len);
+            ngx_free(link->in);
+
+            link->in = in;
+            link->in_size = need;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
+    ngx_rooms_ipc_msg_t *msg)
+{
+    ngx_queue_t               *q;
+    ngx_http_rooms_conn_t     *conn;
+    ngx_http_rooms_frame_t    *frame;
+    ngx_http_rooms_pending_t  *pending;
+
+    switch (msg->type) {
+
+    case NGX_ROOMS_IPC_SEND:
+        conn = ngx_http_rooms_link_find(link, msg->id);
+        if (conn == NULL) {
+            break;
+        }
+
+        frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
+                                            (u_char *) msg->payload.data,
+                                            msg->payload.len, link->log);
+        if (frame == NULL) {
+            ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_INTERNAL,
+                                     NULL, 0);
+            break;
+        }
+
+        ngx_http_rooms_conn_queue(conn, frame);
+        break;
+
+    case NGX_ROOMS_IPC_ATTACH:
+        conn = ngx_http_rooms_link_find(link, msg->id);
+        if (conn != NULL) {
+            ngx_http_rooms_link_attach(link, conn);
+        }
+
+        break;
+
+    case NGX_ROOMS_IPC_BROADCAST:
+        ngx_http_rooms_link_broadcast(link, msg);
+        break;
+
+    case NGX_ROOMS_IPC_KICK:
+        conn = ngx_http_rooms_link_find(link, msg->id);
+        if (conn != NULL) {
+            ngx_http_rooms_conn_kick(conn, msg->status,
+                                     (u_char *) msg->payload.data,
+                                     msg->payload.len);
+        }
+
+        break;
+
+    case NGX_ROOMS_IPC_ROOMS_REPLY:
+        for (q = ngx_queue_head(&link->pending);
+             q != ngx_queue_sentinel(&link->pending);
+             q = ngx_queue_next(q))
+        {
+            pending = ngx_queue_data(q, ngx_http_rooms_pending_t, queue);
+
+            if (pending->id == msg->id) {
+                ngx_http_rooms_list_reply(pending, NGX_HTTP_OK,
+                                          &msg->payload);
+                break;
+            }
+        }
+
+        break;
+
+    default:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "rooms: sidecar frame of unknown type 0x%xi skipped",
+                       (ngx_int_t) msg->type);
+        break;
+    }
+}
+
+
+static ngx_http_rooms_conn_t *
+ngx_http_rooms_link_find(ngx_http_rooms_link_t *link, uint64_t id)
+{
+    ngx_rbtree_key_t    key;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    key = (ngx_rbtree_key_t) id;
+    node = link->conns.root;
+    sentinel = link->conns.sentinel;
+
+    while (node != sentinel) {
+
+        if (key < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (key > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        return (ngx_http_rooms_conn_t *) node;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_rooms_link_attach(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn)
+{
+    uint32_t                hash;
+    ngx_str_node_t         *sn;
+    ngx_http_rooms_room_t  *room;
+
+    if (conn->room != NULL || conn->close_sent) {
+        return;
+    }
+
+    hash = ngx_crc32_short(conn->room_code.data, conn->room_code.len);
+
+    sn = ngx_str_rbtree_lookup(&link->rooms, &conn->room_code, hash);
+
+    if (sn != NULL) {
+        room = (ngx_http_rooms_room_t *) sn;
+
+    } else {
+        room = ngx_alloc(sizeof(ngx_http_rooms_room_t), link->log);
+        if (room == NULL) {
+            ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_INTERNAL,
+                                     NULL, 0);
+            return;
+        }
+
+        ngx_memcpy(room->code, conn->room_code.data, conn->room_code.len);
+
+        room->sn.str.data = room->code;
+        room->sn.str.len = conn->room_code.len;
+        room->sn.node.key = hash;
+        room->count = 0;
+        ngx_queue_init(&room->members);
+
+        ngx_rbtree_insert(&link->rooms, &room->sn.node);
+    }
+
+    ngx_queue_insert_tail(&room->members, &conn->member);
+    room->count++;
+    conn->room = room;
+}
+
+
+static void
+ngx_http_rooms_link_unattach(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn)
+{
+    ngx_http_rooms_room_t  *room;
+
+    room = conn->room;
+
+    if (room == NULL) {
+        return;
+    }
+
+    ngx_queue_remove(&conn->member);
+    conn->room = NULL;
+
+    if (--room->count == 0) {
+        ngx_rbtree_delete(&link->rooms, &room->sn.node);
+        ngx_free(room);
+    }
+}
+
+
+/*
+ * One frame for the whole room: built once, queued on every attached
+ * member; ngx_http_rooms_conn_flush_dirty() writes it after the link's
+ * input is processed.
+ */
+
+static void
+ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
+    ngx_rooms_ipc_msg_t *msg)
+{
+    ngx_str_t                str;
+    ngx_queue_t             *q, *next;
+    ngx_str_node_t          *sn;
+    ngx_http_rooms_room_t   *room;
+    ngx_http_rooms_conn_t   *conn;
+    ngx_http_rooms_frame_t  *frame;
+
+    str.data = (u_char *) msg->room.data;
+    str.len = msg->room.len;
+
+    sn = ngx_str_rbtree_lookup(&link->rooms, &str,
+                               ngx_crc32_short(str.data, str.len));
+    if (sn == NULL) {
+        return;
+    }
+
+    room = (ngx_http_rooms_room_t *) sn;
+
+    frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
+                                        (u_char *) msg->payload.data,
+                                        msg->payload.len, link->log);
+    if (frame == NULL) {
+        return;
+    }
+
+    /* hold the frame while it is queued */
+
+    frame->refs = 1;
+
+    /*
+     * A member may be kicked below (slow consumer) and leave the room;
+     * the last one to leave frees it, and the sentinel compared with is
+     * then only an address.
+     */
+
+    for (q = ngx_queue_head(&room->members);
+         q != ngx_queue_sentinel(&room->members);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, member);
+
+        ngx_http_rooms_conn_queue(conn, frame);
+    }
+
+    ngx_http_rooms_frame_release(frame);
+}
+
+
+ngx_int_t
+ngx_http_rooms_link_open(ngx_http_rooms_conn_t *conn)
+{
+    ngx_http_rooms_link_t  *link;
+
+    link = &ngx_http_rooms_link;
+
+    if (!link->up) {
+        return NGX_ERROR;
+    }
+
+    ngx_rbtree_insert(&link->conns, &conn->node);
+    ngx_queue_insert_tail(&link->all, &conn->queue);
+    conn->registered = 1;
+
+    return ngx_http_rooms_link_announce(link, conn, 0);
+}
+
+
+static ngx_int_t
+ngx_http_rooms_link_announce(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn, ngx_uint_t flags)
+{
+    ngx_rooms_ipc_msg_t  msg;
+
+    ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
+
+    msg.type = NGX_ROOMS_IPC_OPEN;
+    msg.id = conn->id;
+    msg.flags = flags;
+    msg.since = conn->since;
+    msg.room.data = conn->room_code.data;
+    msg.room.len = conn->room_code.len;
+    msg.name.data = conn->name.data;
+    msg.name.len = conn->name.len;
+
+    if (conn->has_since) {
+        msg.flags |= NGX_ROOMS_IPC_F_SINCE;
+    }
+
+    if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    conn->announced = 1;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn)
+{
+    ngx_rooms_ipc_msg_t     msg;
+    ngx_http_rooms_link_t  *link;
+
+    link = &ngx_http_rooms_link;
+
+    if (!conn->registered) {
+        return;
+    }
+
+    ngx_http_rooms_link_unattach(link, conn);
+
+    ngx_rbtree_delete(&link->conns, &conn->node);
+    ngx_queue_remove(&conn->queue);
+    conn->registered = 0;
+
+    if (conn->announced && link->up) {
+        ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
+
+        msg.type = NGX_ROOMS_IPC_CLOSE;
+        msg.id = conn->id;
+
+        (void) ngx_http_rooms_link_queue(link, &msg);
+    }
+
+    conn->announced = 0;
+}
+
+
+ngx_int_t
+ngx_http_rooms_link_send(ngx_rooms_ipc_msg_t *msg)
+{
+    ngx_http_rooms_link_t  *link;
+
+    link = &ngx_http_rooms_link;
+
+    if (!link->up) {
+        return NGX_OK;
+    }
+
+    return ngx_http_rooms_link_queue(link, msg);
+}
+
+
+/*
+ * Encodes a frame onto the link's output; the write is posted, so that
+ * frames queued in one event loop iteration leave in one writev.
+ */
+
+static ngx_int_t
+ngx_http_rooms_link_queue(ngx_http_rooms_link_t *link,
+    ngx_rooms_ipc_msg_t *msg)
+{
+    size_t                      size;
+    ngx_http_rooms_link_buf_t  *lb;
+
+    size = ngx_rooms_ipc_size(msg);
+    if (size == 0) {
+        ngx_log_error(NGX_LOG_ALERT, link->log, 0,
+                      "rooms: cannot encode link frame type 0x%xi",
+                      (ngx_int_t) msg->type);
+        return NGX_ERROR;
+    }
+
+    lb = ngx_alloc(sizeof(ngx_http_rooms_link_buf_t) + size, link->log);
+    if (lb == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&lb->buf, sizeof(ngx_buf_t));
+
+    lb->buf.start = lb->data;
+    lb->buf.pos = lb->data;
+    lb->buf.last = ngx_rooms_ipc_encode(lb->data, msg);
+    lb->buf.end = lb->buf.last;
+    lb->buf.memory = 1;
+
+    lb->cl.buf = &lb->buf;
+    lb->cl.next = NULL;
+
+    *link->last_out = &lb->cl;
+    link->last_out = &lb->cl.next;
+
+    if (link->connection && !link->connection->write->posted) {
+        ngx_post_event(link->connection->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_rooms_link_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t       *c;
+    ngx_http_rooms_link_t  *link;
+
+    c = ev->data;
+    link = c->data;
+
+    if (ngx_http_rooms_link_flush(link) != NGX_OK) {
+        ngx_http_rooms_link_down(link, 1);
+        ngx_http_rooms_conn_flush_dirty();
+    }
+}
+
+
+static ngx_int_t
+ngx_http_rooms_link_flush(ngx_http_rooms_link_t *link)
+{
+    ngx_chain_t       *cl, *next;
+    ngx_connection_t  *c;
+
+    c = link->connection;
+
+    if (link->out == NULL) {
+        return NGX_OK;
+    }
+
+    cl = c->send_chain(c, link->out, 0);
+
+    if (cl == NGX_CHAIN_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, link->log, 0,
+                      "rooms: write to sidecar failed");
+        return NGX_ERROR;
+    }
+
+    while (link->out != cl) {
+        next = link->out->next;
+        ngx_free(link->out);
+        link->out = next;
+    }
+
+    if (link->out == NULL) {
+        link->last_out = &link->out;
+        return NGX_OK;
+    }
+
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_rooms_link_rooms_request(ngx_http_request_t *r)
+{
+    ngx_rooms_ipc_msg_t        msg;
+    ngx_http_cleanup_t        *cln;
+    ngx_http_rooms_link_t     *link;
+    ngx_http_rooms_pending_t  *pending;
+
+    link = &ngx_http_rooms_link;
+
+    pending = ngx_pcalloc(r->pool, sizeof(ngx_http_rooms_pending_t));
+    if (pending == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    pending->id = link->next_request++;
+    pending->request = r;
+
+    ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
+
+    msg.type = NGX_ROOMS_IPC_ROOMS;
+    msg.id = pending->id;
+
+    if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_queue_insert_tail(&link->pending, &pending->queue);
+
+    pending->timeout.handler = ngx_http_rooms_list_timeout;
+    pending->timeout.data = pending;
+    pending->timeout.log = r->connection->log;
+
+    ngx_add_timer(&pending->timeout, NGX_HTTP_ROOMS_LIST_TIMEOUT);
+
+    cln->handler = ngx_http_rooms_list_cleanup;
+    cln->data = pending;
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_rooms_list_reply(ngx_http_rooms_pending_t *pending,
+    ngx_uint_t status, ngx_rooms_ipc_str_t *body)
+{
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = pending->request;
+    c = r->connection;
+
+    ngx_http_rooms_list_cleanup(pending);
+
+    if (status != NGX_HTTP_OK) {
+        ngx_http_finalize_request(r, status);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = body->len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    b = ngx_create_temp_buf(r->pool, body->len ? body->len : 1);
+    if (b == NULL) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    b->last = ngx_cpymem(b->last, body->data, body->len);
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_output_filter(r, &out);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_rooms_list_timeout(ngx_event_t *ev)
+{
+    ngx_http_rooms_pending_t  *pending = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                  "rooms: sidecar did not answer GET /rooms in time");
+
+    ngx_http_rooms_list_reply(pending, NGX_HTTP_GATEWAY_TIME_OUT, NULL);
+}
+
+
+static void
+ngx_http_rooms_list_cleanup(void *data)
+{
+    ngx_http_rooms_pending_t  *pending = data;
+
+    if (pending->request == NULL) {
+        return;
+    }
+
+    if (pending->timeout.timer_set) {
+        ngx_del_timer(&pending->timeout);
+    }
+
+    ngx_queue_remove(&pending->queue);
+    pending->request = NULL;
+}

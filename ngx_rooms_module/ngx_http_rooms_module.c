@@ -1,0 +1,837 @@
+
+/*
+ * Copyright (C) ngx_rooms developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+
+#include "ngx_http_rooms_module.h"
+
+
+#define NGX_HTTP_ROOMS_WS_GUID           "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define NGX_HTTP_ROOMS_UPGRADE_REQUIRED  426
+
+
+static ngx_int_t ngx_http_rooms_websocket_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rooms_list_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rooms_check_upgrade(ngx_http_request_t *r,
+    ngx_str_t *key, char **reason);
+static ngx_table_elt_t *ngx_http_rooms_find_header(ngx_http_request_t *r,
+    char *name, size_t len);
+static ngx_uint_t ngx_http_rooms_header_has_token(ngx_http_request_t *r,
+    char *name, size_t len, char *token, size_t token_len);
+static ngx_int_t ngx_http_rooms_get_arg(ngx_http_request_t *r, char *name,
+    size_t len, ngx_str_t *value);
+static char *ngx_http_rooms_parse_room(ngx_http_request_t *r,
+    ngx_str_t *room);
+static char *ngx_http_rooms_parse_name(ngx_http_request_t *r,
+    ngx_str_t *name);
+static char *ngx_http_rooms_parse_since(ngx_http_request_t *r,
+    ngx_http_rooms_conn_t *conn);
+static ngx_int_t ngx_http_rooms_refuse(ngx_http_request_t *r,
+    ngx_uint_t status, char *reason);
+static ngx_int_t ngx_http_rooms_accept_key(ngx_http_request_t *r,
+    ngx_str_t *key, ngx_str_t *accept);
+static ngx_int_t ngx_http_rooms_add_header(ngx_http_request_t *r,
+    char *name, size_t len, ngx_str_t *value);
+
+static void *ngx_http_rooms_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_rooms_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rooms_list(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_rooms_init_process(ngx_cycle_t *cycle);
+static void ngx_http_rooms_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_rooms_commands[] = {
+
+    { ngx_string("rooms_sidecar"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_rooms_sidecar,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rooms_websocket"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_rooms_websocket,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rooms_list"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_rooms_list,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rooms_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, max_message_size),
+      NULL },
+
+    { ngx_string("rooms_output_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, output_queue_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_rooms_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_rooms_create_main_conf,       /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_rooms_create_loc_conf,        /* create location configuration */
+    ngx_http_rooms_merge_loc_conf          /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_rooms_module = {
+    NGX_MODULE_V1,
+    &ngx_http_rooms_module_ctx,            /* module context */
+    ngx_http_rooms_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_rooms_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_rooms_exit_process,           /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
+{
+    char                       *reason;
+    ngx_int_t                   rc;
+    ngx_str_t                   key, accept, value;
+    ngx_http_rooms_conn_t      *conn;
+    ngx_http_rooms_loc_conf_t  *rlcf;
+
+    if (r != r->main) {
+        return ngx_http_rooms_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                     "WebSocket upgrade in a subrequest");
+    }
+
+    rc = ngx_http_rooms_check_upgrade(r, &key, &reason);
+    if (rc != NGX_OK) {
+        return ngx_http_rooms_refuse(r, rc, reason);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    conn = ngx_pcalloc(r->pool, sizeof(ngx_http_rooms_conn_t));
+    if (conn == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    reason = ngx_http_rooms_parse_room(r, &conn->room_code);
+    if (reason == NULL) {
+        reason = ngx_http_rooms_parse_name(r, &conn->name);
+    }
+
+    if (reason == NULL) {
+        reason = ngx_http_rooms_parse_since(r, conn);
+    }
+
+    if (reason != NULL) {
+        if (reason == NGX_CONF_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_rooms_refuse(r, NGX_HTTP_BAD_REQUEST, reason);
+    }
+
+    if (!ngx_http_rooms_link_up()) {
+        return ngx_http_rooms_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "sidecar unavailable");
+    }
+
+    if (ngx_http_rooms_accept_key(r, &key, &accept) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rooms_module);
+
+    ngx_rooms_ws_parser_init(&conn->parser, rlcf->max_message_size);
+    conn->out_limit = rlcf->output_queue_size;
+
+    ngx_str_set(&value, "websocket");
+
+    if (ngx_http_rooms_add_header(r, "Upgrade", sizeof("Upgrade") - 1,
+                                  &value)
+        != NGX_OK
+        || ngx_http_rooms_add_header(r, "Sec-WebSocket-Accept",
+                                     sizeof("Sec-WebSocket-Accept") - 1,
+                                     &accept)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
+    r->headers_out.content_length_n = -1;
+    r->keepalive = 0;
+
+    return ngx_http_rooms_conn_start(r, conn);
+}
+
+
+static ngx_int_t
+ngx_http_rooms_check_upgrade(ngx_http_request_t *r, ngx_str_t *key,
+    char **reason)
+{
+    u_char            buf[32];
+    ngx_str_t         decoded;
+    ngx_table_elt_t  *h;
+
+    if (r->method != NGX_HTTP_GET) {
+        *reason = "WebSocket upgrade needs GET";
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    *reason = "not a WebSocket upgrade";
+
+    if (r->http_version != NGX_HTTP_VERSION_11) {
+        *reason = "WebSocket upgrade needs HTTP/1.1";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (!ngx_http_rooms_header_has_token(r, "Upgrade", sizeof("Upgrade") - 1,
+                                         "websocket", sizeof("websocket") - 1))
+    {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (!ngx_http_rooms_header_has_token(r, "Connection",
+                                         sizeof("Connection") - 1,
+                                         "upgrade", sizeof("upgrade") - 1))
+    {
+        *reason = "\"Connection: upgrade\" is missing";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    h = ngx_http_rooms_find_header(r, "Sec-WebSocket-Version",
+                                   sizeof("Sec-WebSocket-Version") - 1);
+
+    if (h == NULL || h->value.len != 2
+        || ngx_strncmp(h->value.data, "13", 2) != 0)
+    {
+        *reason = "only WebSocket version 13 is supported";
+        return NGX_HTTP_ROOMS_UPGRADE_REQUIRED;
+    }
+
+    h = ngx_http_rooms_find_header(r, "Sec-WebSocket-Key",
+                                   sizeof("Sec-WebSocket-Key") - 1);
+
+    *reason = "bad Sec-WebSocket-Key";
+
+    if (h == NULL || h->value.len != 24) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    decoded.data = buf;
+
+    if (ngx_decode_base64(&decoded, &h->value) != NGX_OK
+        || decoded.len != 16)
+    {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    *key = h->value;
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_rooms_find_header(ngx_http_request_t *r, char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/*
+ * Looks for a token in the comma-separated values of every header line of
+ * that name, case-insensitively: "Connection: keep-alive, Upgrade".
+ */
+
+static ngx_uint_t
+ngx_http_rooms_header_has_token(ngx_http_request_t *r, char *name,
+    size_t len, char *token, size_t token_len)
+{
+    u_char           *p, *last, *start;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != len
+            || ngx_strncasecmp(h[i].key.data, (u_char *) name, len) != 0)
+        {
+            continue;
+        }
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while (p < last) {
+
+            while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+                p++;
+            }
+
+            start = p;
+
+            while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+                p++;
+            }
+
+            if ((size_t) (p - start) == token_len
+                && ngx_strncasecmp(start, (u_char *) token, token_len) == 0)
+            {
+                return 1;
+            }
+        }
+    }
+}
+
+
+/*
+ * Gets a query argument percent-decoded and trimmed of white space;
+ * returns NGX_DECLINED if it is absent.
+ */
+
+static ngx_int_t
+ngx_http_rooms_get_arg(ngx_http_request_t *r, char *name, size_t len,
+    ngx_str_t *value)
+{
+    u_char     *src, *dst;
+    ngx_str_t   raw;
+
+    if (ngx_http_arg(r, (u_char *) name, len, &raw) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    dst = ngx_pnalloc(r->pool, raw.len + 1);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = dst;
+    src = raw.data;
+
+    ngx_unescape_uri(&dst, &src, raw.len, 0);
+
+    value->len = dst - value->data;
+
+    /* "+" is a space in query strings */
+
+    for (dst = value->data; dst < value->data + value->len; dst++) {
+        if (*dst == '+') {
+            *dst = ' ';
+        }
+    }
+
+    while (value->len
+           && (value->data[0] == ' ' || value->data[0] == '\t'))
+    {
+        value->data++;
+        value->len--;
+    }
+
+    while (value->len
+           && (value->data[value->len - 1] == ' '
+               || value->data[value->len - 1] == '\t'))
+    {
+        value->len--;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_rooms_parse_room(ngx_http_request_t *r, ngx_str_t *room)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+
+    rc = ngx_http_rooms_get_arg(r, "room", sizeof("room") - 1, room);
+
+    if (rc == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc == NGX_DECLINED || room->len == 0) {
+        return "room is missing";
+    }
+
+    if (room->len > NGX_HTTP_ROOMS_ROOM_MAX) {
+        return "room is longer than 32 characters";
+    }
+
+    for (p = room->data; p < room->data + room->len; p++) {
+        *p = ngx_toupper(*p);
+
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
+            || *p == '_' || *p == '-')
+        {
+            continue;
+        }
+
+        return "room may hold only A-Z, 0-9, \"_\" and \"-\"";
+    }
+
+    return NULL;
+}
+
+
+static char *
+ngx_http_rooms_parse_name(ngx_http_request_t *r, ngx_str_t *name)
+{
+    size_t     n;
+    ngx_int_t  rc;
+
+    rc = ngx_http_rooms_get_arg(r, "name", sizeof("name") - 1, name);
+
+    if (rc == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc == NGX_DECLINED || name->len == 0) {
+        return "name is missing";
+    }
+
+    n = ngx_rooms_utf8_text_len(name->data, name->len);
+
+    if (n == (size_t) -1) {
+        return "name must be UTF-8 text without control characters";
+    }
+
+    if (n > NGX_HTTP_ROOMS_NAME_MAX || name->len > NGX_HTTP_ROOMS_NAME_BYTES)
+    {
+        return "name is longer than 32 characters";
+    }
+
+    return NULL;
+}
+
+
+static char *
+ngx_http_rooms_parse_since(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
+{
+    u_char     *p;
+    uint64_t    n;
+    ngx_str_t   value;
+
+    if (ngx_http_arg(r, (u_char *) "since", sizeof("since") - 1, &value)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (value.len == 0 || value.len > 19) {
+        return "since must be a non-negative integer";
+    }
+
+    n = 0;
+
+    for (p = value.data; p < value.data + value.len; p++) {
+        if (*p < '0' || *p > '9') {
+            return "since must be a non-negative integer";
+        }
+
+        n = n * 10 + (*p - '0');
+    }
+
+    conn->since = n;
+    conn->has_since = 1;
+
+    return NULL;
+}
+
+
+/*
+ * Answers a refused upgrade with its status and a one-line reason.
+ */
+
+static ngx_int_t
+ngx_http_rooms_refuse(ngx_http_request_t *r, ngx_uint_t status, char *reason)
+{
+    size_t            len;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_str_t         value;
+    ngx_chain_t       out;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "rooms: upgrade refused with %ui: %s", status, reason);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = ngx_strlen(reason);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, reason, len);
+    *b->last++ = LF;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    if (status == NGX_HTTP_ROOMS_UPGRADE_REQUIRED) {
+        ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
+        ngx_str_set(&value, "13");
+
+        if (ngx_http_rooms_add_header(r, "Sec-WebSocket-Version",
+                                      sizeof("Sec-WebSocket-Version") - 1,
+                                      &value)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (status == NGX_HTTP_NOT_ALLOWED) {
+        ngx_str_set(&value, "GET");
+
+        if (ngx_http_rooms_add_header(r, "Allow", sizeof("Allow") - 1,
+                                      &value)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len + 1;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_rooms_accept_key(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_str_t *accept)
+{
+    u_char       digest[20];
+    ngx_str_t    src;
+    ngx_sha1_t   sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->data, key->len);
+    ngx_sha1_update(&sha1, NGX_HTTP_ROOMS_WS_GUID,
+                    sizeof(NGX_HTTP_ROOMS_WS_GUID) - 1);
+    ngx_sha1_final(digest, &sha1);
+
+    src.data = digest;
+    src.len = sizeof(digest);
+
+    accept->data = ngx_pnalloc(r->pool, ngx_base64_encoded_length(src.len));
+    if (accept->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_encode_base64(accept, &src);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_add_header(ngx_http_request_t *r, char *name, size_t len,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = len;
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_list_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (!ngx_http_rooms_link_up()) {
+        return ngx_http_rooms_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "sidecar unavailable");
+    }
+
+    return ngx_http_rooms_link_rooms_request(r);
+}
+
+
+static void *
+ngx_http_rooms_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_rooms_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rooms_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rmcf->sidecar = NULL;
+     */
+
+    return rmcf;
+}
+
+
+static void *
+ngx_http_rooms_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_rooms_loc_conf_t  *rlcf;
+
+    rlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rooms_loc_conf_t));
+    if (rlcf == NULL) {
+        return NULL;
+    }
+
+    rlcf->max_message_size = NGX_CONF_UNSET_SIZE;
+    rlcf->output_queue_size = NGX_CONF_UNSET_SIZE;
+
+    return rlcf;
+}
+
+
+static char *
+ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_rooms_loc_conf_t *prev = parent;
+    ngx_http_rooms_loc_conf_t *conf = child;
+
+    ngx_conf_merge_size_value(conf->max_message_size,
+                              prev->max_message_size, 16 * 1024);
+    ngx_conf_merge_size_value(conf->output_queue_size,
+                              prev->output_queue_size, 1024 * 1024);
+
+    if (conf->max_message_size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rooms_max_message_size\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->output_queue_size < conf->max_message_size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rooms_output_queue_size\" must not be less "
+                           "than \"rooms_max_message_size\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rooms_main_conf_t *rmcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (rmcf->sidecar != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len < 6
+        || ngx_strncmp(value[1].data, "unix:", 5) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rooms_sidecar\" needs a \"unix:\" path, "
+                           "not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in \"%V\"", u.err, &u.url);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->sidecar = &u.addrs[0];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_http_rooms_websocket_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rooms_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_http_rooms_list_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_rooms_main_conf_t  *rmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_rooms_module);
+
+    if (rmcf == NULL || rmcf->sidecar == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_rooms_link_init(cycle, rmcf->sidecar);
+}
+
+
+static void
+ngx_http_rooms_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_rooms_conn_exit();
+    ngx_http_rooms_link_exit(cycle);
+}

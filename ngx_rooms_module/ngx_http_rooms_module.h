@@ -1,0 +1,124 @@
+
+/*
+ * Copyright (C) ngx_rooms developers
+ */
+
+
+#ifndef _NGX_HTTP_ROOMS_MODULE_H_INCLUDED_
+#define _NGX_HTTP_ROOMS_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_rooms_ipc.h"
+#include "ngx_http_rooms_frame.h"
+#include "ngx_http_rooms_utf8.h"
+
+
+#define NGX_HTTP_ROOMS_ROOM_MAX       32
+#define NGX_HTTP_ROOMS_NAME_MAX       32      /* code points */
+#define NGX_HTTP_ROOMS_NAME_BYTES     128
+
+
+typedef struct {
+    ngx_addr_t                    *sidecar;
+} ngx_http_rooms_main_conf_t;
+
+
+typedef struct {
+    size_t                         max_message_size;
+    size_t                         output_queue_size;
+} ngx_http_rooms_loc_conf_t;
+
+
+/* a WebSocket frame built once and queued on any number of connections */
+
+typedef struct {
+    ngx_uint_t                     refs;
+    size_t                         len;
+    u_char                         data[1];
+} ngx_http_rooms_frame_t;
+
+
+/* one queued frame of one connection */
+
+typedef struct {
+    ngx_chain_t                    cl;
+    ngx_buf_t                      buf;
+    ngx_http_rooms_frame_t        *frame;
+} ngx_http_rooms_out_t;
+
+
+typedef struct ngx_http_rooms_room_s  ngx_http_rooms_room_t;
+
+
+/* one upgraded client connection; lives in its request's pool */
+
+typedef struct {
+    ngx_rbtree_node_t              node;        /* key: connection number */
+    ngx_queue_t                    queue;       /* all live connections */
+    ngx_queue_t                    member;      /* room members */
+    ngx_queue_t                    dirty;       /* to be flushed */
+    ngx_queue_t                    live;        /* open connections */
+
+    ngx_http_request_t            *request;
+    ngx_http_rooms_room_t         *room;        /* while attached */
+    uint64_t                       id;          /* connection number */
+
+    ngx_str_t                      room_code;
+    ngx_str_t                      name;
+    uint64_t                       since;
+
+    ngx_chain_t                   *out;
+    ngx_chain_t                  **last_out;
+    size_t                         out_size;
+    size_t                         out_limit;
+    ngx_msec_t                     send_timeout;
+
+    ngx_rooms_ws_parser_t          parser;
+
+    unsigned                       has_since:1;
+    unsigned                       registered:1; /* known to the link */
+    unsigned                       announced:1; /* OPEN sent on this link */
+    unsigned                       is_dirty:1;
+    unsigned                       close_sent:1;
+    unsigned                       close_received:1;
+    unsigned                       detached:1;
+} ngx_http_rooms_conn_t;
+
+
+struct ngx_http_rooms_room_s {
+    ngx_str_node_t                 sn;
+    ngx_queue_t                    members;
+    ngx_uint_t                     count;
+    u_char                         code[NGX_HTTP_ROOMS_ROOM_MAX];
+};
+
+
+ngx_int_t ngx_http_rooms_link_init(ngx_cycle_t *cycle, ngx_addr_t *addr);
+void ngx_http_rooms_link_exit(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_rooms_link_up(void);
+ngx_int_t ngx_http_rooms_link_send(ngx_rooms_ipc_msg_t *msg);
+ngx_int_t ngx_http_rooms_link_open(ngx_http_rooms_conn_t *conn);
+void ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn);
+ngx_int_t ngx_http_rooms_link_rooms_request(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
+    ngx_http_rooms_conn_t *conn);
+ngx_http_rooms_frame_t *ngx_http_rooms_frame_create(ngx_uint_t opcode,
+    u_char *payload, size_t len, ngx_log_t *log);
+void ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame);
+void ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
+    ngx_http_rooms_frame_t *frame);
+void ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t status, u_char *reason, size_t len);
+void ngx_http_rooms_conn_flush_dirty(void);
+void ngx_http_rooms_conn_exit(void);
+
+
+extern ngx_module_t  ngx_http_rooms_module;
+
+
+#endif /* _NGX_HTTP_ROOMS_MODULE_H_INCLUDED_ */
