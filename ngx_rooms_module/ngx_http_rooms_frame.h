@@ -71,19 +71,19 @@ typedef struct {
     unsigned                 state;
     unsigned                 opcode;        /* of the frame being read */
     unsigned                 fin:1;
-    unsigned                 masked:1;
     unsigned                 in_message:1;  /* a fragmented text message */
     unsigned                 closed:1;      /* a close frame was parsed */
-    unsigned                 hdr_need;      /* header bytes still to read */
-    uint64_t                 frame_len;
-    uint64_t                 frame_left;
-    uint8_t                  mask[4];
+    unsigned                 hdr_len;       /* header bytes in hdr */
+    unsigned                 hdr_need;      /* header bytes wanted now */
     unsigned                 mask_pos;
+    unsigned                 status;        /* of the error, once failed */
+    const char              *reason;
+    uint64_t                 frame_left;    /* payload bytes still to read */
     size_t                   msg_len;       /* bytes of message in buf */
     size_t                   ctl_len;
     ngx_rooms_utf8_state_t   utf8;
+    uint8_t                  mask[4];
     uint8_t                  hdr[14];
-    unsigned                 hdr_len;
     uint8_t                  ctl[NGX_ROOMS_WS_CONTROL_MAX];
 } ngx_rooms_ws_parser_t;
 
@@ -106,8 +106,9 @@ typedef struct {
 void ngx_rooms_ws_parser_init(ngx_rooms_ws_parser_t *p, size_t max_message);
 
 /*
- * Consumes input from *pos up to end, unmasking in place where that
- * helps, and advances *pos past what it consumed.  Returns:
+ * Consumes input from *pos up to end, unmasking the payload while copying
+ * it out (the input is left as it was), and advances *pos past what it
+ * consumed.  Returns:
  *
  *   NGX_ROOMS_WS_AGAIN     everything was consumed, nothing to report;
  *   NGX_ROOMS_WS_EVENT     ev holds one complete text message (in p->buf)
@@ -117,10 +118,13 @@ void ngx_rooms_ws_parser_init(ngx_rooms_ws_parser_t *p, size_t max_message);
  *                          preserved (realloc semantics); set buf and
  *                          buf_size, then call again;
  *   NGX_ROOMS_WS_ERROR     a violation: close with ev->status; the parser
- *                          must not be called again.
+ *                          must not be called again (if it is, it returns
+ *                          the same error and consumes nothing).
  *
  * A message over max_message is an error (1009) as soon as its length is
- * known.  After a CLOSE event the parser reports nothing more.
+ * known.  An empty text message may come with ev->data NULL.  After a
+ * CLOSE event the parser reports nothing more: it discards all input and
+ * returns NGX_ROOMS_WS_AGAIN.
  */
 int ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos,
     uint8_t *end, ngx_rooms_ws_event_t *ev);
