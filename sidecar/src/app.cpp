@@ -1,52 +1,33 @@
 #include "app.h"
 
+#include <hiredis/hiredis.h>
+
 #include <csignal>
+#include <random>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "app_util.h"
 #include "envelope.h"
 #include "keys.h"
 #include "log.h"
+#include "redis_scripts.h"
 #include "sd_notify.h"
 
 namespace rooms {
-
-namespace {
-
-unsigned long long ull(uint64_t v) {
-    return static_cast<unsigned long long>(v);
-}
-
-int len(std::string_view s) {
-    return static_cast<int>(s.size());
-}
-
-std::string_view view(const ngx_rooms_ipc_str_t& s) {
-    return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
-}
-
-ngx_rooms_ipc_str_t ipc_str(std::string_view s) {
-    ngx_rooms_ipc_str_t r;
-    r.len = s.size();
-    r.data = reinterpret_cast<const uint8_t*>(s.data());
-    return r;
-}
-
-ngx_rooms_ipc_msg_t ipc_msg(unsigned type, uint64_t id) {
-    ngx_rooms_ipc_msg_t m{};
-    m.type = type;
-    m.id = id;
-    return m;
-}
-
-}  // namespace
 
 app::app(uv_loop_t* loop, const config& cfg)
     : loop_(loop),
       cfg_(cfg),
       links_(loop, *this),
-      redis_(loop, cfg_.redis, *this) {}
+      redis_(loop, cfg_.redis, *this, cfg_.redis_backoff_min_ms,
+             cfg_.redis_backoff_max_ms) {
+    std::random_device rd;
+    char hex[17];
+    std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
+    epoch_candidate_ = hex;
+}
 
 app::~app() {
     stop();
@@ -61,6 +42,7 @@ bool app::start(std::string& err) {
         return false;
     }
     started_ = true;
+    start_heartbeat();
     redis_.start();
 
     log_info("ready: listening on %s server_id=%s key_prefix=\"%s\"",
@@ -81,6 +63,7 @@ void app::stop() {
     }
     links_.close();
     redis_.stop();
+    heartbeat_.reset();
     sigterm_.reset();
     sigint_.reset();
 }
@@ -190,24 +173,10 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
     case room_registry::join_result::wait:
         break;
     case room_registry::join_result::ready:
-        admit(key);
+        rooms_.push_pending(room, key);
+        sync_room(std::string(room));
         break;
     }
-}
-
-void app::admit(const member_key& key) {
-    const member* m = rooms_.find(key);
-    link* l = links_.find(key.link);
-    if (m == nullptr || l == nullptr) {
-        return;
-    }
-    if (!(m->flags & NGX_ROOMS_IPC_F_RESUME)) {
-        send_text(*l, key.conn, make_welcome(m->room, m->id, m->name, 0));
-    }
-    l->send(ipc_msg(NGX_ROOMS_IPC_ATTACH, key.conn));
-    rooms_.attach(key);
-    log_debug("attached link=%llu conn=%llu room=%s", ull(key.link),
-              ull(key.conn), m->room.c_str());
 }
 
 void app::send_text(link& l, uint64_t conn, std::string_view payload) {
@@ -223,14 +192,37 @@ void app::send_error(link& l, uint64_t conn, std::string_view code,
 
 void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
     member_key key{l.id(), msg.id};
-    const member* m = rooms_.find(key);
-    if (m == nullptr) {
+    member* m = rooms_.find_mutable(key);
+    if (m == nullptr || m->kicked) {
         log_debug("message for unknown conn link=%llu conn=%llu",
                   ull(l.id()), ull(msg.id));
         return;
     }
 
-    envelope_result env = process_client_envelope(view(msg.payload), m->name);
+    switch (m->limiter.take(cfg_.rate, uv_now(loop_))) {
+    case rate_limiter::verdict::ok:
+        break;
+    case rate_limiter::verdict::limited:
+        log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
+                  ull(msg.id), m->room.c_str());
+        send_error(l, msg.id, "rate_limited",
+                   "too many messages, this one was dropped");
+        return;
+    case rate_limiter::verdict::kick: {
+        log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
+                 "id=%s",
+                 ull(l.id()), ull(msg.id), m->room.c_str(), m->id.c_str());
+        m->kicked = true;
+        ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, msg.id);
+        k.status = 1008;
+        k.payload = ipc_str("rate limit exceeded");
+        l.send(k);
+        return;
+    }
+    }
+
+    envelope_result env = process_client_envelope(
+        view(msg.payload), m->name, cfg_.max_message_bytes);
     if (env.status != envelope_status::ok) {
         const char* code = envelope_error_code(env.status);
         log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
@@ -240,7 +232,27 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
         return;
     }
 
-    if (!redis_.publish(room_channel(cfg_.key_prefix, m->room), env.out)) {
+    const std::string& p = cfg_.key_prefix;
+    std::string keep_n =
+        std::to_string(cfg_.kept(env.type) ? cfg_.history_length : 0);
+    std::vector<std::string> keys = {room_key(p, m->room, "seq"),
+                                     room_key(p, m->room, "history"),
+                                     room_key(p, m->room, "trimmed")};
+    std::vector<std::string> args = {room_channel(p, m->room),
+                                     std::move(env.out), keep_n};
+    bool sent;
+    if (env.type == "agree") {
+        keys.push_back(room_key(p, m->room, "presence"));
+        args.push_back(m->id);
+        args.push_back(m->room);
+        sent = redis_.eval(script_agree(), keys, args, nullptr);
+        if (sent) {
+            m->ready = true;
+        }
+    } else {
+        sent = redis_.eval(script_publish(), keys, args, nullptr);
+    }
+    if (!sent) {
         log_warn("message not published, Redis unavailable link=%llu "
                  "conn=%llu room=%s",
                  ull(l.id()), ull(msg.id), m->room.c_str());
@@ -259,43 +271,39 @@ void app::on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg) {
                   ull(msg.id));
         return;
     }
-    log_info("close link=%llu conn=%llu room=%s", ull(l.id()), ull(msg.id),
-             res.room.c_str());
+    log_info("close link=%llu conn=%llu room=%s id=%s", ull(l.id()),
+             ull(msg.id), res.room.c_str(), res.player_id.c_str());
+    presence_leave(res.room, res.player_id, res.room_empty);
     if (res.room_empty) {
         room_emptied(res.room);
     }
 }
 
 void app::on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg) {
-    // Local rooms only in this milestone; global counts come with
-    // presence in Redis.
-    auto list = nlohmann::ordered_json::array();
-    for (const room_count& rc : rooms_.counts()) {
-        nlohmann::ordered_json item = nlohmann::ordered_json::object();
-        item["code"] = rc.code;
-        item["count"] = rc.count;
-        list.push_back(std::move(item));
+    uint64_t link_id = l.id();
+    uint64_t request = msg.id;
+    bool sent = redis_.command(
+        {"ZREVRANGE", rooms_index_key(cfg_.key_prefix), "0", "-1",
+         "WITHSCORES"},
+        [this, link_id, request](const redisReply* r) {
+            reply_rooms(link_id, request, r);
+        });
+    if (!sent) {
+        reply_local_rooms(l, request);
     }
-    std::string body = list.dump(
-        -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-
-    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_ROOMS_REPLY, msg.id);
-    m.payload = ipc_str(body);
-    l.send(m);
-    log_debug("rooms request=%llu link=%llu rooms=%zu", ull(msg.id),
-              ull(l.id()), list.size());
 }
 
 void app::on_link_closed(link& l) {
-    size_t before = rooms_.member_count();
-    std::vector<std::string> emptied = rooms_.leave_link(l.id());
-    size_t removed = before - rooms_.member_count();
-    if (removed > 0) {
+    auto left = rooms_.leave_link_members(l.id());
+    if (!left.empty()) {
         log_info("link gone, members removed link=%llu pid=%u members=%zu",
-                 ull(l.id()), l.pid(), removed);
+                 ull(l.id()), l.pid(), left.size());
     }
-    for (const std::string& room : emptied) {
-        room_emptied(room);
+    for (const auto& res : left) {
+        presence_leave(res.room, res.player_id, res.room_empty);
+        if (res.room_empty) {
+            room_emptied(res.room);
+        }
     }
 }
 
@@ -309,7 +317,16 @@ void app::room_emptied(const std::string& room) {
 /* Redis */
 
 void app::on_redis_ready(redis_connection::role r) {
-    if (r != redis_connection::role::subscriber) {
+    if (r == redis_connection::role::command) {
+        // In this order on the one command connection: what a previous
+        // run of this server left is cleared before anything registers.
+        if (!reaped_self_) {
+            reap(true);
+            reaped_self_ = true;
+        }
+        heartbeat();
+        flush_leaves();
+        sync_all_rooms(false);
         return;
     }
     std::vector<std::string> codes = rooms_.room_codes();
@@ -325,8 +342,9 @@ void app::on_redis_lost(redis_connection::role r) {
     if (r != redis_connection::role::subscriber) {
         return;
     }
-    // Attached members stay attached; they miss what is published until
-    // the subscription is back (gap fill from history: next milestone).
+    // Attached members stay attached; what they miss until the
+    // subscription is back is filled from history then (app_sync.cpp).
+    sub_generation_++;
     rooms_.unsubscribe_all();
 }
 
@@ -338,9 +356,8 @@ void app::on_subscribed(std::string_view channel) {
     std::vector<member_key> pending = rooms_.subscribed(room);
     log_debug("subscribed room=%.*s pending=%zu", len(room), room.data(),
               pending.size());
-    for (const member_key& key : pending) {
-        admit(key);
-    }
+    rooms_.requeue(room, pending);
+    sync_room(std::string(room));
 }
 
 void app::on_message(std::string_view channel, std::string_view payload) {
@@ -348,6 +365,30 @@ void app::on_message(std::string_view channel, std::string_view payload) {
     if (!room_of_channel(cfg_.key_prefix, channel, room)) {
         return;
     }
+    room_sync* rs = rooms_.sync_of(room);
+    if (rs == nullptr) {
+        return;
+    }
+    uint64_t id = envelope_tail_id(payload);
+    if (rs->inflight > 0 || rs->resync) {
+        if (rs->buffer.size() < max_buffered_messages) {
+            rs->buffer.push_back(buffered_message{id, std::string(payload)});
+        } else if (!rs->overflowed) {
+            rs->overflowed = true;
+            log_warn("join buffer full, dropping live messages room=%.*s",
+                     len(room), room.data());
+        }
+    }
+    if (rs->resync) {
+        return;  // held until the gap is filled
+    }
+    if (id > rs->last_id) {
+        rs->last_id = id;
+    }
+    broadcast(room, payload);
+}
+
+void app::broadcast(std::string_view room, std::string_view payload) {
     const std::vector<link_members>* targets = rooms_.attached_links(room);
     if (targets == nullptr) {
         return;

@@ -5,17 +5,26 @@
 //
 //   HELLO            remember the worker's pid
 //   OPEN             join; subscribe the room if it is new here; once the
-//                    subscription is confirmed: SEND(welcome), ATTACH
-//   MESSAGE          validate, stamp `from`, PUBLISH (never local delivery)
+//                    subscription is confirmed, one `sync` script
+//                    registers the player and takes a snapshot; then
+//                    SEND(welcome), (reset), backfill, the live messages
+//                    newer than the snapshot, ATTACH   (app_sync.cpp)
+//   MESSAGE          rate limit, validate, stamp `from`, `publish` script
+//                    (never local delivery)
 //   Redis message    one BROADCAST per link with attached members
-//   CLOSE / link     leave; unsubscribe a room left empty
-//   ROOMS            ROOMS_REPLY with this sidecar's rooms
+//   CLOSE / link     leave (`leave` script); unsubscribe an emptied room
+//   ROOMS            ROOMS_REPLY with the global rooms (Redis)
+//   timer            heartbeat, reap dead servers   (app_presence.cpp)
+//
+// Redis scripts and keys: redis_scripts.cpp, docs/redis.md.
 
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config.h"
 #include "link_server.h"
@@ -23,7 +32,11 @@
 #include "room_registry.h"
 #include "uv_handle.h"
 
+struct redisReply;
+
 namespace rooms {
+
+struct room_snapshot;
 
 class app final : public link_handler, public redis_client::handler {
 public:
@@ -57,8 +70,36 @@ private:
     void on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg);
 
-    // SEND(welcome) unless resuming, then ATTACH.
-    void admit(const member_key& key);
+    struct sync_request {
+        std::string room;
+        uint64_t incarnation = 0;
+        uint64_t generation = 0;
+        std::vector<member_key> joiners;
+        size_t start = 0;          // absolute buffer index at issue time
+        bool resync = false;
+    };
+
+    // app_sync.cpp: joins, snapshots, gap fills.
+    void sync_room(const std::string& room, bool register_all = false);
+    void on_sync_reply(const sync_request& req, const redisReply* reply);
+    void admit(const member_key& key, const room_snapshot& snap,
+               const room_sync& rs, size_t start);
+    void broadcast(std::string_view room, std::string_view payload);
+    void drop_buffer_if_idle(room_sync& rs);
+    void sync_all_rooms(bool register_all);
+
+    // app_presence.cpp: leaves, heartbeat, dead servers, /rooms.
+    void presence_leave(const std::string& room,
+                        const std::string& player_id, bool last_local);
+    void flush_leaves();
+    void start_heartbeat();
+    void heartbeat();
+    void reap(bool self);
+    void reply_rooms(uint64_t link_id, uint64_t request,
+                     const redisReply* reply);
+    void reply_local_rooms(link& l, uint64_t request);
+    static void heartbeat_cb(uv_timer_t* t);
+
     void send_text(link& l, uint64_t conn, std::string_view payload);
     void send_error(link& l, uint64_t conn, std::string_view code,
                     std::string_view message);
@@ -75,8 +116,21 @@ private:
     redis_client redis_;
     uv_ptr<uv_signal_t> sigterm_;
     uv_ptr<uv_signal_t> sigint_;
+    uv_ptr<uv_timer_t> heartbeat_;
     bool started_ = false;
     bool stopping_ = false;
+
+    struct pending_leave {
+        std::string room;
+        std::string player_id;
+        bool last_local = false;
+    };
+
+    uint64_t sub_generation_ = 0;  // bumped when the subscriber is lost
+    bool reaped_self_ = false;     // cleared what a previous run left
+    bool heartbeat_seen_ = false;  // a heartbeat has been answered
+    std::string epoch_candidate_;  // this process's room epoch proposal
+    std::vector<pending_leave> leaves_;  // not yet told to Redis
 };
 
 }  // namespace rooms

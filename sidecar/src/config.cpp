@@ -220,6 +220,19 @@ bool parse_unix_url(std::string_view rest, redis_address& out,
     return true;
 }
 
+bool valid_type_name(std::string_view t) {
+    if (t.empty() || t.size() > 32) {
+        return false;
+    }
+    for (char c : t) {
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '.' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool valid_server_id(std::string_view id) {
     if (id.empty() || id.size() > 64) {
         return false;
@@ -301,6 +314,77 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             return false;
         }
         cfg.socket_mode = static_cast<unsigned>(v);
+    } else if (k == "history_length") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, 100000, v)) {
+            err = "history_length: 0-100000";
+            return false;
+        }
+        cfg.history_length = static_cast<size_t>(v);
+    } else if (k == "kept_types") {
+        // "chat,vote" or "chat vote"; "none" keeps nothing.
+        cfg.kept_types.clear();
+        std::string_view rest = value;
+        while (!rest.empty()) {
+            size_t cut = rest.find_first_of(", \t");
+            std::string_view t = rest.substr(0, cut);
+            rest = cut == std::string_view::npos ? std::string_view()
+                                                 : rest.substr(cut + 1);
+            if (t.empty() || t == "none") {
+                continue;
+            }
+            if (!valid_type_name(t)) {
+                err = "kept_types: types of 1-32 chars a-z 0-9 _ . -";
+                return false;
+            }
+            cfg.kept_types.emplace_back(t);
+        }
+    } else if (k == "max_message_bytes") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, 16L << 20, v)) {
+            err = "max_message_bytes: 0 (no limit) to 16777216";
+            return false;
+        }
+        cfg.max_message_bytes = static_cast<size_t>(v);
+    } else if (k == "rate_limit" || k == "rate_burst" || k == "rate_kick") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, 1000000, v)) {
+            err = k + ": 0-1000000";
+            return false;
+        }
+        if (k == "rate_limit") {
+            cfg.rate.rate = static_cast<double>(v);
+        } else if (k == "rate_burst") {
+            cfg.rate.burst = static_cast<double>(v);
+        } else {
+            cfg.rate.kick_after = static_cast<unsigned>(v);
+        }
+    } else if (k == "heartbeat_interval_ms" || k == "heartbeat_ttl_ms" ||
+               k == "redis_backoff_min_ms" || k == "redis_backoff_max_ms") {
+        long v = 0;
+        if (!parse_int(value, 10, 10, 3600000, v)) {
+            err = k + ": 10-3600000 (milliseconds)";
+            return false;
+        }
+        uint64_t ms = static_cast<uint64_t>(v);
+        if (k == "heartbeat_interval_ms") {
+            cfg.heartbeat_interval_ms = ms;
+        } else if (k == "heartbeat_ttl_ms") {
+            cfg.heartbeat_ttl_ms = ms;
+        } else if (k == "redis_backoff_min_ms") {
+            cfg.redis_backoff_min_ms = ms;
+        } else {
+            cfg.redis_backoff_max_ms = ms;
+        }
+    } else if (k == "redis_password") {
+        cfg.redis_password.assign(value);
+    } else if (k == "redis_db") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, INT_MAX, v)) {
+            err = "redis_db: a database number";
+            return false;
+        }
+        cfg.redis_db = static_cast<int>(v);
     } else {
         err = "unknown setting \"" + std::string(key) + "\"";
         return false;
@@ -346,9 +430,31 @@ bool load_config_file(const std::string& path, config& cfg,
     return true;
 }
 
+bool config::kept(std::string_view type) const {
+    for (const std::string& t : kept_types) {
+        if (t == type) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool finish_config(config& cfg, std::string& err) {
     if (!parse_redis_url(cfg.redis_url, cfg.redis, err)) {
         return false;
+    }
+    if (!cfg.redis_password.empty()) {
+        cfg.redis.password = cfg.redis_password;
+    }
+    if (cfg.redis_db >= 0) {
+        cfg.redis.db = cfg.redis_db;
+    }
+    if (cfg.heartbeat_ttl_ms <= cfg.heartbeat_interval_ms) {
+        err = "heartbeat_ttl_ms must be larger than heartbeat_interval_ms";
+        return false;
+    }
+    if (cfg.redis_backoff_max_ms < cfg.redis_backoff_min_ms) {
+        cfg.redis_backoff_max_ms = cfg.redis_backoff_min_ms;
     }
     if (cfg.server_id.empty()) {
         char host[256];
@@ -439,7 +545,16 @@ const char* usage_text() {
            "  --key-prefix P      prefix of every Redis key and channel "
            "(empty)\n"
            "  --log-level L       debug, info, warn or error (info)\n"
-           "  --socket-mode MODE  permissions of the socket file (0666)\n";
+           "  --socket-mode MODE  permissions of the socket file (0666)\n"
+           "\n"
+           "Every setting of the config file is a flag too (docs/sidecar.md):\n"
+           "  --history-length N (50)  --kept-types LIST (chat)\n"
+           "  --max-message-bytes N (16384)  --rate-limit N/s (50, 0: off)\n"
+           "  --rate-burst N (100)  --rate-kick N (100)\n"
+           "  --heartbeat-interval-ms MS (1000)  --heartbeat-ttl-ms MS (5000)\n"
+           "  --redis-backoff-min-ms MS (100)  --redis-backoff-max-ms MS "
+           "(5000)\n"
+           "  --redis-password P  --redis-db N\n";
 }
 
 }  // namespace rooms

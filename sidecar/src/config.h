@@ -10,10 +10,14 @@
 // the dashes, `_` or `-` alike; `#` starts a comment).  Flags override the
 // file whatever their order on the command line.
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "log.h"
+#include "rate_limit.h"
 
 namespace rooms {
 
@@ -37,12 +41,28 @@ bool parse_redis_url(std::string_view url, redis_address& out,
 
 struct config {
     std::string listen = "/run/rooms/sidecar.sock";
+    // Rooms (docs/sidecar.md).
+    size_t history_length = 50;          // kept messages per room
+    std::vector<std::string> kept_types = {"chat"};
+    size_t max_message_bytes = 16384;    // longer: bad_envelope
+    rate_limit_config rate;              // per connection
+    // Presence: heartbeat period and how long a silent server lives.
+    uint64_t heartbeat_interval_ms = 1000;
+    uint64_t heartbeat_ttl_ms = 5000;
+    // Redis reconnect backoff.
+    uint64_t redis_backoff_min_ms = 100;
+    uint64_t redis_backoff_max_ms = 5000;
+    // Override the URL's password and database when set.
+    std::string redis_password;
+    int redis_db = -1;
     std::string redis_url = "redis://127.0.0.1:6379";
     redis_address redis;
     std::string server_id;  // default: <hostname>-<pid>
     std::string key_prefix;
     log_level level = log_level::info;
     unsigned socket_mode = 0666;  // restrict with a group: 0660
+
+    bool kept(std::string_view type) const;
 };
 
 enum class parse_status { ok, help, error };

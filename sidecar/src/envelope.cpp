@@ -85,7 +85,11 @@ bool reserved_envelope_type(std::string_view type) {
 }
 
 envelope_result process_client_envelope(std::string_view payload,
-                                        std::string_view name) {
+                                        std::string_view name,
+                                        size_t max_bytes) {
+    if (max_bytes != 0 && payload.size() > max_bytes) {
+        return fail(envelope_status::bad_envelope, "message too long");
+    }
     if (!nesting_within(payload, envelope_max_depth)) {
         return fail(envelope_status::bad_envelope, "nested too deeply");
     }
@@ -119,10 +123,13 @@ envelope_result process_client_envelope(std::string_view payload,
                     "type is reserved for the server");
     }
 
-    json data = std::move(*data_it);
-    data["from"] = name;
+    json data;
     if (type == "agree") {
+        data = json::object();
         data["username"] = name;
+    } else {
+        data = std::move(*data_it);
+        data["from"] = name;
     }
 
     json out = json::object();
@@ -133,7 +140,63 @@ envelope_result process_client_envelope(std::string_view payload,
     r.status = envelope_status::ok;
     r.type = type;
     r.out = dump(out);
+    r.out.pop_back();  // the closing brace: the publish script adds it
     return r;
+}
+
+uint64_t envelope_tail_id(std::string_view s) {
+    // ,"id":N,"ts":T}   read backwards
+    constexpr std::string_view ts_key = ",\"ts\":";
+    constexpr std::string_view id_key = ",\"id\":";
+    if (s.empty() || s.back() != '}') {
+        return 0;
+    }
+    size_t i = s.size() - 1;
+    size_t digits = 0;
+    while (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9' && digits < 20) {
+        i--;
+        digits++;
+    }
+    if (digits == 0 || i < ts_key.size() ||
+        s.substr(i - ts_key.size(), ts_key.size()) != ts_key) {
+        return 0;
+    }
+    i -= ts_key.size();
+    size_t end = i;
+    digits = 0;
+    while (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9' && digits < 20) {
+        i--;
+        digits++;
+    }
+    if (digits == 0 || digits > 19 || i < id_key.size() ||
+        s.substr(i - id_key.size(), id_key.size()) != id_key) {
+        return 0;
+    }
+    uint64_t id = 0;
+    for (size_t k = i; k < end; k++) {
+        id = id * 10 + static_cast<uint64_t>(s[k] - '0');
+    }
+    return id;
+}
+
+std::string close_envelope(std::string_view open, uint64_t id, uint64_t ts) {
+    std::string s(open);
+    s += ",\"id\":";
+    s += std::to_string(id);
+    s += ",\"ts\":";
+    s += std::to_string(ts);
+    s += '}';
+    return s;
+}
+
+std::string make_reset(uint64_t last_id) {
+    json data = json::object();
+    data["last_id"] = last_id;
+
+    json out = json::object();
+    out["type"] = "reset";
+    out["data"] = std::move(data);
+    return dump(out);
 }
 
 std::string make_welcome(std::string_view room, std::string_view player_id,

@@ -4,6 +4,7 @@
 // relays, and the envelopes the server makes itself.  Pure logic: no
 // libuv, no Redis; never throws.
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -22,14 +23,28 @@ struct envelope_result {
     envelope_status status = envelope_status::bad_envelope;
     std::string message;  // why not ok, for the error envelope
     std::string type;     // ok: the envelope type
-    std::string out;      // ok: the JSON to relay to the room
+    // ok: the envelope to relay, WITHOUT its closing brace: the publish
+    // script appends `,"id":N,"ts":T}` (docs/envelopes.md).
+    std::string out;
 };
 
 // Validates a client text message and builds the envelope to relay:
-// {"type":T,"data":{...,"from":NAME}} (plus "username":NAME for agree).
-// Anything else the client put at the top level is dropped.
+// {"type":T,"data":{...,"from":NAME}}; for agree exactly
+// {"type":"agree","data":{"username":NAME}}.  Anything else the client put
+// at the top level is dropped.  A payload longer than max_bytes (0: no
+// limit) is a bad_envelope.
 envelope_result process_client_envelope(std::string_view payload,
-                                        std::string_view name);
+                                        std::string_view name,
+                                        size_t max_bytes = 0);
+
+// The id of an envelope completed by a Redis script: the N of its tail
+// `,"id":N,"ts":T}`; 0 when the payload does not end that way.  Looks at
+// the last few dozen bytes only (no JSON parsing on the delivery path).
+uint64_t envelope_tail_id(std::string_view payload);
+
+// Appends the tail the publish script would append (for tests and for
+// envelopes the sidecar completes itself).
+std::string close_envelope(std::string_view open, uint64_t id, uint64_t ts);
 
 // True for 1-32 chars of [a-z0-9_.-].
 bool valid_envelope_type(std::string_view type);
@@ -41,6 +56,9 @@ bool reserved_envelope_type(std::string_view type);
 //  "last_id":L}}
 std::string make_welcome(std::string_view room, std::string_view player_id,
                          std::string_view name, uint64_t last_id);
+
+// {"type":"reset","data":{"last_id":L}}
+std::string make_reset(uint64_t last_id);
 
 // {"type":"error","data":{"code":C,"message":M}}
 std::string make_error(std::string_view code, std::string_view message);

@@ -20,6 +20,37 @@ std::string room_channel(std::string_view prefix, std::string_view room) {
     return s;
 }
 
+std::string room_key(std::string_view prefix, std::string_view room,
+                     std::string_view what) {
+    std::string s;
+    s.reserve(prefix.size() + room_head.size() + room.size() + 2 +
+              what.size());
+    s.append(prefix);
+    s.append(room_head);
+    s.append(room);
+    s.append("}:");
+    s.append(what);
+    return s;
+}
+
+std::string server_key(std::string_view prefix, std::string_view server_id,
+                       std::string_view what) {
+    std::string s(prefix);
+    s.append("server:{");
+    s.append(server_id);
+    s.append("}:");
+    s.append(what);
+    return s;
+}
+
+std::string rooms_index_key(std::string_view prefix) {
+    return std::string(prefix) + "rooms";
+}
+
+std::string servers_key(std::string_view prefix) {
+    return std::string(prefix) + "servers";
+}
+
 bool room_of_channel(std::string_view prefix, std::string_view channel,
                      std::string_view& room) {
     size_t fixed = prefix.size() + room_head.size() + pub_tail.size();

@@ -14,8 +14,6 @@ namespace rooms {
 namespace {
 
 constexpr uint64_t connect_timeout_ms = 3000;
-constexpr uint64_t backoff_min_ms = 100;
-constexpr uint64_t backoff_max_ms = 5000;
 
 // The event hooks below replace the adapter's add/del functions, which all
 // restart the poll with redisLibuvPoll().  That callback ignores a poll
@@ -95,12 +93,16 @@ std::minstd_rand& jitter_rng() {
 /* redis_connection */
 
 redis_connection::redis_connection(uv_loop_t* loop, const redis_address& addr,
-                                   role r, redis_client& owner)
+                                   role r, redis_client& owner,
+                                   uint64_t backoff_min_ms,
+                                   uint64_t backoff_max_ms)
     : loop_(loop),
       addr_(addr),
       role_(r),
       owner_(owner),
-      backoff_ms_(backoff_min_ms) {}
+      backoff_ms_(backoff_min_ms),
+      backoff_min_ms_(backoff_min_ms),
+      backoff_max_ms_(backoff_max_ms) {}
 
 redis_connection::~redis_connection() {
     stop();
@@ -255,7 +257,7 @@ void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
 void redis_connection::became_ready() {
     state_ = state::ready;
     uv_timer_stop(timer_.get());
-    backoff_ms_ = backoff_min_ms;
+    backoff_ms_ = backoff_min_ms_;
     log_info("redis %s connected to %s", name(), addr_.describe().c_str());
     failures_ = 0;
     owner_.connection_ready(role_);
@@ -306,7 +308,7 @@ void redis_connection::retry_later() {
     uv_timer_start(timer_.get(), timer_cb, delay, 0);
     log_debug("redis %s: reconnecting in %llu ms", name(),
               static_cast<unsigned long long>(delay));
-    backoff_ms_ = std::min(backoff_ms_ * 2, backoff_max_ms);
+    backoff_ms_ = std::min(backoff_ms_ * 2, backoff_max_ms_);
 }
 
 void redis_connection::timer_cb(uv_timer_t* t) {
@@ -328,11 +330,14 @@ void redis_connection::timer_cb(uv_timer_t* t) {
 /* redis_client */
 
 redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
-                           handler& h)
+                           handler& h, uint64_t backoff_min_ms,
+                           uint64_t backoff_max_ms)
     : handler_(h),
       addr_(addr),
-      cmd_(loop, addr_, redis_connection::role::command, *this),
-      sub_(loop, addr_, redis_connection::role::subscriber, *this) {}
+      cmd_(loop, addr_, redis_connection::role::command, *this,
+           backoff_min_ms, backoff_max_ms),
+      sub_(loop, addr_, redis_connection::role::subscriber, *this,
+           backoff_min_ms, backoff_max_ms) {}
 
 void redis_client::start() {
     log_info("redis at %s", addr_.describe().c_str());
@@ -348,6 +353,10 @@ void redis_client::stop() {
 }
 
 void redis_client::connection_ready(redis_connection::role r) {
+    if (r == redis_connection::role::command) {
+        sha_.clear();
+        load_scripts();
+    }
     if (!stopped_) {
         handler_.on_redis_ready(r);
     }
@@ -362,31 +371,111 @@ void redis_client::connection_lost(redis_connection::role r) {
     }
 }
 
-bool redis_client::publish(std::string_view channel,
-                           std::string_view payload) {
-    if (!cmd_.ready()) {
-        return false;
-    }
-    int rc = redisAsyncCommand(cmd_.context(), publish_cb, this,
-                               "PUBLISH %b %b", channel.data(),
-                               channel.size(), payload.data(),
-                               payload.size());
-    return rc == REDIS_OK;
+struct redis_client::call {
+    redis_client* self = nullptr;
+    const lua_script* script = nullptr;  // EVAL/EVALSHA: for a retry
+    std::vector<std::string> argv;
+    reply_fn cb;
+};
+
+bool redis_client::command(const std::vector<std::string>& argv,
+                           reply_fn cb) {
+    auto c = std::make_unique<call>();
+    c->argv = argv;
+    c->cb = std::move(cb);
+    return send(std::move(c));
 }
 
-void redis_client::publish_cb(redisAsyncContext*, void* r, void* privdata) {
-    auto* self = static_cast<redis_client*>(privdata);
+bool redis_client::eval(const lua_script& script,
+                        const std::vector<std::string>& keys,
+                        const std::vector<std::string>& args, reply_fn cb) {
+    auto c = std::make_unique<call>();
+    c->script = &script;
+    c->argv.reserve(3 + keys.size() + args.size());
+    auto it = sha_.find(&script);
+    if (it != sha_.end()) {
+        c->argv.emplace_back("EVALSHA");
+        c->argv.push_back(it->second);
+    } else {
+        c->argv.emplace_back("EVAL");
+        c->argv.push_back(script.body);
+    }
+    c->argv.push_back(std::to_string(keys.size()));
+    c->argv.insert(c->argv.end(), keys.begin(), keys.end());
+    c->argv.insert(c->argv.end(), args.begin(), args.end());
+    c->cb = std::move(cb);
+    return send(std::move(c));
+}
+
+bool redis_client::send(std::unique_ptr<call> c) {
+    if (!cmd_.ready() || stopped_) {
+        return false;
+    }
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    argv.reserve(c->argv.size());
+    lens.reserve(c->argv.size());
+    for (const std::string& a : c->argv) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    c->self = this;
+    int rc = redisAsyncCommandArgv(cmd_.context(), command_cb, c.get(),
+                                   static_cast<int>(argv.size()),
+                                   argv.data(), lens.data());
+    if (rc != REDIS_OK) {
+        return false;
+    }
+    c.release();  // owned by hiredis until command_cb
+    return true;
+}
+
+void redis_client::load_scripts() {
+    for (const lua_script* const* s = all_scripts(); *s != nullptr; s++) {
+        const lua_script* script = *s;
+        command({"SCRIPT", "LOAD", script->body},
+                [this, script](const redisReply* r) {
+                    if (r != nullptr && r->type == REDIS_REPLY_STRING) {
+                        sha_[script] = std::string(r->str, r->len);
+                    } else if (r != nullptr) {
+                        log_error("redis SCRIPT LOAD %s failed: %s",
+                                  script->name,
+                                  r->type == REDIS_REPLY_ERROR ? r->str
+                                                               : "?");
+                    }
+                });
+    }
+}
+
+void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
+    std::unique_ptr<call> c(static_cast<call*>(privdata));
     auto* reply = static_cast<redisReply*>(r);
+    redis_client* self = c->self;
     if (self->stopped_) {
         return;
     }
-    if (reply == nullptr) {
-        // The connection went away with the PUBLISH in flight.
-        log_warn("redis PUBLISH lost with its connection");
+    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR &&
+        c->script != nullptr && c->argv[0] == "EVALSHA" &&
+        std::string_view(reply->str, reply->len).starts_with("NOSCRIPT")) {
+        // The script cache was flushed: EVAL loads the script again.
+        log_warn("redis: script %s not loaded, sending it again",
+                 c->script->name);
+        self->sha_.erase(c->script);
+        c->argv[0] = "EVAL";
+        c->argv[1] = c->script->body;
+        reply_fn cb = c->cb;
+        if (!self->send(std::move(c))) {
+            cb(nullptr);
+        }
         return;
     }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        log_warn("redis PUBLISH failed: %s", reply->str);
+    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
+        log_warn("redis %s failed: %.*s",
+                 c->script != nullptr ? c->script->name : c->argv[0].c_str(),
+                 static_cast<int>(reply->len), reply->str);
+    }
+    if (c->cb) {
+        c->cb(reply);
     }
 }
 

@@ -12,14 +12,19 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "config.h"
+#include "redis_scripts.h"
 #include "uv_handle.h"
 
 struct redisAsyncContext;
+struct redisReply;
 
 namespace rooms {
 
@@ -30,7 +35,8 @@ public:
     enum class role { command, subscriber };
 
     redis_connection(uv_loop_t* loop, const redis_address& addr, role r,
-                     redis_client& owner);
+                     redis_client& owner, uint64_t backoff_min_ms,
+                     uint64_t backoff_max_ms);
     ~redis_connection();
 
     redis_connection(const redis_connection&) = delete;
@@ -70,6 +76,8 @@ private:
     uv_ptr<uv_timer_t> timer_;
     unsigned handshake_left_ = 0;
     uint64_t backoff_ms_;
+    uint64_t backoff_min_ms_;
+    uint64_t backoff_max_ms_;
     unsigned failures_ = 0;
 };
 
@@ -92,7 +100,14 @@ public:
         ~handler() = default;
     };
 
-    redis_client(uv_loop_t* loop, const redis_address& addr, handler& h);
+    // A command's reply; nullptr when the command failed without one
+    // (the connection was lost with it in flight).  Not called once the
+    // client is stopped.
+    using reply_fn = std::function<void(const redisReply*)>;
+
+    redis_client(uv_loop_t* loop, const redis_address& addr, handler& h,
+                 uint64_t backoff_min_ms = 100,
+                 uint64_t backoff_max_ms = 5000);
 
     redis_client(const redis_client&) = delete;
     redis_client& operator=(const redis_client&) = delete;
@@ -103,8 +118,15 @@ public:
     bool commands_ready() const { return cmd_.ready(); }
     bool subscriber_ready() const { return sub_.ready(); }
 
-    // False when the command connection is not usable.
-    bool publish(std::string_view channel, std::string_view payload);
+    // Runs a script on the command connection: EVALSHA once its SCRIPT
+    // LOAD answered, EVAL before that, and EVAL again (which reloads it)
+    // after a NOSCRIPT.  False when the command connection is not usable
+    // (cb is not called then).  Commands run in the order they are given.
+    bool eval(const lua_script& script, const std::vector<std::string>& keys,
+              const std::vector<std::string>& args, reply_fn cb);
+
+    // Any command on the command connection.
+    bool command(const std::vector<std::string>& argv, reply_fn cb);
 
     // False when the subscriber connection is not usable; the owner
     // resubscribes from on_redis_ready().
@@ -117,7 +139,12 @@ private:
     void connection_ready(redis_connection::role r);
     void connection_lost(redis_connection::role r);
 
-    static void publish_cb(redisAsyncContext* ac, void* reply,
+    struct call;
+
+    bool send(std::unique_ptr<call> c);
+    void load_scripts();
+
+    static void command_cb(redisAsyncContext* ac, void* reply,
                            void* privdata);
     static void subscribe_cb(redisAsyncContext* ac, void* reply,
                              void* privdata);
@@ -132,6 +159,10 @@ private:
     // left and joined again quickly has SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE
     // in flight, and only the last confirmation means subscribed.
     std::unordered_map<std::string, unsigned> unconfirmed_;
+
+    // SHA1 of each script once SCRIPT LOAD answered on the current
+    // command connection (empty: use EVAL).
+    std::unordered_map<const lua_script*, std::string> sha_;
 };
 
 }  // namespace rooms

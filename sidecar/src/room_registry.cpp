@@ -28,11 +28,14 @@ room_registry::join_result room_registry::join(const member_key& key,
         it = rooms_.emplace(std::string(room_code), room()).first;
         it->second.members = 1;
         it->second.pending.push_back(key);
+        it->second.all.push_back(key);
+        it->second.sync.incarnation = next_incarnation_++;
         return join_result::subscribe;
     }
 
     room& r = it->second;
     r.members++;
+    r.all.push_back(key);
     if (!r.subscribed) {
         r.pending.push_back(key);
         return join_result::wait;
@@ -83,6 +86,7 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
     }
     res.found = true;
     res.room = std::move(mit->second.room);
+    res.player_id = std::move(mit->second.id);
     bool attached = mit->second.attached;
     members_.erase(mit);
 
@@ -104,6 +108,11 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
     } else {
         std::erase(r.pending, key);
     }
+    auto ait = std::find(r.all.begin(), r.all.end(), key);
+    if (ait != r.all.end()) {
+        *ait = r.all.back();
+        r.all.pop_back();
+    }
     if (--r.members == 0) {
         rooms_.erase(rit);
         res.room_empty = true;
@@ -113,19 +122,85 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
 
 std::vector<std::string> room_registry::leave_link(uint64_t link) {
     std::vector<std::string> emptied;
-    auto lit = links_.find(link);
-    if (lit == links_.end()) {
-        return emptied;
-    }
-    // Copy: leave() edits links_.
-    std::vector<uint64_t> conns(lit->second.begin(), lit->second.end());
-    for (uint64_t conn : conns) {
-        leave_result r = leave(member_key{link, conn});
+    for (leave_result& r : leave_link_members(link)) {
         if (r.room_empty) {
             emptied.push_back(std::move(r.room));
         }
     }
     return emptied;
+}
+
+std::vector<room_registry::leave_result> room_registry::leave_link_members(
+    uint64_t link) {
+    std::vector<leave_result> out;
+    auto lit = links_.find(link);
+    if (lit == links_.end()) {
+        return out;
+    }
+    // Copy: leave() edits links_.  Sorted: leave order is conn order.
+    std::vector<uint64_t> conns(lit->second.begin(), lit->second.end());
+    std::sort(conns.begin(), conns.end());
+    for (uint64_t conn : conns) {
+        leave_result r = leave(member_key{link, conn});
+        if (r.found) {
+            out.push_back(std::move(r));
+        }
+    }
+    return out;
+}
+
+std::vector<member_key> room_registry::take_pending(
+    std::string_view room_code) {
+    auto it = rooms_.find(room_code);
+    if (it == rooms_.end()) {
+        return {};
+    }
+    return std::exchange(it->second.pending, {});
+}
+
+void room_registry::push_pending(std::string_view room_code,
+                                 const member_key& key) {
+    auto it = rooms_.find(room_code);
+    if (it != rooms_.end()) {
+        it->second.pending.push_back(key);
+    }
+}
+
+void room_registry::requeue(std::string_view room_code,
+                            const std::vector<member_key>& keys) {
+    auto it = rooms_.find(room_code);
+    if (it == rooms_.end()) {
+        return;
+    }
+    std::vector<member_key> back;
+    for (const member_key& k : keys) {
+        auto mit = members_.find(k);
+        if (mit != members_.end() && !mit->second.attached &&
+            mit->second.room == room_code) {
+            back.push_back(k);
+        }
+    }
+    auto& pending = it->second.pending;
+    pending.insert(pending.begin(), back.begin(), back.end());
+}
+
+std::vector<member_key> room_registry::members_of(
+    std::string_view room_code) const {
+    auto it = rooms_.find(room_code);
+    if (it == rooms_.end()) {
+        return {};
+    }
+    return it->second.all;
+}
+
+member* room_registry::find_mutable(const member_key& key) {
+    auto it = members_.find(key);
+    return it == members_.end() ? nullptr : &it->second;
+}
+
+room_sync* room_registry::sync_of(std::string_view room_code) {
+    auto it = rooms_.find(room_code);
+    return it == rooms_.end() ? nullptr : &it->second.sync;
 }
 
 std::vector<member_key> room_registry::subscribed(std::string_view room_code) {
@@ -140,6 +215,9 @@ std::vector<member_key> room_registry::subscribed(std::string_view room_code) {
 void room_registry::unsubscribe_all() {
     for (auto& [code, r] : rooms_) {
         r.subscribed = false;
+        if (!r.links.empty()) {
+            r.sync.resync = true;
+        }
     }
 }
 

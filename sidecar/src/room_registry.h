@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "rate_limit.h"
+
 namespace rooms {
 
 struct member_key {
@@ -41,6 +43,28 @@ struct member {
     unsigned flags = 0;   // OPEN flags (RESUME, SINCE)
     uint64_t since = 0;   // OPEN since, if flags has SINCE
     bool attached = false;
+    bool ready = false;   // sent agree (kept to register it again)
+    bool kicked = false;  // KICK sent: ignore its messages
+    rate_limiter limiter;
+};
+
+// A live message that arrived while a room had a snapshot in flight.
+struct buffered_message {
+    uint64_t id = 0;      // from the payload's tail; 0 if unknown
+    std::string payload;
+};
+
+// What a room needs for gap-free joins and gap fills (docs/redis.md).
+struct room_sync {
+    uint64_t incarnation = 0;  // tells a re-created room from the old one
+    uint64_t last_id = 0;      // newest id delivered to attached members
+    std::string epoch;         // the room's epoch in Redis, once known
+    unsigned inflight = 0;     // snapshots in flight
+    bool resync = false;       // attached members missed messages: hold
+                               // live traffic until the gap is filled
+    size_t buffer_base = 0;    // absolute index of buffer[0]
+    std::vector<buffered_message> buffer;
+    bool overflowed = false;   // buffer hit its cap and dropped messages
 };
 
 struct link_members {
@@ -66,6 +90,7 @@ public:
         bool found = false;
         bool room_empty = false;  // last member left: unsubscribe
         std::string room;
+        std::string player_id;
     };
 
     // OPEN.
@@ -82,13 +107,36 @@ public:
     // The link is gone: removes its members; returns the rooms left empty.
     std::vector<std::string> leave_link(uint64_t link);
 
+    // The same, returning every member that left.
+    std::vector<leave_result> leave_link_members(uint64_t link);
+
+    // Pending members of a subscribed room (to sync them), in join order.
+    std::vector<member_key> take_pending(std::string_view room);
+
+    // Appends a member that join() answered `ready` for to the pending
+    // list (to sync it with the others).
+    void push_pending(std::string_view room, const member_key& key);
+
+    // Members whose sync failed go back to the front of the pending list
+    // (those that left meanwhile are skipped).
+    void requeue(std::string_view room, const std::vector<member_key>& keys);
+
+    // Every member of the room, attached or not.
+    std::vector<member_key> members_of(std::string_view room) const;
+
+    member* find_mutable(const member_key& key);
+
+    // The sync state of a room, or nullptr if the room is unknown.
+    room_sync* sync_of(std::string_view room);
+
     // Redis confirmed the room's subscription.  Returns the pending
     // members to welcome and attach, in join order (empty if the room is
     // unknown, e.g. it emptied while the subscription was in flight).
     std::vector<member_key> subscribed(std::string_view room);
 
     // The subscription connection was lost: every room is back to
-    // `subscribing` (attached members stay attached).
+    // `subscribing` (attached members stay attached); rooms with attached
+    // members are marked for a gap fill (room_sync::resync).
     void unsubscribe_all();
 
     const member* find(const member_key& key) const;
@@ -113,7 +161,9 @@ private:
         size_t members = 0;
         bool subscribed = false;
         std::vector<member_key> pending;
+        std::vector<member_key> all;
         std::vector<link_members> links;
+        room_sync sync;
     };
 
     struct string_hash {
@@ -131,6 +181,7 @@ private:
     std::unordered_map<member_key, member, member_key_hash> members_;
     std::unordered_map<uint64_t, std::unordered_set<uint64_t>> links_;
     room_map rooms_;
+    uint64_t next_incarnation_ = 1;
 };
 
 }  // namespace rooms

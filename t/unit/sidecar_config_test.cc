@@ -202,3 +202,73 @@ TEST(SidecarKeys, RoomChannel) {
     EXPECT_FALSE(rooms::room_of_channel("", "room:{A}:history", room));
     EXPECT_FALSE(rooms::room_of_channel("", "other", room));
 }
+
+TEST(SidecarConfig, RoomSettingsDefaults) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({}, cfg, err), parse_status::ok) << err;
+    EXPECT_EQ(cfg.history_length, 50u);
+    EXPECT_EQ(cfg.kept_types, (std::vector<std::string>{"chat"}));
+    EXPECT_TRUE(cfg.kept("chat"));
+    EXPECT_FALSE(cfg.kept("typing"));
+    EXPECT_EQ(cfg.max_message_bytes, 16384u);
+    EXPECT_EQ(cfg.rate.rate, 50);
+    EXPECT_EQ(cfg.rate.burst, 100);
+    EXPECT_EQ(cfg.heartbeat_interval_ms, 1000u);
+    EXPECT_EQ(cfg.heartbeat_ttl_ms, 5000u);
+}
+
+TEST(SidecarConfig, RoomSettings) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({"--history-length", "5", "--kept-types", "chat,vote",
+                     "--rate-limit", "0", "--rate-burst", "7",
+                     "--heartbeat-interval-ms", "200",
+                     "--heartbeat-ttl-ms", "900", "--redis-password", "pw",
+                     "--redis-db", "3", "--redis=redis://:url@h:1/2",
+                     "--redis-backoff-min-ms", "1000",
+                     "--max-message-bytes", "0"},
+                    cfg, err),
+              parse_status::ok)
+        << err;
+    EXPECT_EQ(cfg.history_length, 5u);
+    EXPECT_EQ(cfg.kept_types, (std::vector<std::string>{"chat", "vote"}));
+    EXPECT_EQ(cfg.rate.rate, 0);
+    EXPECT_EQ(cfg.rate.burst, 7);
+    EXPECT_EQ(cfg.heartbeat_interval_ms, 200u);
+    EXPECT_EQ(cfg.heartbeat_ttl_ms, 900u);
+    EXPECT_EQ(cfg.redis.password, "pw");
+    EXPECT_EQ(cfg.redis.db, 3);
+    EXPECT_EQ(cfg.redis_backoff_min_ms, 1000u);
+    EXPECT_EQ(cfg.redis_backoff_max_ms, 5000u);
+    EXPECT_EQ(cfg.max_message_bytes, 0u);
+
+    config none;
+    ASSERT_EQ(parse({"--kept-types", "none"}, none, err), parse_status::ok);
+    EXPECT_TRUE(none.kept_types.empty());
+}
+
+TEST(SidecarConfig, BadRoomSettings) {
+    std::string err;
+    for (std::vector<std::string> args :
+         std::vector<std::vector<std::string>>{
+             {"--kept-types", "Chat"},
+             {"--history-length", "-1"},
+             {"--rate-limit", "x"},
+             {"--heartbeat-interval-ms", "5"},
+             {"--heartbeat-interval-ms", "1000", "--heartbeat-ttl-ms",
+              "1000"},
+             {"--redis-db", "x"}}) {
+        config cfg;
+        EXPECT_EQ(parse(args, cfg, err), parse_status::error) << args[0];
+    }
+}
+
+TEST(SidecarKeys, RoomAndServerKeys) {
+    EXPECT_EQ(rooms::room_key("", "AB", "history"), "room:{AB}:history");
+    EXPECT_EQ(rooms::room_key("p:", "AB", "seq"), "p:room:{AB}:seq");
+    EXPECT_EQ(rooms::server_key("p:", "web-1", "alive"),
+              "p:server:{web-1}:alive");
+    EXPECT_EQ(rooms::rooms_index_key("p:"), "p:rooms");
+    EXPECT_EQ(rooms::servers_key(""), "servers");
+}

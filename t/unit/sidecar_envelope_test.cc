@@ -31,7 +31,7 @@ TEST(SidecarEnvelope, ChatGetsFrom) {
         R"({"type":"chat","data":{"text":"Hello"}})", "Alice");
     ASSERT_EQ(r.status, envelope_status::ok);
     EXPECT_EQ(r.type, "chat");
-    json j = parsed(r.out);
+    json j = parsed(r.out + "}");
     EXPECT_EQ(j, json::parse(R"({"type":"chat",)"
                              R"("data":{"text":"Hello","from":"Alice"}})"));
     // type first: easy to read in logs and captures.
@@ -42,24 +42,75 @@ TEST(SidecarEnvelope, FromIsOverwritten) {
     auto r = process_client_envelope(
         R"({"type":"chat","data":{"text":"hi","from":"Mallory"}})", "Bob");
     ASSERT_EQ(r.status, envelope_status::ok);
-    EXPECT_EQ(parsed(r.out)["data"]["from"], "Bob");
+    EXPECT_EQ(parsed(r.out + "}")["data"]["from"], "Bob");
 }
 
-TEST(SidecarEnvelope, AgreeGetsUsername) {
+TEST(SidecarEnvelope, AgreeIsExactlyUsername) {
+    // SPEC 2.3: {"type":"agree","data":{"username":NAME}}.
     auto r = process_client_envelope(
-        R"({"type":"agree","data":{"username":"Mallory"}})", "Bob");
+        R"({"type":"agree","data":{"username":"Mallory","x":1}})", "Bob");
     ASSERT_EQ(r.status, envelope_status::ok);
-    json j = parsed(r.out);
-    EXPECT_EQ(j["type"], "agree");
-    EXPECT_EQ(j["data"]["username"], "Bob");
-    EXPECT_EQ(j["data"]["from"], "Bob");
+    json j = parsed(r.out + "}");
+    EXPECT_EQ(j, json::parse(R"({"type":"agree",)"
+                             R"("data":{"username":"Bob"}})"));
+}
+
+TEST(SidecarEnvelope, OutIsOpenForTheScript) {
+    auto r = process_client_envelope(R"({"type":"chat","data":{}})", "A");
+    ASSERT_EQ(r.status, envelope_status::ok);
+    EXPECT_EQ(r.out, R"({"type":"chat","data":{"from":"A"})");
+    std::string done = rooms::close_envelope(r.out, 42, 1700000000123);
+    json j = parsed(done);
+    EXPECT_EQ(j["id"], 42);
+    EXPECT_EQ(j["ts"], 1700000000123ll);
+    EXPECT_EQ(rooms::envelope_tail_id(done), 42u);
+}
+
+TEST(SidecarEnvelope, TooLong) {
+    std::string big = R"({"type":"chat","data":{"t":")" +
+                      std::string(100, 'x') + "\"}}";
+    auto r = process_client_envelope(big, "A", 64);
+    EXPECT_EQ(r.status, envelope_status::bad_envelope);
+    EXPECT_NE(r.message.find("too long"), std::string::npos);
+    EXPECT_EQ(process_client_envelope(big, "A", big.size()).status,
+              envelope_status::ok);
+    EXPECT_EQ(process_client_envelope(big, "A", 0).status,
+              envelope_status::ok);
+}
+
+TEST(SidecarEnvelope, TailId) {
+    using rooms::envelope_tail_id;
+    EXPECT_EQ(envelope_tail_id(R"({"type":"x","data":{},"id":7,"ts":1})"),
+              7u);
+    EXPECT_EQ(envelope_tail_id(R"({"a":{"id":3},"id":9223372036854775807,)"
+                               R"("ts":1700000000000})"),
+              9223372036854775807ull);
+    // A client cannot fake a tail: its data is inside "data", and the
+    // script appends the real one after it.
+    EXPECT_EQ(envelope_tail_id(
+                  R"({"type":"chat","data":{"t":","id":9,"ts":1}"},)"
+                  R"("id":10,"ts":5})"),
+              10u);
+    EXPECT_EQ(envelope_tail_id(""), 0u);
+    EXPECT_EQ(envelope_tail_id("}"), 0u);
+    EXPECT_EQ(envelope_tail_id(R"({"type":"x","data":{}})"), 0u);
+    EXPECT_EQ(envelope_tail_id(R"({"id":,"ts":1})"), 0u);
+    EXPECT_EQ(envelope_tail_id(R"({"id":1,"ts":})"), 0u);
+    EXPECT_EQ(envelope_tail_id(R"({"id":1,"ts":2)"), 0u);
+    EXPECT_EQ(envelope_tail_id(R"("id":1,"ts":2})"), 0u);
+    EXPECT_EQ(envelope_tail_id(R"(,"id":1,"ts":2})"), 1u);
+}
+
+TEST(SidecarEnvelope, Reset) {
+    EXPECT_EQ(parsed(rooms::make_reset(12)),
+              json::parse(R"({"type":"reset","data":{"last_id":12}})"));
 }
 
 TEST(SidecarEnvelope, OtherTopLevelFieldsDropped) {
     auto r = process_client_envelope(
         R"({"type":"typing","data":{},"id":5,"ts":1,"x":[1]})", "A");
     ASSERT_EQ(r.status, envelope_status::ok);
-    json j = parsed(r.out);
+    json j = parsed(r.out + "}");
     EXPECT_EQ(j.size(), 2u);
     EXPECT_FALSE(j.contains("id"));
     EXPECT_EQ(j["data"], json::parse(R"({"from":"A"})"));
@@ -71,7 +122,7 @@ TEST(SidecarEnvelope, DataKeptAsSent) {
         R"("nested":{"k":"v"},"u":"\u00e9\ud83d\ude00"}})",
         "A");
     ASSERT_EQ(r.status, envelope_status::ok);
-    json j = parsed(r.out);
+    json j = parsed(r.out + "}");
     EXPECT_EQ(j["data"]["n"], 1.5);
     EXPECT_EQ(j["data"]["list"], json::parse(R"([1,"two",null,true])"));
     EXPECT_EQ(j["data"]["nested"]["k"], "v");
@@ -82,7 +133,7 @@ TEST(SidecarEnvelope, NameWithQuotesIsEscaped) {
     auto r = process_client_envelope(R"({"type":"chat","data":{}})",
                                      "A \"q\" \\ é");
     ASSERT_EQ(r.status, envelope_status::ok);
-    EXPECT_EQ(parsed(r.out)["data"]["from"], "A \"q\" \\ é");
+    EXPECT_EQ(parsed(r.out + "}")["data"]["from"], "A \"q\" \\ é");
 }
 
 TEST(SidecarEnvelope, BadEnvelope) {
@@ -193,7 +244,7 @@ TEST(SidecarEnvelope, InvalidUtf8NeverThrows) {
     std::string bad_name = "A\xff";
     auto r = process_client_envelope(R"({"type":"chat","data":{}})", bad_name);
     EXPECT_EQ(r.status, envelope_status::ok);
-    EXPECT_FALSE(json::parse(r.out, nullptr, false).is_discarded());
+    EXPECT_FALSE(json::parse(r.out + "}", nullptr, false).is_discarded());
     EXPECT_EQ(status_of("{\"type\":\"chat\",\"data\":{\"t\":\"\xff\"}}"),
               envelope_status::bad_envelope);
     EXPECT_FALSE(rooms::make_welcome("R", "i", bad_name, 0).empty());

@@ -219,3 +219,77 @@ TEST(SidecarRegistry, CountsLargestFirst) {
     room_registry empty;
     EXPECT_TRUE(empty.counts().empty());
 }
+
+TEST(SidecarRegistry, PendingRequeueAndPush) {
+    room_registry r;
+    r.join({1, 1}, "R", "a", "s.1.1", 0, 0);
+    r.join({1, 2}, "R", "b", "s.1.2", 0, 0);
+    auto pending = r.subscribed("R");
+    ASSERT_EQ(pending.size(), 2u);
+
+    // The sync failed; b left meanwhile: only a comes back.
+    r.leave({1, 2});
+    r.requeue("R", pending);
+    EXPECT_EQ(r.take_pending("R"), (std::vector<member_key>{{1, 1}}));
+    EXPECT_TRUE(r.take_pending("R").empty());
+
+    EXPECT_EQ(r.join({1, 3}, "R", "c", "s.1.3", 0, 0), join::ready);
+    r.push_pending("R", {1, 3});
+    r.requeue("R", {{1, 1}});
+    EXPECT_EQ(r.take_pending("R"),
+              (std::vector<member_key>{{1, 1}, {1, 3}}));
+
+    // Attached members are never requeued.
+    r.attach({1, 1});
+    r.requeue("R", {{1, 1}});
+    EXPECT_TRUE(r.take_pending("R").empty());
+}
+
+TEST(SidecarRegistry, MembersOfAndLeaveLinkMembers) {
+    room_registry r;
+    r.join({1, 1}, "R", "a", "s.1.1", 0, 0);
+    r.join({1, 2}, "S", "b", "s.1.2", 0, 0);
+    r.join({2, 1}, "R", "c", "s.2.1", 0, 0);
+    auto m = r.members_of("R");
+    std::sort(m.begin(), m.end(), [](const member_key& x,
+                                     const member_key& y) {
+        return x.link < y.link;
+    });
+    EXPECT_EQ(m, (std::vector<member_key>{{1, 1}, {2, 1}}));
+
+    auto left = r.leave_link_members(1);
+    ASSERT_EQ(left.size(), 2u);
+    EXPECT_EQ(left[0].player_id, "s.1.1");
+    EXPECT_EQ(left[0].room, "R");
+    EXPECT_FALSE(left[0].room_empty);
+    EXPECT_EQ(left[1].player_id, "s.1.2");
+    EXPECT_TRUE(left[1].room_empty);
+    EXPECT_EQ(r.members_of("R"), (std::vector<member_key>{{2, 1}}));
+    EXPECT_TRUE(r.members_of("S").empty());
+}
+
+TEST(SidecarRegistry, SyncStateAndResync) {
+    room_registry r;
+    r.join({1, 1}, "R", "a", "s.1.1", 0, 0);
+    r.join({1, 2}, "Q", "b", "s.1.2", 0, 0);
+    rooms::room_sync* rs = r.sync_of("R");
+    ASSERT_NE(rs, nullptr);
+    uint64_t inc = rs->incarnation;
+    EXPECT_NE(inc, r.sync_of("Q")->incarnation);
+    EXPECT_EQ(r.sync_of("X"), nullptr);
+
+    r.subscribed("R");
+    r.subscribed("Q");
+    r.attach({1, 1});
+    // Subscriber lost: only rooms with attached members need a gap fill.
+    r.unsubscribe_all();
+    EXPECT_TRUE(r.sync_of("R")->resync);
+    EXPECT_FALSE(r.sync_of("Q")->resync);
+
+    // A room left and joined again is a new incarnation.
+    r.leave({1, 1});
+    EXPECT_EQ(r.sync_of("R"), nullptr);
+    r.join({1, 3}, "R", "c", "s.1.3", 0, 0);
+    EXPECT_NE(r.sync_of("R")->incarnation, inc);
+    EXPECT_FALSE(r.sync_of("R")->resync);
+}

@@ -1,0 +1,184 @@
+// Global presence: leaves, the heartbeat, removal of dead servers'
+// players, and GET /rooms (docs/redis.md "Presence").
+
+#include <hiredis/hiredis.h>
+
+#include <charconv>
+
+#include <nlohmann/json.hpp>
+
+#include "app.h"
+#include "app_util.h"
+#include "keys.h"
+#include "log.h"
+#include "redis_scripts.h"
+
+namespace rooms {
+
+void app::presence_leave(const std::string& room,
+                         const std::string& player_id, bool last_local) {
+    if (stopping_) {
+        return;
+    }
+    const std::string& p = cfg_.key_prefix;
+    std::vector<std::string> keys = {
+        room_key(p, room, "seq"), room_key(p, room, "presence"),
+        rooms_index_key(p), server_key(p, cfg_.server_id, "rooms")};
+    std::vector<std::string> args = {room_channel(p, room), room, player_id,
+                                     last_local ? "1" : "0"};
+    pending_leave pl{room, player_id, last_local};
+    bool sent = redis_.eval(script_leave(), keys, args,
+                            [this, pl](const redisReply* r) {
+                                if (r == nullptr && !stopping_) {
+                                    leaves_.push_back(pl);  // retry later
+                                }
+                            });
+    if (!sent) {
+        leaves_.push_back(std::move(pl));
+    }
+}
+
+void app::flush_leaves() {
+    std::vector<pending_leave> todo = std::exchange(leaves_, {});
+    if (!todo.empty()) {
+        log_info("telling Redis about %zu players that left meanwhile",
+                 todo.size());
+    }
+    for (const pending_leave& pl : todo) {
+        presence_leave(pl.room, pl.player_id, pl.last_local);
+    }
+}
+
+void app::start_heartbeat() {
+    int rc = 0;
+    heartbeat_ = make_uv_handle<uv_timer_t>(
+        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    if (!heartbeat_) {
+        log_error("heartbeat timer: %s", uv_strerror(rc));
+        return;
+    }
+    uv_timer_start(heartbeat_.get(), heartbeat_cb, cfg_.heartbeat_interval_ms,
+                   cfg_.heartbeat_interval_ms);
+}
+
+void app::heartbeat_cb(uv_timer_t* t) {
+    auto* self = static_cast<app*>(t->data);
+    self->heartbeat();
+    self->reap(false);
+}
+
+// Refreshes this server's alive key.  If it had expired (this server was
+// silent for longer than the TTL and may have been reaped) or Redis lost
+// it, every local player is registered again.
+void app::heartbeat() {
+    if (stopping_) {
+        return;
+    }
+    const std::string& p = cfg_.key_prefix;
+    redis_.eval(script_heartbeat(),
+                {server_key(p, cfg_.server_id, "alive"), servers_key(p)},
+                {cfg_.server_id, std::to_string(cfg_.heartbeat_ttl_ms)},
+                [this](const redisReply* r) {
+                    if (r == nullptr || r->type != REDIS_REPLY_INTEGER) {
+                        return;
+                    }
+                    if (r->integer == 0 && heartbeat_seen_) {
+                        log_warn("heartbeat key was gone (expired or Redis "
+                                 "lost it): registering players again");
+                        sync_all_rooms(true);
+                    }
+                    heartbeat_seen_ = true;
+                });
+}
+
+// self: removes what a previous run under this server id left (once, at
+// the first connection); otherwise the players of every server whose
+// heartbeat expired.
+void app::reap(bool self) {
+    if (stopping_) {
+        return;
+    }
+    const std::string& p = cfg_.key_prefix;
+    redis_.eval(script_reap(), {servers_key(p), rooms_index_key(p)},
+                {p, self ? "server" : "dead", cfg_.server_id},
+                [self](const redisReply* r) {
+                    if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
+                        return;
+                    }
+                    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+                        const redisReply* id = r->element[i];
+                        const redisReply* n = r->element[i + 1];
+                        if (id->type != REDIS_REPLY_STRING ||
+                            n->type != REDIS_REPLY_INTEGER) {
+                            continue;
+                        }
+                        if (self) {
+                            log_info("cleared players=%lld left by a "
+                                     "previous run of this server",
+                                     static_cast<long long>(n->integer));
+                        } else {
+                            log_warn("server %.*s missed its heartbeat: "
+                                     "players=%lld removed",
+                                     static_cast<int>(id->len), id->str,
+                                     static_cast<long long>(n->integer));
+                        }
+                    }
+                });
+}
+
+void app::reply_rooms(uint64_t link_id, uint64_t request,
+                      const redisReply* reply) {
+    link* l = links_.find(link_id);
+    if (l == nullptr) {
+        return;
+    }
+    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY) {
+        reply_local_rooms(*l, request);
+        return;
+    }
+    auto list = nlohmann::ordered_json::array();
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const redisReply* code = reply->element[i];
+        const redisReply* score = reply->element[i + 1];
+        if (code->type != REDIS_REPLY_STRING ||
+            score->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        long long count = 0;
+        std::from_chars(score->str, score->str + score->len, count);
+        if (count <= 0) {
+            continue;
+        }
+        nlohmann::ordered_json item = nlohmann::ordered_json::object();
+        item["code"] = std::string(code->str, code->len);
+        item["count"] = count;
+        list.push_back(std::move(item));
+    }
+    std::string body = list.dump(
+        -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_ROOMS_REPLY, request);
+    m.payload = ipc_str(body);
+    l->send(m);
+    log_debug("rooms request=%llu link=%llu rooms=%zu", ull(request),
+              ull(link_id), list.size());
+}
+
+// Redis unavailable: this sidecar's own rooms, the best it knows.
+void app::reply_local_rooms(link& l, uint64_t request) {
+    auto list = nlohmann::ordered_json::array();
+    for (const room_count& rc : rooms_.counts()) {
+        nlohmann::ordered_json item = nlohmann::ordered_json::object();
+        item["code"] = rc.code;
+        item["count"] = rc.count;
+        list.push_back(std::move(item));
+    }
+    std::string body = list.dump(
+        -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_ROOMS_REPLY, request);
+    m.payload = ipc_str(body);
+    l.send(m);
+    log_debug("rooms (local, Redis unavailable) request=%llu link=%llu",
+              ull(request), ull(l.id()));
+}
+
+}  // namespace rooms

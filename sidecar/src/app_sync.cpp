@@ -1,0 +1,251 @@
+// Joins and gap fills: the `sync` script and what is sent from its
+// snapshot (docs/redis.md "Joining" and "Redis outages").
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "app.h"
+#include "app_util.h"
+#include "backfill.h"
+#include "envelope.h"
+#include "keys.h"
+#include "log.h"
+#include "redis_scripts.h"
+
+namespace rooms {
+
+namespace {
+
+std::string json_string(std::string_view s) {
+    return nlohmann::json(s).dump(-1, ' ', false,
+                                  nlohmann::json::error_handler_t::replace);
+}
+
+uint64_t reply_u64(const redisReply* r) {
+    if (r->type == REDIS_REPLY_INTEGER) {
+        return r->integer > 0 ? static_cast<uint64_t>(r->integer) : 0;
+    }
+    return 0;
+}
+
+}  // namespace
+
+void app::sync_all_rooms(bool register_all) {
+    for (const std::string& code : rooms_.room_codes()) {
+        sync_room(code, register_all);
+    }
+}
+
+// One `sync` script for the room: registers the players that need it,
+// takes the snapshot, publishes a state when presence changed.  Joiners
+// are the room's pending members; a room marked `resync` also gets its
+// attached members' gap filled.  Live messages that arrive while the
+// script is in flight are buffered (app::on_message).
+void app::sync_room(const std::string& code, bool register_all) {
+    room_sync* rs = rooms_.sync_of(code);
+    if (rs == nullptr || stopping_ || !rooms_.is_subscribed(code) ||
+        !redis_.commands_ready()) {
+        return;  // retried when Redis confirms or comes back
+    }
+    std::vector<member_key> joiners = rooms_.take_pending(code);
+    bool resync = rs->resync;
+    if (joiners.empty() && !resync && !register_all) {
+        return;
+    }
+
+    const std::string& p = cfg_.key_prefix;
+    std::vector<std::string> keys = {
+        room_key(p, code, "seq"),      room_key(p, code, "history"),
+        room_key(p, code, "trimmed"),  room_key(p, code, "presence"),
+        rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
+        room_key(p, code, "epoch")};
+    std::vector<std::string> args = {room_channel(p, code), code,
+                                     cfg_.server_id,
+                                     joiners.empty() ? "0" : "1",
+                                     epoch_candidate_};
+    std::vector<member_key> players =
+        (resync || register_all) ? rooms_.members_of(code) : joiners;
+    for (const member_key& k : players) {
+        const member* m = rooms_.find(k);
+        if (m == nullptr) {
+            continue;
+        }
+        args.push_back(m->id);
+        args.push_back(json_string(m->name));
+        args.push_back(m->ready ? "1" : "0");
+    }
+
+    auto req = std::make_shared<sync_request>();
+    req->room = code;
+    req->incarnation = rs->incarnation;
+    req->generation = sub_generation_;
+    req->joiners = joiners;
+    req->start = rs->buffer_base + rs->buffer.size();
+    req->resync = resync;
+
+    bool sent = redis_.eval(script_sync(), keys, args,
+                            [this, req](const redisReply* r) {
+                                on_sync_reply(*req, r);
+                            });
+    if (!sent) {
+        rooms_.requeue(code, joiners);
+        return;
+    }
+    rs->inflight++;
+    log_debug("sync room=%s joiners=%zu resync=%d players=%zu", code.c_str(),
+              joiners.size(), resync ? 1 : 0, players.size());
+}
+
+void app::on_sync_reply(const sync_request& req, const redisReply* reply) {
+    room_sync* rs = rooms_.sync_of(req.room);
+    if (rs == nullptr || rs->incarnation != req.incarnation) {
+        return;  // the room emptied meanwhile
+    }
+    rs->inflight--;
+
+    bool ok = reply != nullptr && reply->type == REDIS_REPLY_ARRAY &&
+              reply->elements == 4 &&
+              reply->element[2]->type == REDIS_REPLY_STRING &&
+              reply->element[3]->type == REDIS_REPLY_ARRAY;
+    if (!ok || req.generation != sub_generation_) {
+        // Lost with its connection, or the subscription went away while
+        // it was in flight: the joiners wait for the next sync.  A script
+        // error would fail again: those joiners are closed.
+        if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
+            log_error("sync failed room=%s: %s", req.room.c_str(),
+                      reply->str);
+            for (const member_key& k : req.joiners) {
+                member* m = rooms_.find_mutable(k);
+                link* l = links_.find(k.link);
+                if (m != nullptr && l != nullptr && !m->kicked) {
+                    m->kicked = true;
+                    ngx_rooms_ipc_msg_t kick =
+                        ipc_msg(NGX_ROOMS_IPC_KICK, k.conn);
+                    kick.status = 1011;
+                    kick.payload = ipc_str("internal error");
+                    l->send(kick);
+                }
+            }
+        } else {
+            rooms_.requeue(req.room, req.joiners);
+            if (req.generation == sub_generation_) {
+                // The command connection will come back and sync again.
+                log_debug("sync lost room=%s", req.room.c_str());
+            }
+        }
+        drop_buffer_if_idle(*rs);
+        return;
+    }
+
+    room_snapshot snap;
+    snap.seq = reply_u64(reply->element[0]);
+    snap.trimmed = reply_u64(reply->element[1]);
+    std::string epoch(reply->element[2]->str, reply->element[2]->len);
+    const redisReply* hist = reply->element[3];
+    snap.history.reserve(hist->elements);
+    for (size_t i = 0; i < hist->elements; i++) {
+        const redisReply* e = hist->element[i];
+        if (e->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        std::string_view payload(e->str, e->len);
+        snap.history.push_back(
+            history_entry{envelope_tail_id(payload), payload});
+    }
+    bool restarted = !rs->epoch.empty() && rs->epoch != epoch;
+    rs->epoch = std::move(epoch);
+
+    // Attached members first: what they missed, then (held) live traffic.
+    if (req.resync && rs->resync) {
+        std::vector<history_entry> buffered;
+        buffered.reserve(rs->buffer.size());
+        uint64_t newest = snap.seq;
+        for (const buffered_message& b : rs->buffer) {
+            buffered.push_back(history_entry{b.id, b.payload});
+            newest = std::max(newest, b.id);
+        }
+        backfill_plan plan = plan_gap_fill(snap, rs->last_id, buffered,
+                                           cfg_.history_length, restarted);
+        log_info("gap fill room=%s after_id=%llu seq=%llu messages=%zu%s",
+                 req.room.c_str(), ull(rs->last_id), ull(snap.seq),
+                 plan.messages.size(), plan.reset ? " reset" : "");
+        if (plan.reset) {
+            broadcast(req.room, make_reset(snap.seq));
+        }
+        for (std::string_view m : plan.messages) {
+            broadcast(req.room, m);
+        }
+        rs->last_id = newest;
+        rs->resync = false;
+    }
+
+    size_t start = req.start > rs->buffer_base ? req.start - rs->buffer_base
+                                               : 0;
+    for (const member_key& key : req.joiners) {
+        admit(key, snap, *rs, start);
+    }
+    if (!rs->resync) {
+        rs->last_id = std::max(rs->last_id, snap.seq);
+    }
+    drop_buffer_if_idle(*rs);
+}
+
+// welcome (not when resuming), reset, backfill, the buffered live
+// messages newer than the snapshot, ATTACH: all before ATTACH on the one
+// ordered link, so nothing is missing or doubled.
+void app::admit(const member_key& key, const room_snapshot& snap,
+                const room_sync& rs, size_t start) {
+    member* m = rooms_.find_mutable(key);
+    link* l = links_.find(key.link);
+    if (m == nullptr || l == nullptr || m->attached) {
+        return;
+    }
+    size_t backfilled = 0;
+    bool reset = false;
+    if (!(m->flags & NGX_ROOMS_IPC_F_RESUME)) {
+        send_text(*l, key.conn,
+                  make_welcome(m->room, m->id, m->name, snap.seq));
+        std::optional<uint64_t> since;
+        if (m->flags & NGX_ROOMS_IPC_F_SINCE) {
+            since = m->since;
+        }
+        backfill_plan plan = plan_backfill(snap, since, cfg_.history_length);
+        reset = plan.reset;
+        if (plan.reset) {
+            send_text(*l, key.conn, make_reset(snap.seq));
+        }
+        for (std::string_view msg : plan.messages) {
+            send_text(*l, key.conn, msg);
+        }
+        backfilled = plan.messages.size();
+    }
+    size_t live = 0;
+    for (size_t i = start; i < rs.buffer.size(); i++) {
+        const buffered_message& b = rs.buffer[i];
+        if (b.id == 0 || b.id > snap.seq) {
+            send_text(*l, key.conn, b.payload);
+            live++;
+        }
+    }
+    l->send(ipc_msg(NGX_ROOMS_IPC_ATTACH, key.conn));
+    rooms_.attach(key);
+    log_debug("attached link=%llu conn=%llu room=%s last_id=%llu "
+              "backfill=%zu live=%zu%s",
+              ull(key.link), ull(key.conn), m->room.c_str(), ull(snap.seq),
+              backfilled, live, reset ? " reset" : "");
+}
+
+void app::drop_buffer_if_idle(room_sync& rs) {
+    if (rs.inflight == 0 && !rs.resync) {
+        rs.buffer_base += rs.buffer.size();
+        rs.buffer.clear();
+        rs.overflowed = false;
+    }
+}
+
+}  // namespace rooms

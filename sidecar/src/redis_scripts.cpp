@@ -1,0 +1,257 @@
+#include "redis_scripts.h"
+
+namespace rooms {
+
+namespace {
+
+// Shared by the scripts that publish.  An envelope body is the JSON of
+// the envelope without its closing brace; publish() completes it with
+// the room's next id and Redis's clock, so that every server sees the
+// same bytes.
+constexpr const char* prelude = R"lua(
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function publish(seq_key, channel, body)
+    local id = redis.call('INCR', seq_key)
+    local msg = body .. ',"id":' .. string.format('%d', id) .. ',"ts":' ..
+        string.format('%.0f', now_ms()) .. '}'
+    redis.call('PUBLISH', channel, msg)
+    return id, msg
+end
+
+local function keep(hist_key, trimmed_key, msg, n)
+    if n <= 0 then
+        return
+    end
+    local len = redis.call('RPUSH', hist_key, msg)
+    if len > n then
+        local cut = redis.call('LINDEX', hist_key, len - n - 1)
+        redis.call('LTRIM', hist_key, -n, -1)
+        local id = string.match(cut, ',"id":(%d+),"ts":%d+}$')
+        if id then
+            redis.call('SET', trimmed_key, id)
+        end
+    end
+end
+
+local function decode(v)
+    local ok, p = pcall(cjson.decode, v)
+    if ok and type(p) == 'table' then
+        return p
+    end
+    return nil
+end
+
+-- The players of a room, in join order, as one state envelope.
+local function publish_state(pres_key, seq_key, channel, code)
+    local all = redis.call('HGETALL', pres_key)
+    local ps = {}
+    for i = 1, #all, 2 do
+        local p = decode(all[i + 1])
+        if p then
+            ps[#ps + 1] = { id = all[i], p = p }
+        end
+    end
+    table.sort(ps, function(a, b)
+        local ja, jb = tonumber(a.p.j) or 0, tonumber(b.p.j) or 0
+        if ja ~= jb then
+            return ja < jb
+        end
+        return a.id < b.id
+    end)
+    local parts = {}
+    for i, e in ipairs(ps) do
+        parts[i] = '{"id":' .. cjson.encode(e.id) .. ',"name":' ..
+            cjson.encode(tostring(e.p.name)) .. ',"alive":true,"ready":' ..
+            (e.p.ready == true and 'true' or 'false') .. '}'
+    end
+    return publish(seq_key, channel,
+        '{"type":"state","data":{"room":' .. cjson.encode(code) ..
+        ',"players":[' .. table.concat(parts, ',') .. ']}')
+end
+
+local function count_room(pres_key, rooms_key, code)
+    local n = redis.call('HLEN', pres_key)
+    if n > 0 then
+        redis.call('ZADD', rooms_key, n, code)
+    else
+        redis.call('ZREM', rooms_key, code)
+    end
+end
+)lua";
+
+lua_script make(const char* name, const char* body) {
+    return lua_script{name, std::string(prelude) + body};
+}
+
+}  // namespace
+
+// KEYS: seq history trimmed
+// ARGV: channel body keep_n
+// -> id
+const lua_script& script_publish() {
+    static const lua_script s = make("publish", R"lua(
+local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
+keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]))
+return id
+)lua");
+    return s;
+}
+
+// KEYS: seq history trimmed presence
+// ARGV: channel body keep_n player_id code
+// -> id of the agree envelope
+const lua_script& script_agree() {
+    static const lua_script s = make("agree", R"lua(
+local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
+keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]))
+local v = redis.call('HGET', KEYS[4], ARGV[4])
+if v then
+    local p = decode(v)
+    if p and p.ready ~= true then
+        p.ready = true
+        redis.call('HSET', KEYS[4], ARGV[4], cjson.encode(p))
+    end
+end
+publish_state(KEYS[4], KEYS[1], ARGV[1], ARGV[5])
+return id
+)lua");
+    return s;
+}
+
+// KEYS: seq history trimmed presence rooms server_rooms epoch
+// ARGV: channel code server_id force_state epoch_candidate
+//       then (player_id name_json ready) for each player to register
+// -> { seq, trimmed, epoch, { history... } }
+const lua_script& script_sync() {
+    static const lua_script s = make("sync", R"lua(
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
+redis.call('SET', KEYS[7], ARGV[5], 'NX')
+local epoch = redis.call('GET', KEYS[7])
+local hist = redis.call('LRANGE', KEYS[2], 0, -1)
+local changed = false
+local server = cjson.encode(ARGV[3])
+for i = 6, #ARGV - 2, 3 do
+    if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then
+        redis.call('HSET', KEYS[4], ARGV[i], '{"name":' .. ARGV[i + 1] ..
+            ',"ready":' .. (ARGV[i + 2] == '1' and 'true' or 'false') ..
+            ',"server":' .. server .. ',"j":' .. string.format('%d', seq) ..
+            '}')
+        changed = true
+    end
+end
+if #ARGV >= 8 then
+    redis.call('SADD', KEYS[6], ARGV[2])
+    count_room(KEYS[4], KEYS[5], ARGV[2])
+end
+if changed or ARGV[4] == '1' then
+    publish_state(KEYS[4], KEYS[1], ARGV[1], ARGV[2])
+end
+return { seq, trimmed, epoch, hist }
+)lua");
+    return s;
+}
+
+// KEYS: seq presence rooms server_rooms
+// ARGV: channel code player_id last_local
+// -> 1 if the player was there
+const lua_script& script_leave() {
+    static const lua_script s = make("leave", R"lua(
+local removed = redis.call('HDEL', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+    redis.call('SREM', KEYS[4], ARGV[2])
+end
+count_room(KEYS[2], KEYS[3], ARGV[2])
+if removed == 1 then
+    publish_state(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
+end
+return removed
+)lua");
+    return s;
+}
+
+// KEYS: alive servers
+// ARGV: server_id ttl_ms
+// -> 1 if the alive key still existed (0: first beat, or it expired, or
+//    Redis lost it: the caller registers its players again)
+const lua_script& script_heartbeat() {
+    static const lua_script s = make("heartbeat", R"lua(
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
+redis.call('SADD', KEYS[2], ARGV[1])
+return existed
+)lua");
+    return s;
+}
+
+// KEYS: servers rooms
+// ARGV: prefix mode server_id
+//   mode "dead":   every server of the set whose alive key is gone
+//                  (server_id: the caller, never reaped)
+//   mode "server": the named server, alive or not (a restarted sidecar
+//                  clears what its previous run left)
+// Key names are derived from the prefix inside the script, so this one
+// script is not Redis Cluster safe (docs/redis.md).
+// -> { server_id, players_removed, ... } for each server reaped
+const lua_script& script_reap() {
+    static const lua_script s = make("reap", R"lua(
+local prefix, mode, me = ARGV[1], ARGV[2], ARGV[3]
+local victims = {}
+if mode == 'server' then
+    victims[1] = me
+else
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+        if id ~= me and
+            redis.call('EXISTS', prefix .. 'server:{' .. id .. '}:alive') == 0
+        then
+            victims[#victims + 1] = id
+        end
+    end
+end
+local out = {}
+for _, id in ipairs(victims) do
+    local rooms_key = prefix .. 'server:{' .. id .. '}:rooms'
+    local removed = 0
+    for _, code in ipairs(redis.call('SMEMBERS', rooms_key)) do
+        local base = prefix .. 'room:{' .. code .. '}:'
+        local pres = base .. 'presence'
+        local all = redis.call('HGETALL', pres)
+        local n = 0
+        for i = 1, #all, 2 do
+            local p = decode(all[i + 1])
+            if p and p.server == id then
+                redis.call('HDEL', pres, all[i])
+                n = n + 1
+            end
+        end
+        count_room(pres, KEYS[2], code)
+        if n > 0 then
+            publish_state(pres, base .. 'seq', base .. 'pub', code)
+            removed = removed + n
+        end
+    end
+    redis.call('DEL', rooms_key)
+    if mode ~= 'server' then
+        redis.call('SREM', KEYS[1], id)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = removed
+end
+return out
+)lua");
+    return s;
+}
+
+const lua_script* const* all_scripts() {
+    static const lua_script* const list[] = {
+        &script_publish(), &script_agree(),     &script_sync(),
+        &script_leave(),   &script_heartbeat(), &script_reap(), nullptr,
+    };
+    return list;
+}
+
+}  // namespace rooms

@@ -1,0 +1,41 @@
+#pragma once
+
+// The Lua scripts the sidecar runs in Redis, in one place.  Every change
+// to a room (a message, a join, a leave, a ready change, a dead server's
+// members) is one script, so it is atomic and takes its id from the
+// room's one sequence.  Keys, arguments and replies: docs/redis.md.
+
+#include <string>
+
+namespace rooms {
+
+struct lua_script {
+    const char* name;
+    std::string body;
+};
+
+// publish: next id, complete the envelope, history + trim (kept types),
+// PUBLISH.
+const lua_script& script_publish();
+
+// agree: publish the agree envelope, mark the player ready, publish state.
+const lua_script& script_agree();
+
+// sync: snapshot (seq, trimmed, epoch, history), register missing
+// players, publish state if presence changed (or when asked to).
+const lua_script& script_sync();
+
+// leave: remove one player, publish state if it was there.
+const lua_script& script_leave();
+
+// heartbeat: refresh this server's alive key, add it to the server set.
+const lua_script& script_heartbeat();
+
+// reap: remove the players of dead servers (or of one named server) from
+// every room they were in, with a state per room.
+const lua_script& script_reap();
+
+// Every script, to load them when a connection comes up.
+const lua_script* const* all_scripts();
+
+}  // namespace rooms
