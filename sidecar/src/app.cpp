@@ -1,0 +1,373 @@
+#include "app.h"
+
+#include <csignal>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "envelope.h"
+#include "keys.h"
+#include "log.h"
+#include "sd_notify.h"
+
+namespace rooms {
+
+namespace {
+
+unsigned long long ull(uint64_t v) {
+    return static_cast<unsigned long long>(v);
+}
+
+int len(std::string_view s) {
+    return static_cast<int>(s.size());
+}
+
+std::string_view view(const ngx_rooms_ipc_str_t& s) {
+    return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
+}
+
+ngx_rooms_ipc_str_t ipc_str(std::string_view s) {
+    ngx_rooms_ipc_str_t r;
+    r.len = s.size();
+    r.data = reinterpret_cast<const uint8_t*>(s.data());
+    return r;
+}
+
+ngx_rooms_ipc_msg_t ipc_msg(unsigned type, uint64_t id) {
+    ngx_rooms_ipc_msg_t m{};
+    m.type = type;
+    m.id = id;
+    return m;
+}
+
+}  // namespace
+
+app::app(uv_loop_t* loop, const config& cfg)
+    : loop_(loop),
+      cfg_(cfg),
+      links_(loop, *this),
+      redis_(loop, cfg_.redis, *this) {}
+
+app::~app() {
+    stop();
+}
+
+bool app::start(std::string& err) {
+    if (!install_signal(sigterm_, SIGTERM, err) ||
+        !install_signal(sigint_, SIGINT, err)) {
+        return false;
+    }
+    if (!links_.listen(cfg_.listen, cfg_.socket_mode, err)) {
+        return false;
+    }
+    started_ = true;
+    redis_.start();
+
+    log_info("ready: listening on %s server_id=%s key_prefix=\"%s\"",
+             cfg_.listen.c_str(), cfg_.server_id.c_str(),
+             cfg_.key_prefix.c_str());
+    sd_notify_send("READY=1");
+    return true;
+}
+
+void app::stop() {
+    if (stopping_) {
+        return;
+    }
+    stopping_ = true;
+    if (started_) {
+        log_info("stopping");
+        sd_notify_send("STOPPING=1");
+    }
+    links_.close();
+    redis_.stop();
+    sigterm_.reset();
+    sigint_.reset();
+}
+
+bool app::install_signal(uv_ptr<uv_signal_t>& h, int signum,
+                         std::string& err) {
+    int rc = 0;
+    h = make_uv_handle<uv_signal_t>(
+        [&](uv_signal_t* s) { return uv_signal_init(loop_, s); }, rc, this);
+    if (h) {
+        rc = uv_signal_start(h.get(), signal_cb, signum);
+    }
+    if (rc < 0) {
+        err = std::string("cannot handle signal: ") + uv_strerror(rc);
+        return false;
+    }
+    return true;
+}
+
+void app::signal_cb(uv_signal_t* h, int signum) {
+    auto* self = static_cast<app*>(h->data);
+    log_info("signal %d received", signum);
+    self->stop();
+}
+
+/* worker links */
+
+void app::on_link_frame(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    if (!l.greeted() && msg.type != NGX_ROOMS_IPC_HELLO) {
+        log_error("frame type=0x%02x before HELLO link=%llu", msg.type,
+                  ull(l.id()));
+        l.close_later("no HELLO");
+        return;
+    }
+
+    switch (msg.type) {
+    case NGX_ROOMS_IPC_HELLO:
+        on_hello(l, msg);
+        break;
+    case NGX_ROOMS_IPC_OPEN:
+        on_open(l, msg);
+        break;
+    case NGX_ROOMS_IPC_MESSAGE:
+        on_client_message(l, msg);
+        break;
+    case NGX_ROOMS_IPC_CLOSE:
+        on_client_close(l, msg);
+        break;
+    case NGX_ROOMS_IPC_ROOMS:
+        on_rooms(l, msg);
+        break;
+    default:
+        log_debug("skipping frame type=0x%02x link=%llu pid=%u", msg.type,
+                  ull(l.id()), l.pid());
+        break;
+    }
+}
+
+void app::on_hello(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    if (msg.version != NGX_ROOMS_IPC_VERSION) {
+        log_error("unsupported link version %u link=%llu pid=%u",
+                  msg.version, ull(l.id()), msg.pid);
+        l.close_later("unsupported version");
+        return;
+    }
+    if (l.greeted()) {
+        log_warn("second HELLO ignored link=%llu pid=%u", ull(l.id()),
+                 l.pid());
+        return;
+    }
+    l.greet(msg.pid);
+    log_info("hello link=%llu pid=%u", ull(l.id()), msg.pid);
+}
+
+void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    std::string_view room = view(msg.room);
+    std::string_view name = view(msg.name);
+    member_key key{l.id(), msg.id};
+
+    if (room.empty() || name.empty()) {
+        log_error("OPEN without room or name link=%llu conn=%llu",
+                  ull(l.id()), ull(msg.id));
+        l.close_later("bad OPEN");
+        return;
+    }
+
+    std::string player_id = cfg_.server_id + "." + std::to_string(l.pid()) +
+                            "." + std::to_string(msg.id);
+
+    auto res = rooms_.join(key, room, name, player_id, msg.flags, msg.since);
+    log_info("open link=%llu conn=%llu room=%.*s id=%s name=\"%.*s\"%s",
+             ull(l.id()), ull(msg.id), len(room), room.data(),
+             player_id.c_str(), len(name), name.data(),
+             (msg.flags & NGX_ROOMS_IPC_F_RESUME) ? " resume" : "");
+
+    switch (res) {
+    case room_registry::join_result::duplicate:
+        log_warn("duplicate OPEN ignored link=%llu conn=%llu room=%.*s",
+                 ull(l.id()), ull(msg.id), len(room), room.data());
+        break;
+    case room_registry::join_result::subscribe:
+        if (!redis_.subscribe(room_channel(cfg_.key_prefix, room))) {
+            log_warn("room waits for Redis room=%.*s link=%llu conn=%llu",
+                     len(room), room.data(), ull(l.id()), ull(msg.id));
+        }
+        break;
+    case room_registry::join_result::wait:
+        break;
+    case room_registry::join_result::ready:
+        admit(key);
+        break;
+    }
+}
+
+void app::admit(const member_key& key) {
+    const member* m = rooms_.find(key);
+    link* l = links_.find(key.link);
+    if (m == nullptr || l == nullptr) {
+        return;
+    }
+    if (!(m->flags & NGX_ROOMS_IPC_F_RESUME)) {
+        send_text(*l, key.conn, make_welcome(m->room, m->id, m->name, 0));
+    }
+    l->send(ipc_msg(NGX_ROOMS_IPC_ATTACH, key.conn));
+    rooms_.attach(key);
+    log_debug("attached link=%llu conn=%llu room=%s", ull(key.link),
+              ull(key.conn), m->room.c_str());
+}
+
+void app::send_text(link& l, uint64_t conn, std::string_view payload) {
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_SEND, conn);
+    m.payload = ipc_str(payload);
+    l.send(m);
+}
+
+void app::send_error(link& l, uint64_t conn, std::string_view code,
+                     std::string_view message) {
+    send_text(l, conn, make_error(code, message));
+}
+
+void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    member_key key{l.id(), msg.id};
+    const member* m = rooms_.find(key);
+    if (m == nullptr) {
+        log_debug("message for unknown conn link=%llu conn=%llu",
+                  ull(l.id()), ull(msg.id));
+        return;
+    }
+
+    envelope_result env = process_client_envelope(view(msg.payload), m->name);
+    if (env.status != envelope_status::ok) {
+        const char* code = envelope_error_code(env.status);
+        log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
+                 ull(l.id()), ull(msg.id), m->room.c_str(), code,
+                 env.message.c_str());
+        send_error(l, msg.id, code, env.message);
+        return;
+    }
+
+    if (!redis_.publish(room_channel(cfg_.key_prefix, m->room), env.out)) {
+        log_warn("message not published, Redis unavailable link=%llu "
+                 "conn=%llu room=%s",
+                 ull(l.id()), ull(msg.id), m->room.c_str());
+        send_error(l, msg.id, "unavailable",
+                   "Redis is unavailable, the message was not sent");
+        return;
+    }
+    log_debug("publish link=%llu conn=%llu room=%s type=%s", ull(l.id()),
+              ull(msg.id), m->room.c_str(), env.type.c_str());
+}
+
+void app::on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    auto res = rooms_.leave(member_key{l.id(), msg.id});
+    if (!res.found) {
+        log_debug("close for unknown conn link=%llu conn=%llu", ull(l.id()),
+                  ull(msg.id));
+        return;
+    }
+    log_info("close link=%llu conn=%llu room=%s", ull(l.id()), ull(msg.id),
+             res.room.c_str());
+    if (res.room_empty) {
+        room_emptied(res.room);
+    }
+}
+
+void app::on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    // Local rooms only in this milestone; global counts come with
+    // presence in Redis.
+    auto list = nlohmann::ordered_json::array();
+    for (const room_count& rc : rooms_.counts()) {
+        nlohmann::ordered_json item = nlohmann::ordered_json::object();
+        item["code"] = rc.code;
+        item["count"] = rc.count;
+        list.push_back(std::move(item));
+    }
+    std::string body = list.dump(
+        -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_ROOMS_REPLY, msg.id);
+    m.payload = ipc_str(body);
+    l.send(m);
+    log_debug("rooms request=%llu link=%llu rooms=%zu", ull(msg.id),
+              ull(l.id()), list.size());
+}
+
+void app::on_link_closed(link& l) {
+    size_t before = rooms_.member_count();
+    std::vector<std::string> emptied = rooms_.leave_link(l.id());
+    size_t removed = before - rooms_.member_count();
+    if (removed > 0) {
+        log_info("link gone, members removed link=%llu pid=%u members=%zu",
+                 ull(l.id()), l.pid(), removed);
+    }
+    for (const std::string& room : emptied) {
+        room_emptied(room);
+    }
+}
+
+void app::room_emptied(const std::string& room) {
+    log_debug("room empty, unsubscribing room=%s", room.c_str());
+    if (!stopping_) {
+        redis_.unsubscribe(room_channel(cfg_.key_prefix, room));
+    }
+}
+
+/* Redis */
+
+void app::on_redis_ready(redis_connection::role r) {
+    if (r != redis_connection::role::subscriber) {
+        return;
+    }
+    std::vector<std::string> codes = rooms_.room_codes();
+    if (!codes.empty()) {
+        log_info("resubscribing rooms=%zu", codes.size());
+    }
+    for (const std::string& code : codes) {
+        redis_.subscribe(room_channel(cfg_.key_prefix, code));
+    }
+}
+
+void app::on_redis_lost(redis_connection::role r) {
+    if (r != redis_connection::role::subscriber) {
+        return;
+    }
+    // Attached members stay attached; they miss what is published until
+    // the subscription is back (gap fill from history: next milestone).
+    rooms_.unsubscribe_all();
+}
+
+void app::on_subscribed(std::string_view channel) {
+    std::string_view room;
+    if (!room_of_channel(cfg_.key_prefix, channel, room)) {
+        return;
+    }
+    std::vector<member_key> pending = rooms_.subscribed(room);
+    log_debug("subscribed room=%.*s pending=%zu", len(room), room.data(),
+              pending.size());
+    for (const member_key& key : pending) {
+        admit(key);
+    }
+}
+
+void app::on_message(std::string_view channel, std::string_view payload) {
+    std::string_view room;
+    if (!room_of_channel(cfg_.key_prefix, channel, room)) {
+        return;
+    }
+    const std::vector<link_members>* targets = rooms_.attached_links(room);
+    if (targets == nullptr) {
+        return;
+    }
+
+    // One frame for every link: the payload is copied once, never parsed.
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_BROADCAST, 0);
+    m.room = ipc_str(room);
+    m.payload = ipc_str(payload);
+    frame_ptr frame = encode_frame(m);
+    if (!frame) {
+        log_error("cannot encode broadcast room=%.*s bytes=%zu", len(room),
+                  room.data(), payload.size());
+        return;
+    }
+    for (const link_members& t : *targets) {
+        if (link* l = links_.find(t.link)) {
+            l->send(frame);
+        }
+    }
+}
+
+}  // namespace rooms

@@ -1,0 +1,445 @@
+#include "config.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <climits>
+#include <fstream>
+#include <utility>
+#include <vector>
+
+namespace rooms {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t' ||
+                          s.front() == '\r' || s.front() == '\n')) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' ||
+                          s.back() == '\r' || s.back() == '\n')) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+bool parse_int(std::string_view s, int base, long min, long max, long& out) {
+    if (s.empty()) {
+        return false;
+    }
+    long v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
+    if (ec != std::errc() || end != s.data() + s.size() || v < min ||
+        v > max) {
+        return false;
+    }
+    out = v;
+    return true;
+}
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+bool percent_decode(std::string_view s, std::string& out) {
+    out.clear();
+    for (size_t i = 0; i < s.size(); i++) {
+        if (s[i] != '%') {
+            out.push_back(s[i]);
+            continue;
+        }
+        if (i + 2 >= s.size()) {
+            return false;
+        }
+        int hi = hex_value(s[i + 1]);
+        int lo = hex_value(s[i + 2]);
+        if (hi < 0 || lo < 0) {
+            return false;
+        }
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+    }
+    return true;
+}
+
+std::string normalize_key(std::string_view key) {
+    std::string k(key);
+    for (char& c : k) {
+        if (c == '-') {
+            c = '_';
+        }
+    }
+    return k;
+}
+
+bool parse_tcp_url(std::string_view rest, redis_address& out,
+                   std::string& err) {
+    // rest: [[user]:password@]host[:port][/db]
+    std::string_view auth;
+    size_t at = rest.rfind('@');
+    if (at != std::string_view::npos) {
+        auth = rest.substr(0, at);
+        rest.remove_prefix(at + 1);
+    }
+
+    std::string_view hostport = rest;
+    std::string_view dbpart;
+    size_t slash = rest.find('/');
+    if (slash != std::string_view::npos) {
+        hostport = rest.substr(0, slash);
+        dbpart = rest.substr(slash + 1);
+    }
+
+    std::string_view host = hostport;
+    std::string_view port;
+    if (!hostport.empty() && hostport.front() == '[') {
+        size_t close = hostport.find(']');
+        if (close == std::string_view::npos) {
+            err = "redis URL: unterminated [ in host";
+            return false;
+        }
+        host = hostport.substr(1, close - 1);
+        std::string_view after = hostport.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') {
+                err = "redis URL: junk after ]";
+                return false;
+            }
+            port = after.substr(1);
+        }
+    } else {
+        size_t colon = hostport.rfind(':');
+        if (colon != std::string_view::npos) {
+            host = hostport.substr(0, colon);
+            port = hostport.substr(colon + 1);
+        }
+    }
+
+    if (host.empty()) {
+        err = "redis URL: no host";
+        return false;
+    }
+    out.host.assign(host);
+
+    long v = 6379;
+    if (!port.empty() && !parse_int(port, 10, 1, 65535, v)) {
+        err = "redis URL: bad port";
+        return false;
+    }
+    out.port = static_cast<int>(v);
+
+    v = 0;
+    if (!dbpart.empty() && !parse_int(dbpart, 10, 0, INT_MAX, v)) {
+        err = "redis URL: bad database number";
+        return false;
+    }
+    out.db = static_cast<int>(v);
+
+    if (!auth.empty()) {
+        size_t colon = auth.find(':');
+        std::string_view user = auth;
+        std::string_view pass;
+        if (colon != std::string_view::npos) {
+            user = auth.substr(0, colon);
+            pass = auth.substr(colon + 1);
+        } else {
+            // redis://password@host is a common spelling too.
+            user = {};
+            pass = auth;
+        }
+        if (!percent_decode(user, out.username) ||
+            !percent_decode(pass, out.password)) {
+            err = "redis URL: bad %-escape in credentials";
+            return false;
+        }
+    }
+    return true;
+}
+
+bool parse_unix_url(std::string_view rest, redis_address& out,
+                    std::string& err) {
+    // rest: /path[?db=N][&password=P]
+    std::string_view path = rest;
+    std::string_view query;
+    size_t q = rest.find('?');
+    if (q != std::string_view::npos) {
+        path = rest.substr(0, q);
+        query = rest.substr(q + 1);
+    }
+    if (path.empty()) {
+        err = "redis URL: no unix socket path";
+        return false;
+    }
+    out.unix_socket = true;
+    out.path.assign(path);
+
+    while (!query.empty()) {
+        size_t amp = query.find('&');
+        std::string_view param = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view()
+                                              : query.substr(amp + 1);
+        size_t eq = param.find('=');
+        if (eq == std::string_view::npos) {
+            err = "redis URL: bad query parameter";
+            return false;
+        }
+        std::string_view name = param.substr(0, eq);
+        std::string_view value = param.substr(eq + 1);
+        long v = 0;
+        if (name == "db") {
+            if (!parse_int(value, 10, 0, INT_MAX, v)) {
+                err = "redis URL: bad database number";
+                return false;
+            }
+            out.db = static_cast<int>(v);
+        } else if (name == "password") {
+            if (!percent_decode(value, out.password)) {
+                err = "redis URL: bad %-escape in password";
+                return false;
+            }
+        } else if (name == "user") {
+            if (!percent_decode(value, out.username)) {
+                err = "redis URL: bad %-escape in user";
+                return false;
+            }
+        } else {
+            err = "redis URL: unknown query parameter";
+            return false;
+        }
+    }
+    return true;
+}
+
+bool valid_server_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) {
+        return false;
+    }
+    for (unsigned char c : id) {
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string redis_address::describe() const {
+    std::string s;
+    if (unix_socket) {
+        s = "unix:" + path;
+    } else if (host.find(':') != std::string::npos) {
+        s = "[" + host + "]:" + std::to_string(port);
+    } else {
+        s = host + ":" + std::to_string(port);
+    }
+    if (db != 0) {
+        s += " db=" + std::to_string(db);
+    }
+    return s;
+}
+
+bool parse_redis_url(std::string_view url, redis_address& out,
+                     std::string& err) {
+    redis_address a;
+    constexpr std::string_view tcp_scheme = "redis://";
+    constexpr std::string_view unix_scheme = "unix:";
+
+    bool ok = false;
+    if (url.substr(0, tcp_scheme.size()) == tcp_scheme) {
+        ok = parse_tcp_url(url.substr(tcp_scheme.size()), a, err);
+    } else if (url.substr(0, unix_scheme.size()) == unix_scheme) {
+        ok = parse_unix_url(url.substr(unix_scheme.size()), a, err);
+    } else {
+        err = "redis URL must start with redis:// or unix:";
+    }
+    if (ok) {
+        out = std::move(a);
+    }
+    return ok;
+}
+
+bool apply_setting(config& cfg, std::string_view key, std::string_view value,
+                   std::string& err) {
+    std::string k = normalize_key(key);
+    if (k == "listen") {
+        if (value.empty()) {
+            err = "listen: empty path";
+            return false;
+        }
+        cfg.listen.assign(value);
+    } else if (k == "redis") {
+        cfg.redis_url.assign(value);
+    } else if (k == "server_id") {
+        if (!valid_server_id(value)) {
+            err = "server_id: 1-64 printable characters, no spaces or "
+                  "quotes";
+            return false;
+        }
+        cfg.server_id.assign(value);
+    } else if (k == "key_prefix") {
+        cfg.key_prefix.assign(value);
+    } else if (k == "log_level") {
+        if (!parse_log_level(value, cfg.level)) {
+            err = "log_level: one of debug, info, warn, error";
+            return false;
+        }
+    } else if (k == "socket_mode") {
+        long v = 0;
+        if (!parse_int(value, 8, 0, 0777, v)) {
+            err = "socket_mode: an octal mode such as 0660";
+            return false;
+        }
+        cfg.socket_mode = static_cast<unsigned>(v);
+    } else {
+        err = "unknown setting \"" + std::string(key) + "\"";
+        return false;
+    }
+    return true;
+}
+
+bool load_config_file(const std::string& path, config& cfg,
+                      std::string& err) {
+    std::ifstream in(path);
+    if (!in) {
+        err = "cannot open config file " + path;
+        return false;
+    }
+    std::string line;
+    unsigned lineno = 0;
+    while (std::getline(in, line)) {
+        lineno++;
+        std::string_view s = line;
+        size_t hash = s.find('#');
+        if (hash != std::string_view::npos) {
+            s = s.substr(0, hash);
+        }
+        s = trim(s);
+        if (s.empty()) {
+            continue;
+        }
+        size_t sp = s.find_first_of(" \t");
+        std::string_view key = s.substr(0, sp);
+        std::string_view value =
+            sp == std::string_view::npos ? std::string_view()
+                                         : trim(s.substr(sp + 1));
+        std::string e;
+        if (!apply_setting(cfg, key, value, e)) {
+            err = path + ":" + std::to_string(lineno) + ": " + e;
+            return false;
+        }
+    }
+    if (in.bad()) {
+        err = "cannot read config file " + path;
+        return false;
+    }
+    return true;
+}
+
+bool finish_config(config& cfg, std::string& err) {
+    if (!parse_redis_url(cfg.redis_url, cfg.redis, err)) {
+        return false;
+    }
+    if (cfg.server_id.empty()) {
+        char host[256];
+        if (gethostname(host, sizeof(host)) != 0) {
+            host[0] = '\0';
+        }
+        host[sizeof(host) - 1] = '\0';
+        std::string id = host[0] ? host : "sidecar";
+        id += "-" + std::to_string(getpid());
+        if (!valid_server_id(id)) {
+            id = "sidecar-" + std::to_string(getpid());
+        }
+        cfg.server_id = std::move(id);
+    }
+    return true;
+}
+
+parse_status parse_command_line(int argc, char** argv, config& cfg,
+                                std::string& err) {
+    std::vector<std::pair<std::string, std::string>> flags;
+    std::string config_file;
+
+    for (int i = 1; i < argc; i++) {
+        std::string_view arg = argv[i];
+        if (arg == "-h" || arg == "--help") {
+            return parse_status::help;
+        }
+        if (arg.substr(0, 2) != "--" || arg.size() == 2) {
+            err = "unexpected argument \"" + std::string(arg) + "\"";
+            return parse_status::error;
+        }
+        arg.remove_prefix(2);
+        std::string name;
+        std::string value;
+        size_t eq = arg.find('=');
+        if (eq != std::string_view::npos) {
+            name.assign(arg.substr(0, eq));
+            value.assign(arg.substr(eq + 1));
+        } else {
+            if (i + 1 >= argc) {
+                err = "--" + std::string(arg) + " needs a value";
+                return parse_status::error;
+            }
+            name.assign(arg);
+            value.assign(argv[++i]);
+        }
+        if (name == "config") {
+            config_file = value;
+        } else {
+            flags.emplace_back(std::move(name), std::move(value));
+        }
+    }
+
+    if (!config_file.empty() && !load_config_file(config_file, cfg, err)) {
+        return parse_status::error;
+    }
+    for (const auto& [name, value] : flags) {
+        std::string e;
+        if (!apply_setting(cfg, name, value, e)) {
+            err = "--" + name + ": " + e;
+            return parse_status::error;
+        }
+    }
+    if (!finish_config(cfg, err)) {
+        return parse_status::error;
+    }
+    return parse_status::ok;
+}
+
+const char* usage_text() {
+    return "usage: rooms-sidecar [--config FILE] [--listen PATH] "
+           "[--redis URL]\n"
+           "                     [--server-id ID] [--key-prefix P]\n"
+           "                     [--log-level debug|info|warn|error] "
+           "[--socket-mode OCTAL]\n"
+           "\n"
+           "  --config FILE       `key value` lines (listen, redis, "
+           "server_id, key_prefix,\n"
+           "                      log_level, socket_mode); flags override "
+           "it\n"
+           "  --listen PATH       Unix socket for the nginx workers "
+           "(/run/rooms/sidecar.sock)\n"
+           "  --redis URL         redis://[:password@]host:port[/db] or "
+           "unix:/path[?db=N]\n"
+           "                      (redis://127.0.0.1:6379)\n"
+           "  --server-id ID      this server's id in player ids "
+           "(<hostname>-<pid>)\n"
+           "  --key-prefix P      prefix of every Redis key and channel "
+           "(empty)\n"
+           "  --log-level L       debug, info, warn or error (info)\n"
+           "  --socket-mode MODE  permissions of the socket file (0666)\n";
+}
+
+}  // namespace rooms

@@ -1,0 +1,67 @@
+#pragma once
+
+// Sidecar settings: command line flags and a `key value` config file.
+//
+//   rooms-sidecar [--config FILE] [--listen PATH] [--redis URL]
+//                 [--server-id ID] [--key-prefix P]
+//                 [--log-level debug|info|warn|error] [--socket-mode OCTAL]
+//
+// The file holds one `key value` pair a line (keys as the flags without
+// the dashes, `_` or `-` alike; `#` starts a comment).  Flags override the
+// file whatever their order on the command line.
+
+#include <string>
+#include <string_view>
+
+#include "log.h"
+
+namespace rooms {
+
+struct redis_address {
+    bool unix_socket = false;
+    std::string host = "127.0.0.1";
+    int port = 6379;
+    std::string path;       // unix_socket
+    std::string username;   // AUTH username password (Redis 6 ACL)
+    std::string password;   // AUTH when not empty
+    int db = 0;             // SELECT when not 0
+
+    // For logs: the address without credentials.
+    std::string describe() const;
+};
+
+// redis://[[user]:password@]host[:port][/db]  (host may be [v6addr])
+// unix:/path/redis.sock[?db=N][&password=P]
+bool parse_redis_url(std::string_view url, redis_address& out,
+                     std::string& err);
+
+struct config {
+    std::string listen = "/run/rooms/sidecar.sock";
+    std::string redis_url = "redis://127.0.0.1:6379";
+    redis_address redis;
+    std::string server_id;  // default: <hostname>-<pid>
+    std::string key_prefix;
+    log_level level = log_level::info;
+    unsigned socket_mode = 0666;  // restrict with a group: 0660
+};
+
+enum class parse_status { ok, help, error };
+
+// Fills cfg from argv (and the --config file), then derives cfg.redis and
+// the default server id.  On error, err says why.
+parse_status parse_command_line(int argc, char** argv, config& cfg,
+                                std::string& err);
+
+// Sets one setting by its name (file key or flag name without dashes).
+bool apply_setting(config& cfg, std::string_view key, std::string_view value,
+                   std::string& err);
+
+// Reads a `key value` file into cfg.
+bool load_config_file(const std::string& path, config& cfg, std::string& err);
+
+// Checks cfg and derives cfg.redis and the default server id.
+bool finish_config(config& cfg, std::string& err);
+
+const char* usage_text();
+
+}  // namespace rooms

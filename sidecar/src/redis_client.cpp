@@ -1,0 +1,461 @@
+#include "redis_client.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libuv.h>
+
+#include <algorithm>
+#include <random>
+
+#include "log.h"
+
+namespace rooms {
+
+namespace {
+
+constexpr uint64_t connect_timeout_ms = 3000;
+constexpr uint64_t backoff_min_ms = 100;
+constexpr uint64_t backoff_max_ms = 5000;
+
+// The event hooks below replace the adapter's add/del functions, which all
+// restart the poll with redisLibuvPoll().  That callback ignores a poll
+// error status, and libuv reports a socket error (a refused connect, a
+// reset) as exactly that, and stops the poll: hiredis would never learn
+// that the connect failed, and we would wait for the connect timeout.
+// Ours lets hiredis read or write so that it finds the error itself.
+// Everything else (the event struct, attach, cleanup) is the adapter's.
+
+void poll_cb(uv_poll_t* handle, int status, int events) {
+    auto* p = static_cast<redisLibuvEvents*>(handle->data);
+    if (status < 0) {
+        events = p->events;
+    }
+    if (p->context != nullptr && (events & UV_READABLE)) {
+        redisAsyncHandleRead(p->context);
+    }
+    // The read may have freed the context (cleanup nulls p->context; p
+    // itself lives until the poll handle's close callback).
+    if (p->context != nullptr && (events & UV_WRITABLE)) {
+        redisAsyncHandleWrite(p->context);
+    }
+}
+
+void poll_update(redisLibuvEvents* p) {
+    if (p->events) {
+        uv_poll_start(&p->handle, p->events, poll_cb);
+    } else {
+        uv_poll_stop(&p->handle);
+    }
+}
+
+void ev_add_read(void* privdata) {
+    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    p->events |= UV_READABLE;
+    poll_update(p);
+}
+
+void ev_del_read(void* privdata) {
+    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    p->events &= ~UV_READABLE;
+    poll_update(p);
+}
+
+void ev_add_write(void* privdata) {
+    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    p->events |= UV_WRITABLE;
+    poll_update(p);
+}
+
+void ev_del_write(void* privdata) {
+    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    p->events &= ~UV_WRITABLE;
+    poll_update(p);
+}
+
+int attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
+    if (redisLibuvAttach(ac, loop) != REDIS_OK) {
+        return REDIS_ERR;
+    }
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    // Nothing is polled yet: redisAsyncSetConnectCallback(), called next,
+    // asks for writability to learn when the connect completes.
+    return REDIS_OK;
+}
+
+std::minstd_rand& jitter_rng() {
+    static std::minstd_rand rng(static_cast<unsigned>(uv_hrtime()));
+    return rng;
+}
+
+}  // namespace
+
+/* redis_connection */
+
+redis_connection::redis_connection(uv_loop_t* loop, const redis_address& addr,
+                                   role r, redis_client& owner)
+    : loop_(loop),
+      addr_(addr),
+      role_(r),
+      owner_(owner),
+      backoff_ms_(backoff_min_ms) {}
+
+redis_connection::~redis_connection() {
+    stop();
+}
+
+const char* redis_connection::name() const {
+    return role_ == role::command ? "command" : "subscriber";
+}
+
+void redis_connection::start() {
+    if (state_ != state::idle) {
+        return;
+    }
+    int rc = 0;
+    timer_ = make_uv_handle<uv_timer_t>(
+        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    if (!timer_) {
+        log_error("redis %s: uv_timer_init: %s", name(), uv_strerror(rc));
+        state_ = state::stopped;
+        return;
+    }
+    connect();
+}
+
+void redis_connection::stop() {
+    if (state_ == state::stopped) {
+        return;
+    }
+    state_ = state::stopped;
+    redisAsyncContext* ac = ac_;
+    ac_ = nullptr;
+    if (ac != nullptr) {
+        // Runs pending callbacks with a NULL reply; our disconnect
+        // callback sees a context it no longer owns and does nothing.
+        redisAsyncFree(ac);
+    }
+    timer_.reset();
+}
+
+void redis_connection::connect() {
+    redisAsyncContext* ac = addr_.unix_socket
+                                ? redisAsyncConnectUnix(addr_.path.c_str())
+                                : redisAsyncConnect(addr_.host.c_str(),
+                                                    addr_.port);
+    if (ac == nullptr) {
+        log_error("redis %s: cannot allocate a context", name());
+        retry_later();
+        return;
+    }
+    if (ac->err) {
+        connect_failed(ac->errstr);
+        redisAsyncFree(ac);
+        retry_later();
+        return;
+    }
+    ac->data = this;
+    if (attach_to_loop(ac, loop_) != REDIS_OK) {
+        log_error("redis %s: cannot attach to the event loop", name());
+        // A failed attach leaves no event data: free without cleanup.
+        ac->ev.cleanup = nullptr;
+        redisAsyncFree(ac);
+        retry_later();
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, connect_cb);
+    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
+
+    ac_ = ac;
+    state_ = state::connecting;
+    uv_timer_start(timer_.get(), timer_cb, connect_timeout_ms, 0);
+    log_debug("redis %s: connecting to %s", name(), addr_.describe().c_str());
+}
+
+void redis_connection::connect_cb(const redisAsyncContext* ac, int status) {
+    auto* c = static_cast<redis_connection*>(ac->data);
+    if (c->ac_ != ac) {
+        return;
+    }
+    if (status != REDIS_OK) {
+        // hiredis frees the context after this callback.
+        c->ac_ = nullptr;
+        c->connect_failed(ac->errstr);
+        c->retry_later();
+        return;
+    }
+    c->handshake();
+}
+
+void redis_connection::connect_failed(const char* why) {
+    // One warning per outage; the retries are logged at debug level.
+    if (failures_++ == 0) {
+        log_warn("redis %s: connect to %s failed: %s (retrying)", name(),
+                 addr_.describe().c_str(), why);
+    } else {
+        log_debug("redis %s: connect to %s failed: %s (attempt %u)", name(),
+                  addr_.describe().c_str(), why, failures_);
+    }
+}
+
+void redis_connection::handshake() {
+    state_ = state::handshaking;
+    handshake_left_ = 0;
+
+    int rc = REDIS_OK;
+    if (!addr_.password.empty()) {
+        if (!addr_.username.empty()) {
+            rc = redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s %s",
+                                   addr_.username.c_str(),
+                                   addr_.password.c_str());
+        } else {
+            rc = redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s",
+                                   addr_.password.c_str());
+        }
+        handshake_left_++;
+    }
+    if (rc == REDIS_OK && addr_.db != 0) {
+        rc = redisAsyncCommand(ac_, handshake_cb, this, "SELECT %d",
+                               addr_.db);
+        handshake_left_++;
+    }
+    if (rc != REDIS_OK) {
+        // We are inside hiredis's connect callback, where the context must
+        // not be freed: let the timer give up on it right away.
+        log_error("redis %s: cannot queue AUTH/SELECT", name());
+        uv_timer_start(timer_.get(), timer_cb, 0, 0);
+        return;
+    }
+    if (handshake_left_ == 0) {
+        became_ready();
+    }
+}
+
+void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
+                                    void* privdata) {
+    auto* c = static_cast<redis_connection*>(privdata);
+    auto* reply = static_cast<redisReply*>(r);
+    if (reply == nullptr || c->ac_ != ac) {
+        return;  // the context is going away
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_error("redis %s: AUTH/SELECT refused: %s", c->name(), reply->str);
+        // Disconnects once the pending replies are in; the disconnect
+        // callback retries later.
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (--c->handshake_left_ == 0) {
+        c->became_ready();
+    }
+}
+
+void redis_connection::became_ready() {
+    state_ = state::ready;
+    uv_timer_stop(timer_.get());
+    backoff_ms_ = backoff_min_ms;
+    log_info("redis %s connected to %s", name(), addr_.describe().c_str());
+    failures_ = 0;
+    owner_.connection_ready(role_);
+}
+
+void redis_connection::disconnect_cb(const redisAsyncContext* ac,
+                                     int status) {
+    auto* c = static_cast<redis_connection*>(ac->data);
+    if (c->ac_ != ac) {
+        return;  // abandoned or stopped by us
+    }
+    // hiredis frees the context after this callback.
+    c->ac_ = nullptr;
+    bool was_ready = c->state_ == state::ready;
+    if (status != REDIS_OK) {
+        log_warn("redis %s connection lost: %s", c->name(), ac->errstr);
+    } else {
+        log_warn("redis %s connection closed", c->name());
+    }
+    c->retry_later();
+    if (was_ready) {
+        c->owner_.connection_lost(c->role_);
+    }
+}
+
+void redis_connection::abandon() {
+    redisAsyncContext* ac = ac_;
+    bool was_ready = state_ == state::ready;
+    ac_ = nullptr;
+    retry_later();
+    if (ac != nullptr) {
+        redisAsyncFree(ac);
+    }
+    if (was_ready) {
+        owner_.connection_lost(role_);
+    }
+}
+
+void redis_connection::retry_later() {
+    if (state_ == state::stopped) {
+        return;
+    }
+    state_ = state::waiting;
+    // +-20% so that many sidecars do not reconnect in lockstep.
+    uint64_t spread = backoff_ms_ / 5;
+    uint64_t delay = backoff_ms_ - spread +
+                     (spread ? jitter_rng()() % (2 * spread + 1) : 0);
+    uv_timer_start(timer_.get(), timer_cb, delay, 0);
+    log_debug("redis %s: reconnecting in %llu ms", name(),
+              static_cast<unsigned long long>(delay));
+    backoff_ms_ = std::min(backoff_ms_ * 2, backoff_max_ms);
+}
+
+void redis_connection::timer_cb(uv_timer_t* t) {
+    auto* c = static_cast<redis_connection*>(t->data);
+    switch (c->state_) {
+    case state::waiting:
+        c->connect();
+        break;
+    case state::connecting:
+    case state::handshaking:
+        c->connect_failed("timed out");
+        c->abandon();
+        break;
+    default:
+        break;
+    }
+}
+
+/* redis_client */
+
+redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
+                           handler& h)
+    : handler_(h),
+      addr_(addr),
+      cmd_(loop, addr_, redis_connection::role::command, *this),
+      sub_(loop, addr_, redis_connection::role::subscriber, *this) {}
+
+void redis_client::start() {
+    log_info("redis at %s", addr_.describe().c_str());
+    cmd_.start();
+    sub_.start();
+}
+
+void redis_client::stop() {
+    stopped_ = true;
+    cmd_.stop();
+    sub_.stop();
+    unconfirmed_.clear();
+}
+
+void redis_client::connection_ready(redis_connection::role r) {
+    if (!stopped_) {
+        handler_.on_redis_ready(r);
+    }
+}
+
+void redis_client::connection_lost(redis_connection::role r) {
+    if (r == redis_connection::role::subscriber) {
+        unconfirmed_.clear();
+    }
+    if (!stopped_) {
+        handler_.on_redis_lost(r);
+    }
+}
+
+bool redis_client::publish(std::string_view channel,
+                           std::string_view payload) {
+    if (!cmd_.ready()) {
+        return false;
+    }
+    int rc = redisAsyncCommand(cmd_.context(), publish_cb, this,
+                               "PUBLISH %b %b", channel.data(),
+                               channel.size(), payload.data(),
+                               payload.size());
+    return rc == REDIS_OK;
+}
+
+void redis_client::publish_cb(redisAsyncContext*, void* r, void* privdata) {
+    auto* self = static_cast<redis_client*>(privdata);
+    auto* reply = static_cast<redisReply*>(r);
+    if (self->stopped_) {
+        return;
+    }
+    if (reply == nullptr) {
+        // The connection went away with the PUBLISH in flight.
+        log_warn("redis PUBLISH lost with its connection");
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_warn("redis PUBLISH failed: %s", reply->str);
+    }
+}
+
+bool redis_client::subscribe(std::string_view channel) {
+    if (!sub_.ready()) {
+        return false;
+    }
+    int rc = redisAsyncCommand(sub_.context(), subscribe_cb, this,
+                               "SUBSCRIBE %b", channel.data(),
+                               channel.size());
+    if (rc != REDIS_OK) {
+        return false;
+    }
+    unconfirmed_[std::string(channel)]++;
+    log_debug("redis SUBSCRIBE %.*s", static_cast<int>(channel.size()),
+              channel.data());
+    return true;
+}
+
+bool redis_client::unsubscribe(std::string_view channel) {
+    if (!sub_.ready()) {
+        return false;
+    }
+    int rc = redisAsyncCommand(sub_.context(), subscribe_cb, this,
+                               "UNSUBSCRIBE %b", channel.data(),
+                               channel.size());
+    log_debug("redis UNSUBSCRIBE %.*s", static_cast<int>(channel.size()),
+              channel.data());
+    return rc == REDIS_OK;
+}
+
+void redis_client::subscribe_cb(redisAsyncContext*, void* r, void* privdata) {
+    auto* self = static_cast<redis_client*>(privdata);
+    auto* reply = static_cast<redisReply*>(r);
+    if (reply == nullptr || self->stopped_) {
+        return;  // the context is going away
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING) {
+        log_warn("redis: unexpected reply on the subscriber connection");
+        return;
+    }
+
+    std::string_view kind(reply->element[0]->str, reply->element[0]->len);
+    std::string_view channel(reply->element[1]->str,
+                             reply->element[1]->len);
+
+    if (kind == "message") {
+        const redisReply* payload = reply->element[2];
+        if (payload->type == REDIS_REPLY_STRING) {
+            self->handler_.on_message(channel,
+                                      std::string_view(payload->str,
+                                                       payload->len));
+        }
+        return;
+    }
+
+    if (kind == "subscribe") {
+        auto it = self->unconfirmed_.find(std::string(channel));
+        if (it == self->unconfirmed_.end()) {
+            return;
+        }
+        if (--it->second > 0) {
+            return;  // a later SUBSCRIBE of the channel is in flight
+        }
+        self->unconfirmed_.erase(it);
+        self->handler_.on_subscribed(channel);
+    }
+}
+
+}  // namespace rooms

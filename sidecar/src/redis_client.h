@@ -1,0 +1,137 @@
+#pragma once
+
+// The sidecar's two Redis connections (hiredis async on the libuv loop):
+// one for commands (PUBLISH; the publish script in a later milestone) and
+// one for SUBSCRIBE.  Each connects with its own timeout, authenticates
+// and selects the database when configured, and reconnects with backoff
+// from a timer, with a new hiredis context every time (hiredis frees a
+// context itself after its disconnect callback and after a failed
+// connect).  The owner learns when each connection becomes usable or is
+// lost, and resubscribes its rooms then.
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "config.h"
+#include "uv_handle.h"
+
+struct redisAsyncContext;
+
+namespace rooms {
+
+class redis_client;
+
+class redis_connection {
+public:
+    enum class role { command, subscriber };
+
+    redis_connection(uv_loop_t* loop, const redis_address& addr, role r,
+                     redis_client& owner);
+    ~redis_connection();
+
+    redis_connection(const redis_connection&) = delete;
+    redis_connection& operator=(const redis_connection&) = delete;
+
+    void start();
+    void stop();
+
+    // Connected and past AUTH/SELECT.
+    bool ready() const { return state_ == state::ready; }
+    redisAsyncContext* context() const { return ac_; }
+    const char* name() const;
+
+private:
+    enum class state { idle, connecting, handshaking, ready, waiting,
+                       stopped };
+
+    void connect();
+    void connect_failed(const char* why);
+    void handshake();
+    void became_ready();
+    void retry_later();
+    void abandon();
+
+    static void connect_cb(const redisAsyncContext* ac, int status);
+    static void disconnect_cb(const redisAsyncContext* ac, int status);
+    static void handshake_cb(redisAsyncContext* ac, void* reply,
+                             void* privdata);
+    static void timer_cb(uv_timer_t* t);
+
+    uv_loop_t* loop_;
+    const redis_address& addr_;
+    role role_;
+    redis_client& owner_;
+    state state_ = state::idle;
+    redisAsyncContext* ac_ = nullptr;
+    uv_ptr<uv_timer_t> timer_;
+    unsigned handshake_left_ = 0;
+    uint64_t backoff_ms_;
+    unsigned failures_ = 0;
+};
+
+class redis_client {
+public:
+    class handler {
+    public:
+        // A connection became usable (subscriber: resubscribe now).
+        virtual void on_redis_ready(redis_connection::role r) = 0;
+        // A usable connection was lost (subscriber: every subscription
+        // is gone).
+        virtual void on_redis_lost(redis_connection::role r) = 0;
+        // Redis confirmed the latest SUBSCRIBE of this channel.
+        virtual void on_subscribed(std::string_view channel) = 0;
+        // A message on a subscribed channel.
+        virtual void on_message(std::string_view channel,
+                                std::string_view payload) = 0;
+
+    protected:
+        ~handler() = default;
+    };
+
+    redis_client(uv_loop_t* loop, const redis_address& addr, handler& h);
+
+    redis_client(const redis_client&) = delete;
+    redis_client& operator=(const redis_client&) = delete;
+
+    void start();
+    void stop();
+
+    bool commands_ready() const { return cmd_.ready(); }
+    bool subscriber_ready() const { return sub_.ready(); }
+
+    // False when the command connection is not usable.
+    bool publish(std::string_view channel, std::string_view payload);
+
+    // False when the subscriber connection is not usable; the owner
+    // resubscribes from on_redis_ready().
+    bool subscribe(std::string_view channel);
+    bool unsubscribe(std::string_view channel);
+
+private:
+    friend class redis_connection;
+
+    void connection_ready(redis_connection::role r);
+    void connection_lost(redis_connection::role r);
+
+    static void publish_cb(redisAsyncContext* ac, void* reply,
+                           void* privdata);
+    static void subscribe_cb(redisAsyncContext* ac, void* reply,
+                             void* privdata);
+
+    handler& handler_;
+    redis_address addr_;
+    bool stopped_ = false;
+    redis_connection cmd_;
+    redis_connection sub_;
+
+    // SUBSCRIBEs sent and not yet confirmed, by channel: a room that is
+    // left and joined again quickly has SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE
+    // in flight, and only the last confirmation means subscribed.
+    std::unordered_map<std::string, unsigned> unconfirmed_;
+};
+
+}  // namespace rooms

@@ -1,0 +1,136 @@
+#pragma once
+
+// The rooms this sidecar has local members in.  Pure logic (no libuv, no
+// Redis): the caller does the I/O the results ask for.
+//
+// A member is one client connection, keyed by (link id, conn id).  A room
+// exists while it has members.  Its Redis subscription is `subscribing`
+// until Redis confirms it, then `subscribed`; members that join meanwhile
+// are pending and get welcomed and attached once it is confirmed.  For
+// fan-out, a room knows which links have attached members, and how many.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace rooms {
+
+struct member_key {
+    uint64_t link = 0;
+    uint64_t conn = 0;
+
+    bool operator==(const member_key&) const = default;
+};
+
+struct member_key_hash {
+    size_t operator()(const member_key& k) const noexcept {
+        return std::hash<uint64_t>()(k.link * 0x9e3779b97f4a7c15ull ^ k.conn);
+    }
+};
+
+struct member {
+    std::string room;
+    std::string name;
+    std::string id;       // player id, <server_id>.<pid>.<conn>
+    unsigned flags = 0;   // OPEN flags (RESUME, SINCE)
+    uint64_t since = 0;   // OPEN since, if flags has SINCE
+    bool attached = false;
+};
+
+struct link_members {
+    uint64_t link = 0;
+    size_t attached = 0;  // attached members of the room on this link
+};
+
+struct room_count {
+    std::string code;
+    size_t count = 0;
+};
+
+class room_registry {
+public:
+    enum class join_result {
+        subscribe,  // first member: subscribe the room, member is pending
+        wait,       // subscription not confirmed yet, member is pending
+        ready,      // subscribed: welcome and attach the member now
+        duplicate,  // the key is already a member; nothing changed
+    };
+
+    struct leave_result {
+        bool found = false;
+        bool room_empty = false;  // last member left: unsubscribe
+        std::string room;
+    };
+
+    // OPEN.
+    join_result join(const member_key& key, std::string_view room,
+                     std::string_view name, std::string player_id,
+                     unsigned flags, uint64_t since);
+
+    // The member is now attached (its ATTACH was sent).
+    void attach(const member_key& key);
+
+    // CLOSE.
+    leave_result leave(const member_key& key);
+
+    // The link is gone: removes its members; returns the rooms left empty.
+    std::vector<std::string> leave_link(uint64_t link);
+
+    // Redis confirmed the room's subscription.  Returns the pending
+    // members to welcome and attach, in join order (empty if the room is
+    // unknown, e.g. it emptied while the subscription was in flight).
+    std::vector<member_key> subscribed(std::string_view room);
+
+    // The subscription connection was lost: every room is back to
+    // `subscribing` (attached members stay attached).
+    void unsubscribe_all();
+
+    const member* find(const member_key& key) const;
+
+    // Links with attached members in the room, or nullptr if none.
+    const std::vector<link_members>* attached_links(
+        std::string_view room) const;
+
+    bool is_subscribed(std::string_view room) const;
+
+    // Codes of every room (to resubscribe them).
+    std::vector<std::string> room_codes() const;
+
+    // Rooms and their local member counts, largest first.
+    std::vector<room_count> counts() const;
+
+    size_t member_count() const { return members_.size(); }
+    size_t room_count_total() const { return rooms_.size(); }
+
+private:
+    struct room {
+        size_t members = 0;
+        bool subscribed = false;
+        std::vector<member_key> pending;
+        std::vector<link_members> links;
+    };
+
+    struct string_hash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>()(s);
+        }
+    };
+
+    using room_map = std::unordered_map<std::string, room, string_hash,
+                                        std::equal_to<>>;
+
+    void detach(room& r, const member_key& key);
+
+    std::unordered_map<member_key, member, member_key_hash> members_;
+    std::unordered_map<uint64_t, std::unordered_set<uint64_t>> links_;
+    room_map rooms_;
+};
+
+}  // namespace rooms

@@ -1,0 +1,204 @@
+// Sidecar settings: Redis URLs, flags and the config file; key names.
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "keys.h"
+
+using rooms::config;
+using rooms::parse_status;
+using rooms::redis_address;
+
+namespace {
+
+parse_status parse(std::vector<std::string> args, config& cfg,
+                   std::string& err) {
+    std::vector<char*> argv;
+    static char prog[] = "rooms-sidecar";
+    argv.push_back(prog);
+    for (auto& a : args) {
+        argv.push_back(a.data());
+    }
+    return rooms::parse_command_line(static_cast<int>(argv.size()),
+                                     argv.data(), cfg, err);
+}
+
+}  // namespace
+
+TEST(SidecarConfig, RedisTcpUrls) {
+    redis_address a;
+    std::string err;
+    ASSERT_TRUE(rooms::parse_redis_url("redis://127.0.0.1:6380", a, err));
+    EXPECT_FALSE(a.unix_socket);
+    EXPECT_EQ(a.host, "127.0.0.1");
+    EXPECT_EQ(a.port, 6380);
+    EXPECT_EQ(a.db, 0);
+    EXPECT_TRUE(a.password.empty());
+
+    ASSERT_TRUE(rooms::parse_redis_url("redis://:s%40cret@redis.local:7000/3",
+                                       a, err));
+    EXPECT_EQ(a.host, "redis.local");
+    EXPECT_EQ(a.port, 7000);
+    EXPECT_EQ(a.db, 3);
+    EXPECT_EQ(a.password, "s@cret");
+    EXPECT_TRUE(a.username.empty());
+
+    ASSERT_TRUE(rooms::parse_redis_url("redis://user:pw@h", a, err));
+    EXPECT_EQ(a.username, "user");
+    EXPECT_EQ(a.password, "pw");
+    EXPECT_EQ(a.port, 6379);
+
+    ASSERT_TRUE(rooms::parse_redis_url("redis://[::1]:6390/1", a, err));
+    EXPECT_EQ(a.host, "::1");
+    EXPECT_EQ(a.port, 6390);
+    EXPECT_EQ(a.db, 1);
+    EXPECT_EQ(a.describe(), "[::1]:6390 db=1");
+}
+
+TEST(SidecarConfig, RedisUnixUrls) {
+    redis_address a;
+    std::string err;
+    ASSERT_TRUE(rooms::parse_redis_url("unix:/run/redis/redis.sock", a, err));
+    EXPECT_TRUE(a.unix_socket);
+    EXPECT_EQ(a.path, "/run/redis/redis.sock");
+    EXPECT_EQ(a.db, 0);
+    ASSERT_TRUE(rooms::parse_redis_url("unix:/tmp/r.sock?db=2&password=x",
+                                       a, err));
+    EXPECT_EQ(a.path, "/tmp/r.sock");
+    EXPECT_EQ(a.db, 2);
+    EXPECT_EQ(a.password, "x");
+    EXPECT_EQ(a.describe(), "unix:/tmp/r.sock db=2");
+}
+
+TEST(SidecarConfig, RedisBadUrls) {
+    redis_address a;
+    std::string err;
+    for (const char* u : {"", "http://x", "redis://", "redis://h:0",
+                          "redis://h:70000", "redis://h:x", "redis://h/x",
+                          "redis://h/-1", "unix:", "unix:/p?db=x",
+                          "unix:/p?foo=1", "redis://[::1", "redis://:%zz@h"}) {
+        err.clear();
+        EXPECT_FALSE(rooms::parse_redis_url(u, a, err)) << u;
+        EXPECT_FALSE(err.empty()) << u;
+    }
+}
+
+TEST(SidecarConfig, Defaults) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({}, cfg, err), parse_status::ok) << err;
+    EXPECT_EQ(cfg.listen, "/run/rooms/sidecar.sock");
+    EXPECT_EQ(cfg.redis.host, "127.0.0.1");
+    EXPECT_EQ(cfg.redis.port, 6379);
+    EXPECT_EQ(cfg.key_prefix, "");
+    EXPECT_EQ(cfg.level, rooms::log_level::info);
+    EXPECT_EQ(cfg.socket_mode, 0666u);
+    std::string suffix = "-" + std::to_string(getpid());
+    ASSERT_GT(cfg.server_id.size(), suffix.size());
+    EXPECT_EQ(cfg.server_id.substr(cfg.server_id.size() - suffix.size()),
+              suffix);
+}
+
+TEST(SidecarConfig, Flags) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({"--listen", "/tmp/x.sock", "--redis=redis://h:1/2",
+                     "--server-id", "web1", "--key-prefix", "t:",
+                     "--log-level", "debug", "--socket-mode", "0600"},
+                    cfg, err),
+              parse_status::ok)
+        << err;
+    EXPECT_EQ(cfg.listen, "/tmp/x.sock");
+    EXPECT_EQ(cfg.redis.host, "h");
+    EXPECT_EQ(cfg.redis.port, 1);
+    EXPECT_EQ(cfg.redis.db, 2);
+    EXPECT_EQ(cfg.server_id, "web1");
+    EXPECT_EQ(cfg.key_prefix, "t:");
+    EXPECT_EQ(cfg.level, rooms::log_level::debug);
+    EXPECT_EQ(cfg.socket_mode, 0600u);
+}
+
+TEST(SidecarConfig, BadFlags) {
+    std::string err;
+    for (std::vector<std::string> args :
+         std::vector<std::vector<std::string>>{
+             {"--nope", "1"},
+             {"--listen"},
+             {"stray"},
+             {"--log-level", "loud"},
+             {"--socket-mode", "999"},
+             {"--socket-mode", "rw"},
+             {"--server-id", "has space"},
+             {"--server-id", ""},
+             {"--redis", "nope"},
+             {"--config", "/nonexistent/rooms.conf"}}) {
+        config cfg;
+        err.clear();
+        EXPECT_EQ(parse(args, cfg, err), parse_status::error) << args[0];
+        EXPECT_FALSE(err.empty());
+    }
+    config cfg;
+    EXPECT_EQ(parse({"--help"}, cfg, err), parse_status::help);
+}
+
+TEST(SidecarConfig, FileAndFlagsOverride) {
+    char path[] = "/tmp/sidecar_config_testXXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    std::string text =
+        "# rooms-sidecar\n"
+        "listen /tmp/from-file.sock\n"
+        "redis   redis://filehost:6390\n"
+        "\n"
+        "server_id file-id   # trailing comment\n"
+        "key-prefix p:\n"
+        "log_level warn\n"
+        "socket_mode 640\n";
+    ASSERT_EQ(write(fd, text.data(), text.size()),
+              static_cast<ssize_t>(text.size()));
+    close(fd);
+
+    config cfg;
+    std::string err;
+    // The flag comes before --config and still wins.
+    ASSERT_EQ(parse({"--server-id", "flag-id", "--config", path}, cfg, err),
+              parse_status::ok)
+        << err;
+    EXPECT_EQ(cfg.listen, "/tmp/from-file.sock");
+    EXPECT_EQ(cfg.redis.host, "filehost");
+    EXPECT_EQ(cfg.redis.port, 6390);
+    EXPECT_EQ(cfg.server_id, "flag-id");
+    EXPECT_EQ(cfg.key_prefix, "p:");
+    EXPECT_EQ(cfg.level, rooms::log_level::warn);
+    EXPECT_EQ(cfg.socket_mode, 0640u);
+
+    FILE* f = std::fopen(path, "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("listen /x\nbogus 1\n", f);
+    std::fclose(f);
+    config cfg2;
+    EXPECT_EQ(parse({"--config", path}, cfg2, err), parse_status::error);
+    EXPECT_NE(err.find(":2:"), std::string::npos) << err;
+    unlink(path);
+}
+
+TEST(SidecarKeys, RoomChannel) {
+    EXPECT_EQ(rooms::room_channel("", "ABCD"), "room:{ABCD}:pub");
+    EXPECT_EQ(rooms::room_channel("t1:", "A"), "t1:room:{A}:pub");
+
+    std::string_view room;
+    ASSERT_TRUE(rooms::room_of_channel("", "room:{ABCD}:pub", room));
+    EXPECT_EQ(room, "ABCD");
+    ASSERT_TRUE(rooms::room_of_channel("t1:", "t1:room:{X_Y}:pub", room));
+    EXPECT_EQ(room, "X_Y");
+    EXPECT_FALSE(rooms::room_of_channel("", "room:{}:pub", room));
+    EXPECT_FALSE(rooms::room_of_channel("t1:", "room:{A}:pub", room));
+    EXPECT_FALSE(rooms::room_of_channel("", "room:{A}:history", room));
+    EXPECT_FALSE(rooms::room_of_channel("", "other", room));
+}

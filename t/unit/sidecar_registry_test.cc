@@ -1,0 +1,221 @@
+// room_registry: membership, subscription states, fan-out targets.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "room_registry.h"
+
+using rooms::link_members;
+using rooms::member_key;
+using rooms::room_registry;
+using join = rooms::room_registry::join_result;
+
+namespace {
+
+size_t attached_on(const room_registry& r, std::string_view room,
+                   uint64_t link) {
+    const auto* links = r.attached_links(room);
+    if (links == nullptr) {
+        return 0;
+    }
+    for (const link_members& l : *links) {
+        if (l.link == link) {
+            return l.attached;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+TEST(SidecarRegistry, FirstMemberSubscribesOthersWait) {
+    room_registry r;
+    EXPECT_EQ(r.join({1, 10}, "ABCD", "Alice", "s.1.10", 0, 0),
+              join::subscribe);
+    EXPECT_EQ(r.join({1, 11}, "ABCD", "Bob", "s.1.11", 0, 0), join::wait);
+    EXPECT_EQ(r.join({2, 10}, "ABCD", "Carol", "s.2.10", 0, 0), join::wait);
+    EXPECT_FALSE(r.is_subscribed("ABCD"));
+    EXPECT_EQ(r.attached_links("ABCD"), nullptr);
+
+    auto pending = r.subscribed("ABCD");
+    ASSERT_EQ(pending.size(), 3u);
+    EXPECT_EQ(pending[0], (member_key{1, 10}));
+    EXPECT_EQ(pending[1], (member_key{1, 11}));
+    EXPECT_EQ(pending[2], (member_key{2, 10}));
+    EXPECT_TRUE(r.is_subscribed("ABCD"));
+
+    // Later joins are ready at once.
+    EXPECT_EQ(r.join({2, 11}, "ABCD", "Dan", "s.2.11", 0, 0), join::ready);
+    EXPECT_TRUE(r.subscribed("ABCD").empty());
+}
+
+TEST(SidecarRegistry, MemberData) {
+    room_registry r;
+    r.join({3, 7}, "ROOM", "Zoë", "srv.42.7", 0x03, 99);
+    const rooms::member* m = r.find({3, 7});
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->room, "ROOM");
+    EXPECT_EQ(m->name, "Zoë");
+    EXPECT_EQ(m->id, "srv.42.7");
+    EXPECT_EQ(m->flags, 0x03u);
+    EXPECT_EQ(m->since, 99u);
+    EXPECT_FALSE(m->attached);
+    EXPECT_EQ(r.find({3, 8}), nullptr);
+    EXPECT_EQ(r.find({4, 7}), nullptr);
+}
+
+TEST(SidecarRegistry, DuplicateJoinChangesNothing) {
+    room_registry r;
+    r.join({1, 1}, "A", "x", "i", 0, 0);
+    EXPECT_EQ(r.join({1, 1}, "B", "y", "j", 0, 0), join::duplicate);
+    EXPECT_EQ(r.member_count(), 1u);
+    EXPECT_EQ(r.room_count_total(), 1u);
+    EXPECT_EQ(r.find({1, 1})->room, "A");
+}
+
+TEST(SidecarRegistry, AttachCountsPerLink) {
+    room_registry r;
+    r.join({1, 1}, "A", "a", "1", 0, 0);
+    r.join({1, 2}, "A", "b", "2", 0, 0);
+    r.join({2, 1}, "A", "c", "3", 0, 0);
+    for (const auto& k : r.subscribed("A")) {
+        r.attach(k);
+    }
+    r.attach({1, 1});  // twice: no effect
+    const auto* links = r.attached_links("A");
+    ASSERT_NE(links, nullptr);
+    EXPECT_EQ(links->size(), 2u);
+    EXPECT_EQ(attached_on(r, "A", 1), 2u);
+    EXPECT_EQ(attached_on(r, "A", 2), 1u);
+    EXPECT_TRUE(r.find({1, 1})->attached);
+
+    auto res = r.leave({1, 1});
+    EXPECT_TRUE(res.found);
+    EXPECT_FALSE(res.room_empty);
+    EXPECT_EQ(res.room, "A");
+    EXPECT_EQ(attached_on(r, "A", 1), 1u);
+
+    r.leave({1, 2});
+    EXPECT_EQ(attached_on(r, "A", 1), 0u);
+    EXPECT_EQ(r.attached_links("A")->size(), 1u);
+
+    res = r.leave({2, 1});
+    EXPECT_TRUE(res.room_empty);
+    EXPECT_EQ(r.attached_links("A"), nullptr);
+    EXPECT_EQ(r.room_count_total(), 0u);
+    EXPECT_EQ(r.member_count(), 0u);
+}
+
+TEST(SidecarRegistry, AttachUnknownIsNoop) {
+    room_registry r;
+    r.attach({9, 9});
+    EXPECT_EQ(r.member_count(), 0u);
+}
+
+TEST(SidecarRegistry, LeaveUnknown) {
+    room_registry r;
+    auto res = r.leave({1, 1});
+    EXPECT_FALSE(res.found);
+    EXPECT_FALSE(res.room_empty);
+}
+
+TEST(SidecarRegistry, PendingMemberLeavesBeforeSubscription) {
+    room_registry r;
+    r.join({1, 1}, "A", "a", "1", 0, 0);
+    r.join({1, 2}, "A", "b", "2", 0, 0);
+    r.leave({1, 1});
+    auto pending = r.subscribed("A");
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(pending[0], (member_key{1, 2}));
+}
+
+TEST(SidecarRegistry, RoomEmptiedWhileSubscribing) {
+    room_registry r;
+    EXPECT_EQ(r.join({1, 1}, "A", "a", "1", 0, 0), join::subscribe);
+    EXPECT_TRUE(r.leave({1, 1}).room_empty);
+    // The late confirmation is for a room that no longer exists.
+    EXPECT_TRUE(r.subscribed("A").empty());
+    EXPECT_FALSE(r.is_subscribed("A"));
+    // Joining again starts over.
+    EXPECT_EQ(r.join({1, 2}, "A", "a", "2", 0, 0), join::subscribe);
+}
+
+TEST(SidecarRegistry, LeaveLinkRemovesOnlyItsMembers) {
+    room_registry r;
+    r.join({1, 1}, "A", "a", "1", 0, 0);
+    r.join({1, 2}, "B", "b", "2", 0, 0);
+    r.join({1, 3}, "C", "c", "3", 0, 0);
+    r.join({2, 1}, "A", "d", "4", 0, 0);
+    r.join({2, 2}, "C", "e", "5", 0, 0);
+    for (const char* room : {"A", "B", "C"}) {
+        for (const auto& k : r.subscribed(room)) {
+            r.attach(k);
+        }
+    }
+
+    auto emptied = r.leave_link(1);
+    std::sort(emptied.begin(), emptied.end());
+    ASSERT_EQ(emptied.size(), 1u);
+    EXPECT_EQ(emptied[0], "B");
+    EXPECT_EQ(r.member_count(), 2u);
+    EXPECT_EQ(attached_on(r, "A", 1), 0u);
+    EXPECT_EQ(attached_on(r, "A", 2), 1u);
+    EXPECT_EQ(r.find({1, 1}), nullptr);
+    EXPECT_NE(r.find({2, 1}), nullptr);
+
+    EXPECT_TRUE(r.leave_link(1).empty());
+    emptied = r.leave_link(2);
+    EXPECT_EQ(emptied.size(), 2u);
+    EXPECT_EQ(r.room_count_total(), 0u);
+}
+
+TEST(SidecarRegistry, SameConnOnTwoLinksAreTwoMembers) {
+    room_registry r;
+    r.join({1, 5}, "A", "a", "x.1.5", 0, 0);
+    r.join({2, 5}, "A", "b", "x.2.5", 0, 0);
+    EXPECT_EQ(r.member_count(), 2u);
+    r.leave({1, 5});
+    EXPECT_NE(r.find({2, 5}), nullptr);
+}
+
+TEST(SidecarRegistry, UnsubscribeAllKeepsAttachedMembers) {
+    room_registry r;
+    r.join({1, 1}, "A", "a", "1", 0, 0);
+    for (const auto& k : r.subscribed("A")) {
+        r.attach(k);
+    }
+    r.unsubscribe_all();
+    EXPECT_FALSE(r.is_subscribed("A"));
+    EXPECT_EQ(attached_on(r, "A", 1), 1u);
+
+    // Joins during the outage wait for the resubscription.
+    EXPECT_EQ(r.join({1, 2}, "A", "b", "2", 0, 0), join::wait);
+    auto codes = r.room_codes();
+    ASSERT_EQ(codes.size(), 1u);
+    EXPECT_EQ(codes[0], "A");
+    auto pending = r.subscribed("A");
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(pending[0], (member_key{1, 2}));
+}
+
+TEST(SidecarRegistry, CountsLargestFirst) {
+    room_registry r;
+    r.join({1, 1}, "SMALL", "a", "1", 0, 0);
+    r.join({1, 2}, "BIG", "a", "2", 0, 0);
+    r.join({1, 3}, "BIG", "a", "3", 0, 0);
+    r.join({2, 1}, "BIG", "a", "4", 0, 0);
+    r.join({2, 2}, "MID", "a", "5", 0, 0);
+    r.join({2, 3}, "MID", "a", "6", 0, 0);
+    auto c = r.counts();
+    ASSERT_EQ(c.size(), 3u);
+    EXPECT_EQ(c[0].code, "BIG");
+    EXPECT_EQ(c[0].count, 3u);
+    EXPECT_EQ(c[1].code, "MID");
+    EXPECT_EQ(c[1].count, 2u);
+    EXPECT_EQ(c[2].code, "SMALL");
+    EXPECT_EQ(c[2].count, 1u);
+
+    room_registry empty;
+    EXPECT_TRUE(empty.counts().empty());
+}
