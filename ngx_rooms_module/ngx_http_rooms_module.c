@@ -51,9 +51,7 @@ static char *ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_rooms_list(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_rooms_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rooms_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -62,6 +60,12 @@ static char *ngx_http_rooms_merge_source(ngx_conf_t *cf,
     char *dflt);
 static ngx_int_t ngx_http_rooms_init_process(ngx_cycle_t *cycle);
 static void ngx_http_rooms_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_http_handler_pt  ngx_http_rooms_websocket_handler_pt =
+    ngx_http_rooms_websocket_handler;
+static ngx_http_handler_pt  ngx_http_rooms_list_handler_pt =
+    ngx_http_rooms_list_handler;
 
 
 static ngx_command_t  ngx_http_rooms_commands[] = {
@@ -75,17 +79,17 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
 
     { ngx_string("rooms_websocket"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_rooms_websocket,
+      ngx_http_rooms_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_rooms_websocket_handler_pt },
 
     { ngx_string("rooms_list"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_rooms_list,
+      ngx_http_rooms_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_rooms_list_handler_pt },
 
     { ngx_string("rooms_room"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -1088,9 +1092,15 @@ ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * "rooms_websocket" and "rooms_list": the location's content handler is
+ * the one the directive's post field points to.
+ */
+
 static char *
-ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_rooms_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_handler_pt       *handler = cmd->post;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -1099,24 +1109,7 @@ ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    clcf->handler = ngx_http_rooms_websocket_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_rooms_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler != NULL) {
-        return "is duplicate";
-    }
-
-    clcf->handler = ngx_http_rooms_list_handler;
+    clcf->handler = *handler;
 
     return NGX_CONF_OK;
 }
