@@ -11,11 +11,14 @@
 #include "ngx_http_rooms_module.h"
 
 
-#define NGX_HTTP_ROOMS_RECV_SIZE  16384
+#define NGX_HTTP_ROOMS_RECV_SIZE   16384
+#define NGX_HTTP_ROOMS_CLOSE_WAIT  3000
 
 
-static void ngx_http_rooms_conn_read(ngx_http_request_t *r);
-static void ngx_http_rooms_conn_write(ngx_http_request_t *r);
+static void ngx_http_rooms_conn_read_handler(ngx_event_t *rev);
+static void ngx_http_rooms_conn_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn);
+static ngx_int_t ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn,
     u_char *pos, u_char *last);
 static ngx_int_t ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
@@ -66,6 +69,7 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
     conn->node.key = (ngx_rbtree_key_t) conn->id;
     conn->last_out = &conn->out;
     conn->send_timeout = clcf->send_timeout;
+    conn->last_recv = ngx_current_msec;
     ngx_queue_init(&conn->member);
     ngx_queue_init(&conn->dirty);
     ngx_queue_init(&conn->live);
@@ -85,8 +89,10 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
 
     c->log->action = "serving WebSocket";
 
-    r->read_event_handler = ngx_http_rooms_conn_read;
-    r->write_event_handler = ngx_http_rooms_conn_write;
+    /* the connection is ours from now on: no more HTTP on it */
+
+    c->read->handler = ngx_http_rooms_conn_read_handler;
+    c->write->handler = ngx_http_rooms_conn_write_handler;
 
     /* the connection outlives the request's handlers: hold it */
 
@@ -122,6 +128,11 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
                    "rooms: client joined room \"%V\" as \"%V\"",
                    &conn->room_code, &conn->name);
 
+    if (conn->ping_interval || conn->idle_timeout) {
+        ngx_add_timer(c->read, conn->ping_interval ? conn->ping_interval
+                                                   : conn->idle_timeout);
+    }
+
     if (r->header_in->pos != r->header_in->last || c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
@@ -131,27 +142,82 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
 
 
 static void
-ngx_http_rooms_conn_read(ngx_http_request_t *r)
+ngx_http_rooms_conn_read_handler(ngx_event_t *rev)
 {
-    ssize_t                 n;
     ngx_int_t               rc;
     ngx_connection_t       *c;
+    ngx_http_request_t     *r;
     ngx_http_rooms_conn_t  *conn;
 
-    c = r->connection;
+    c = rev->data;
+    r = c->data;
     conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
 
-    if (conn->close_sent && conn->close_received) {
-        return;
+    if (c->close) {
+
+        /* a graceful shutdown, or its timer: tell the client, and go */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "rooms: worker shutting down, client goes");
+
+        if (ngx_http_rooms_conn_close_with(conn,
+                                           NGX_ROOMS_WS_CLOSE_GOING_AWAY,
+                                           (u_char *) "server shutting down",
+                                           sizeof("server shutting down")
+                                           - 1)
+            != NGX_ERROR)
+        {
+            (void) ngx_http_rooms_conn_flush(conn);
+        }
+
+        rc = NGX_ERROR;
+
+    } else if (rev->timedout) {
+        rev->timedout = 0;
+        rc = ngx_http_rooms_conn_tick(conn);
+
+    } else {
+        rc = ngx_http_rooms_conn_read(conn);
     }
 
+    if (rc == NGX_ERROR) {
+        ngx_http_rooms_conn_finalize(conn);
+    }
+
+    /* output queued by this input: pongs, the close frame, unavailable */
+
+    ngx_http_rooms_conn_flush_dirty();
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * Reads and acts on everything the client sent.  Returns NGX_ERROR when
+ * the connection is to be closed now.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
+{
+    ssize_t              n;
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = conn->request;
+    c = r->connection;
+
     if (r->header_in->pos != r->header_in->last) {
+
+        /* frames pipelined behind the upgrade request */
+
         rc = ngx_http_rooms_conn_input(conn, r->header_in->pos,
                                        r->header_in->last);
         r->header_in->pos = r->header_in->last;
 
         if (rc != NGX_OK) {
-            goto done;
+            return rc;
         }
     }
 
@@ -167,44 +233,83 @@ ngx_http_rooms_conn_read(ngx_http_request_t *r)
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                            "rooms: client closed the connection");
             c->read->eof = 1;
-            ngx_http_rooms_conn_finalize(conn);
-            goto posted;
+            return NGX_ERROR;
         }
+
+        conn->last_recv = ngx_current_msec;
 
         rc = ngx_http_rooms_conn_input(conn, ngx_http_rooms_recv_buf,
                                        ngx_http_rooms_recv_buf + n);
         if (rc != NGX_OK) {
-            goto done;
+            return rc;
         }
     }
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_rooms_conn_finalize(conn);
-        goto posted;
+        return NGX_ERROR;
     }
 
-    rc = NGX_OK;
+    return NGX_OK;
+}
 
-done:
 
-    if (rc == NGX_ERROR) {
-        ngx_http_rooms_conn_finalize(conn);
+/*
+ * The read timer: pings a quiet client, closes a silent one with 1001,
+ * and ends the wait for the client's close frame.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
+{
+    ngx_msec_t         idle, next;
+    ngx_connection_t  *c;
+
+    c = conn->request->connection;
+
+    if (conn->close_sent) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "rooms: no close frame from client in time");
+        return NGX_ERROR;
     }
 
-    /* output queued by this input: pongs, the close frame, unavailable */
+    idle = ngx_current_msec - conn->last_recv;
 
-    ngx_http_rooms_conn_flush_dirty();
+    if (conn->idle_timeout && idle >= conn->idle_timeout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "rooms: client silent for %Mms, closing", idle);
 
-posted:
+        return ngx_http_rooms_conn_close_with(conn,
+                                              NGX_ROOMS_WS_CLOSE_GOING_AWAY,
+                                              (u_char *) "idle timeout",
+                                              sizeof("idle timeout") - 1);
+    }
 
-    return;
+    next = conn->ping_interval;
+
+    if (conn->ping_interval && idle >= conn->ping_interval) {
+        if (ngx_http_rooms_conn_send_control(conn, NGX_ROOMS_WS_OP_PING,
+                                             NULL, 0)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (conn->idle_timeout
+        && (next == 0 || conn->idle_timeout - idle < next))
+    {
+        next = conn->idle_timeout - idle;
+    }
+
+    ngx_add_timer(c->read, next);
+
+    return NGX_OK;
 }
 
 
 /*
  * Parses client input and acts on it.  Returns NGX_OK to go on reading,
- * NGX_DONE when nothing more is to be read (a close frame was sent and
- * the connection goes once it is flushed), NGX_ERROR to close now.
+ * NGX_ERROR to close now.
  */
 
 static ngx_int_t
@@ -214,9 +319,9 @@ ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn, u_char *pos,
     ngx_int_t              rc;
     ngx_rooms_ws_event_t   ev;
 
-    if (conn->close_sent) {
-        /* the parser is done; the connection goes once flushed */
-        return NGX_DONE;
+    if (conn->close_sent && conn->parser_failed) {
+        /* the stream is garbage: wait for the end of it */
+        return NGX_OK;
     }
 
     while (pos < last) {
@@ -248,6 +353,8 @@ ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn, u_char *pos,
                           "rooms: client protocol error %ui: %s",
                           (ngx_uint_t) ev.status, ev.reason);
 
+            conn->parser_failed = 1;
+
             return ngx_http_rooms_conn_close_with(conn, ev.status,
                                                   (u_char *) ev.reason,
                                                   ngx_strlen(ev.reason));
@@ -271,7 +378,10 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
 
     case NGX_ROOMS_WS_OP_TEXT:
 
-        if (conn->announced) {
+        if (conn->close_sent) {
+            rc = NGX_OK;
+
+        } else if (conn->announced) {
             ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
 
             msg.type = NGX_ROOMS_IPC_MESSAGE;
@@ -320,7 +430,8 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
         conn->close_received = 1;
 
         if (conn->close_sent) {
-            return NGX_ERROR;
+            /* the close handshake is complete once ours is written */
+            return conn->out ? NGX_OK : NGX_ERROR;
         }
 
         status = (ev->status == NGX_ROOMS_WS_CLOSE_NO_STATUS)
@@ -374,8 +485,8 @@ ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
 
 
 /*
- * Queues a close frame; nothing is queued after it, and the connection is
- * closed once it is written.
+ * Queues a close frame; nothing is queued after it.  Once it is written
+ * the connection waits a little for the client's close frame, then goes.
  */
 
 static ngx_int_t
@@ -385,7 +496,7 @@ ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
     u_char  payload[NGX_ROOMS_WS_CONTROL_MAX];
 
     if (conn->close_sent) {
-        return NGX_DONE;
+        return NGX_OK;
     }
 
     if (len > NGX_ROOMS_WS_CONTROL_MAX - 2) {
@@ -412,7 +523,7 @@ ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
 
     ngx_http_rooms_link_close(conn);
 
-    return NGX_DONE;
+    return NGX_OK;
 }
 
 
@@ -593,33 +704,39 @@ ngx_http_rooms_conn_flush_dirty(void)
 
 
 static void
-ngx_http_rooms_conn_write(ngx_http_request_t *r)
+ngx_http_rooms_conn_write_handler(ngx_event_t *wev)
 {
     ngx_int_t               rc;
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
     ngx_http_rooms_conn_t  *conn;
 
+    c = wev->data;
+    r = c->data;
     conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
 
-    if (r->connection->write->timedout) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "rooms: client timed out reading");
-        r->connection->timedout = 1;
-        ngx_http_rooms_conn_finalize(conn);
-        return;
-    }
+        c->timedout = 1;
+        rc = NGX_ERROR;
 
-    rc = ngx_http_rooms_conn_flush(conn);
+    } else {
+        rc = ngx_http_rooms_conn_flush(conn);
+    }
 
     if (rc == NGX_ERROR || rc == NGX_DONE) {
         ngx_http_rooms_conn_finalize(conn);
     }
+
+    ngx_http_run_posted_requests(c);
 }
 
 
 /*
  * Returns NGX_OK when all is written or the rest waits for the socket,
- * NGX_DONE when the close frame is out and the connection is to go, and
- * NGX_ERROR on a write error.
+ * NGX_DONE when the close handshake is done and the connection is to go,
+ * and NGX_ERROR on a write error.
  */
 
 static ngx_int_t
@@ -698,8 +815,36 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
 
     c->idle = 1;
 
-    if (conn->close_sent || ngx_exiting) {
+    if (!conn->close_sent) {
+
+        if (!ngx_exiting) {
+            return NGX_OK;
+        }
+
+        /* a shutting down worker tells the client once its queue is out */
+
+        if (ngx_http_rooms_conn_close_with(conn,
+                                           NGX_ROOMS_WS_CLOSE_GOING_AWAY,
+                                           (u_char *) "server shutting down",
+                                           sizeof("server shutting down")
+                                           - 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_rooms_conn_flush(conn);
+    }
+
+    /* the close frame is out */
+
+    if (conn->close_received || conn->parser_failed || ngx_exiting) {
         return NGX_DONE;
+    }
+
+    if (!conn->close_wait) {
+        conn->close_wait = 1;
+        ngx_add_timer(c->read, NGX_HTTP_ROOMS_CLOSE_WAIT);
     }
 
     return NGX_OK;

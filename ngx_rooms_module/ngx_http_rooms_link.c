@@ -388,14 +388,18 @@ ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link)
 static void
 ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
 {
+    ngx_uint_t                 level;
     ngx_queue_t               *q;
     ngx_chain_t               *cl, *next;
     ngx_http_rooms_conn_t     *conn;
     ngx_http_rooms_pending_t  *pending;
 
     if (link->up) {
-        ngx_log_error(NGX_LOG_WARN, link->log, 0,
-                      "rooms: link to sidecar at \"%V\" lost",
+        level = (ngx_exiting || ngx_terminate || ngx_quit) ? NGX_LOG_INFO
+                                                           : NGX_LOG_WARN;
+
+        ngx_log_error(level, link->log, 0,
+                      "rooms: link to sidecar at \"%V\" closed",
                       &link->addr->name);
     }
 

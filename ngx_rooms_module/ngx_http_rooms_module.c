@@ -24,12 +24,18 @@ static ngx_table_elt_t *ngx_http_rooms_find_header(ngx_http_request_t *r,
     char *name, size_t len);
 static ngx_uint_t ngx_http_rooms_header_has_token(ngx_http_request_t *r,
     char *name, size_t len, char *token, size_t token_len);
-static ngx_int_t ngx_http_rooms_get_arg(ngx_http_request_t *r, char *name,
-    size_t len, ngx_str_t *value);
+static ngx_int_t ngx_http_rooms_get_value(ngx_http_request_t *r,
+    ngx_http_complex_value_t *cv, ngx_str_t *value);
 static char *ngx_http_rooms_parse_room(ngx_http_request_t *r,
-    ngx_str_t *room);
+    ngx_http_rooms_loc_conf_t *rlcf, ngx_str_t *room);
 static char *ngx_http_rooms_parse_name(ngx_http_request_t *r,
-    ngx_str_t *name);
+    ngx_http_rooms_loc_conf_t *rlcf, ngx_str_t *name);
+static ngx_int_t ngx_http_rooms_check_origin(ngx_http_request_t *r,
+    ngx_http_rooms_loc_conf_t *rlcf);
+static ngx_uint_t ngx_http_rooms_match_origin(ngx_str_t *pattern,
+    ngx_str_t *origin);
+static ngx_uint_t ngx_http_rooms_match_host(u_char *pattern, size_t plen,
+    u_char *host, size_t hlen);
 static char *ngx_http_rooms_parse_since(ngx_http_request_t *r,
     ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_refuse(ngx_http_request_t *r,
@@ -45,12 +51,21 @@ static char *ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_rooms_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_rooms_list(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_rooms_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_rooms_merge_source(ngx_conf_t *cf,
+    ngx_http_complex_value_t **cv, ngx_http_complex_value_t *prev,
+    char *dflt);
 static ngx_int_t ngx_http_rooms_init_process(ngx_cycle_t *cycle);
 static void ngx_http_rooms_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_http_handler_pt  ngx_http_rooms_websocket_handler_pt =
+    ngx_http_rooms_websocket_handler;
+static ngx_http_handler_pt  ngx_http_rooms_list_handler_pt =
+    ngx_http_rooms_list_handler;
 
 
 static ngx_command_t  ngx_http_rooms_commands[] = {
@@ -64,16 +79,58 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
 
     { ngx_string("rooms_websocket"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_rooms_websocket,
+      ngx_http_rooms_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      NULL },
+      &ngx_http_rooms_websocket_handler_pt },
 
     { ngx_string("rooms_list"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_rooms_list,
+      ngx_http_rooms_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      &ngx_http_rooms_list_handler_pt },
+
+    { ngx_string("rooms_room"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, room),
+      NULL },
+
+    { ngx_string("rooms_name"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, name),
+      NULL },
+
+    { ngx_string("rooms_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_rooms_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, origins),
+      NULL },
+
+    { ngx_string("rooms_origin_required"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, origin_required),
+      NULL },
+
+    { ngx_string("rooms_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, ping_interval),
+      NULL },
+
+    { ngx_string("rooms_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, idle_timeout),
       NULL },
 
     { ngx_string("rooms_max_message_size"),
@@ -149,14 +206,21 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rooms_module);
+
+    rc = ngx_http_rooms_check_origin(r, rlcf);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     conn = ngx_pcalloc(r->pool, sizeof(ngx_http_rooms_conn_t));
     if (conn == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    reason = ngx_http_rooms_parse_room(r, &conn->room_code);
+    reason = ngx_http_rooms_parse_room(r, rlcf, &conn->room_code);
     if (reason == NULL) {
-        reason = ngx_http_rooms_parse_name(r, &conn->name);
+        reason = ngx_http_rooms_parse_name(r, rlcf, &conn->name);
     }
 
     if (reason == NULL) {
@@ -180,10 +244,10 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rooms_module);
-
     ngx_rooms_ws_parser_init(&conn->parser, rlcf->max_message_size);
     conn->out_limit = rlcf->output_queue_size;
+    conn->ping_interval = rlcf->ping_interval;
+    conn->idle_timeout = rlcf->idle_timeout;
 
     ngx_str_set(&value, "websocket");
 
@@ -366,19 +430,19 @@ ngx_http_rooms_header_has_token(ngx_http_request_t *r, char *name,
 
 
 /*
- * Gets a query argument percent-decoded and trimmed of white space;
- * returns NGX_DECLINED if it is absent.
+ * Evaluates a room or name source, percent-decoded ("+" is a space, as in
+ * query strings) and trimmed of white space.
  */
 
 static ngx_int_t
-ngx_http_rooms_get_arg(ngx_http_request_t *r, char *name, size_t len,
+ngx_http_rooms_get_value(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
     ngx_str_t *value)
 {
     u_char     *src, *dst;
     ngx_str_t   raw;
 
-    if (ngx_http_arg(r, (u_char *) name, len, &raw) != NGX_OK) {
-        return NGX_DECLINED;
+    if (ngx_http_complex_value(r, cv, &raw) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     dst = ngx_pnalloc(r->pool, raw.len + 1);
@@ -392,8 +456,6 @@ ngx_http_rooms_get_arg(ngx_http_request_t *r, char *name, size_t len,
     ngx_unescape_uri(&dst, &src, raw.len, 0);
 
     value->len = dst - value->data;
-
-    /* "+" is a space in query strings */
 
     for (dst = value->data; dst < value->data + value->len; dst++) {
         if (*dst == '+') {
@@ -420,18 +482,16 @@ ngx_http_rooms_get_arg(ngx_http_request_t *r, char *name, size_t len,
 
 
 static char *
-ngx_http_rooms_parse_room(ngx_http_request_t *r, ngx_str_t *room)
+ngx_http_rooms_parse_room(ngx_http_request_t *r,
+    ngx_http_rooms_loc_conf_t *rlcf, ngx_str_t *room)
 {
-    u_char     *p;
-    ngx_int_t   rc;
+    u_char  *p;
 
-    rc = ngx_http_rooms_get_arg(r, "room", sizeof("room") - 1, room);
-
-    if (rc == NGX_ERROR) {
+    if (ngx_http_rooms_get_value(r, rlcf->room, room) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (rc == NGX_DECLINED || room->len == 0) {
+    if (room->len == 0) {
         return "room is missing";
     }
 
@@ -456,18 +516,16 @@ ngx_http_rooms_parse_room(ngx_http_request_t *r, ngx_str_t *room)
 
 
 static char *
-ngx_http_rooms_parse_name(ngx_http_request_t *r, ngx_str_t *name)
+ngx_http_rooms_parse_name(ngx_http_request_t *r,
+    ngx_http_rooms_loc_conf_t *rlcf, ngx_str_t *name)
 {
-    size_t     n;
-    ngx_int_t  rc;
+    size_t  n;
 
-    rc = ngx_http_rooms_get_arg(r, "name", sizeof("name") - 1, name);
-
-    if (rc == NGX_ERROR) {
+    if (ngx_http_rooms_get_value(r, rlcf->name, name) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (rc == NGX_DECLINED || name->len == 0) {
+    if (name->len == 0) {
         return "name is missing";
     }
 
@@ -595,6 +653,144 @@ ngx_http_rooms_refuse(ngx_http_request_t *r, ngx_uint_t status, char *reason)
 }
 
 
+/*
+ * Checks Origin against "rooms_origins"; without that directive, the
+ * origin's host must be the request's Host (same origin).
+ */
+
+static ngx_int_t
+ngx_http_rooms_check_origin(ngx_http_request_t *r,
+    ngx_http_rooms_loc_conf_t *rlcf)
+{
+    u_char           *p, *last;
+    ngx_str_t        *pattern, host;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_rooms_find_header(r, "Origin", sizeof("Origin") - 1);
+
+    if (h == NULL) {
+        if (rlcf->origin_required) {
+            return ngx_http_rooms_refuse(r, NGX_HTTP_FORBIDDEN,
+                                         "Origin is required");
+        }
+
+        return NGX_OK;
+    }
+
+    if (rlcf->origins != NULL) {
+        pattern = rlcf->origins->elts;
+
+        for (i = 0; i < rlcf->origins->nelts; i++) {
+            if (ngx_http_rooms_match_origin(&pattern[i], &h->value)) {
+                return NGX_OK;
+            }
+        }
+
+    } else if (r->headers_in.host != NULL) {
+        p = ngx_strlcasestrn(h->value.data, h->value.data + h->value.len,
+                             (u_char *) "://", 3 - 1);
+
+        if (p != NULL) {
+            p += 3;
+            last = h->value.data + h->value.len;
+            host = r->headers_in.host->value;
+
+            if ((size_t) (last - p) == host.len
+                && ngx_strncasecmp(p, host.data, host.len) == 0)
+            {
+                return NGX_OK;
+            }
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "rooms: origin \"%V\" is not allowed", &h->value);
+
+    return ngx_http_rooms_refuse(r, NGX_HTTP_FORBIDDEN,
+                                 "origin not allowed");
+}
+
+
+/*
+ * A pattern is "*" (any origin), an origin ("https://chat.example.com"),
+ * or either of these with a "*." wildcard label in front of the host: a
+ * subdomain of it, with that scheme.  A pattern without a scheme
+ * ("example.com:8080", or the host with a wildcard label) matches the
+ * host and port with any scheme.
+ */
+
+static ngx_uint_t
+ngx_http_rooms_match_origin(ngx_str_t *pattern, ngx_str_t *origin)
+{
+    u_char  *pp, *op, *plast, *olast;
+
+    if (pattern->len == 1 && pattern->data[0] == '*') {
+        return 1;
+    }
+
+    pp = pattern->data;
+    plast = pp + pattern->len;
+    op = origin->data;
+    olast = op + origin->len;
+
+    op = ngx_strlcasestrn(op, olast, (u_char *) "://", 3 - 1);
+    if (op == NULL) {
+        return 0;
+    }
+
+    op += 3;
+
+    pp = ngx_strlcasestrn(pattern->data, plast, (u_char *) "://", 3 - 1);
+
+    if (pp != NULL) {
+        pp += 3;
+
+        /* the schemes must match */
+
+        if (pp - pattern->data != op - origin->data
+            || ngx_strncasecmp(pattern->data, origin->data,
+                               pp - pattern->data)
+               != 0)
+        {
+            return 0;
+        }
+
+    } else {
+        pp = pattern->data;
+    }
+
+    return ngx_http_rooms_match_host(pp, plast - pp, op, olast - op);
+}
+
+
+static ngx_uint_t
+ngx_http_rooms_match_host(u_char *pattern, size_t plen, u_char *host,
+    size_t hlen)
+{
+    if (plen >= 2 && pattern[0] == '*' && pattern[1] == '.') {
+
+        /* "*.example.com" needs at least one label in front */
+
+        pattern++;
+        plen--;
+
+        if (hlen <= plen) {
+            return 0;
+        }
+
+        host += hlen - plen;
+        hlen = plen;
+
+        if (*host != '.') {
+            return 0;
+        }
+    }
+
+    return hlen == plen && ngx_strncasecmp(pattern, host, plen) == 0;
+}
+
+
 static ngx_int_t
 ngx_http_rooms_accept_key(ngx_http_request_t *r, ngx_str_t *key,
     ngx_str_t *accept)
@@ -696,8 +892,19 @@ ngx_http_rooms_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rlcf->room = NULL;
+     *     rlcf->name = NULL;
+     */
+
+    rlcf->origins = NGX_CONF_UNSET_PTR;
+    rlcf->origin_required = NGX_CONF_UNSET;
     rlcf->max_message_size = NGX_CONF_UNSET_SIZE;
     rlcf->output_queue_size = NGX_CONF_UNSET_SIZE;
+    rlcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    rlcf->idle_timeout = NGX_CONF_UNSET_MSEC;
 
     return rlcf;
 }
@@ -709,6 +916,22 @@ ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_rooms_loc_conf_t *prev = parent;
     ngx_http_rooms_loc_conf_t *conf = child;
 
+    if (ngx_http_rooms_merge_source(cf, &conf->room, prev->room,
+                                    "$arg_room")
+        != NGX_CONF_OK
+        || ngx_http_rooms_merge_source(cf, &conf->name, prev->name,
+                                       "$arg_name")
+           != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
+    ngx_conf_merge_value(conf->origin_required, prev->origin_required, 0);
+    ngx_conf_merge_msec_value(conf->ping_interval, prev->ping_interval,
+                              30000);
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
+                              75000);
     ngx_conf_merge_size_value(conf->max_message_size,
                               prev->max_message_size, 16 * 1024);
     ngx_conf_merge_size_value(conf->output_queue_size,
@@ -725,6 +948,101 @@ ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"rooms_output_queue_size\" must not be less "
                            "than \"rooms_max_message_size\"");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->idle_timeout && conf->ping_interval >= conf->idle_timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rooms_ping_interval\" must be less than "
+                           "\"rooms_idle_timeout\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rooms_merge_source(ngx_conf_t *cf, ngx_http_complex_value_t **cv,
+    ngx_http_complex_value_t *prev, char *dflt)
+{
+    ngx_http_compile_complex_value_t  ccv;
+
+    if (*cv != NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (prev != NULL) {
+        *cv = prev;
+        return NGX_CONF_OK;
+    }
+
+    *cv = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (*cv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+    if (ccv.value == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ccv.value->data = (u_char *) dflt;
+    ccv.value->len = ngx_strlen(dflt);
+    ccv.complex_value = *cv;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rooms_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rooms_loc_conf_t *rlcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value, *origin;
+    ngx_uint_t   i;
+
+    if (rlcf->origins != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    rlcf->origins = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                     sizeof(ngx_str_t));
+    if (rlcf->origins == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        p = value[i].data;
+
+        if (value[i].len == 0 || p[value[i].len - 1] == '/'
+            || (ngx_strlchr(p + 1, p + value[i].len, '*') != NULL
+                && !(value[i].len == 1)))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid origin \"%V\": use \"*\", "
+                               "\"https://host[:port]\", \"*.domain\" or "
+                               "\"https://*.domain\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        origin = ngx_array_push(rlcf->origins);
+        if (origin == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *origin = value[i];
     }
 
     return NGX_CONF_OK;
@@ -774,9 +1092,15 @@ ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * "rooms_websocket" and "rooms_list": the location's content handler is
+ * the one the directive's post field points to.
+ */
+
 static char *
-ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_rooms_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_handler_pt       *handler = cmd->post;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -785,24 +1109,7 @@ ngx_http_rooms_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    clcf->handler = ngx_http_rooms_websocket_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_rooms_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler != NULL) {
-        return "is duplicate";
-    }
-
-    clcf->handler = ngx_http_rooms_list_handler;
+    clcf->handler = *handler;
 
     return NGX_CONF_OK;
 }

@@ -28,8 +28,14 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_complex_value_t      *room;
+    ngx_http_complex_value_t      *name;
+    ngx_array_t                   *origins;     /* of ngx_str_t */
+    ngx_flag_t                     origin_required;
     size_t                         max_message_size;
     size_t                         output_queue_size;
+    ngx_msec_t                     ping_interval;
+    ngx_msec_t                     idle_timeout;
 } ngx_http_rooms_loc_conf_t;
 
 
@@ -76,6 +82,9 @@ typedef struct {
     size_t                         out_size;
     size_t                         out_limit;
     ngx_msec_t                     send_timeout;
+    ngx_msec_t                     ping_interval;
+    ngx_msec_t                     idle_timeout;
+    ngx_msec_t                     last_recv;
 
     ngx_rooms_ws_parser_t          parser;
 
@@ -85,6 +94,8 @@ typedef struct {
     unsigned                       is_dirty:1;
     unsigned                       close_sent:1;
     unsigned                       close_received:1;
+    unsigned                       close_wait:1;
+    unsigned                       parser_failed:1;
     unsigned                       detached:1;
 } ngx_http_rooms_conn_t;
 

@@ -1,0 +1,593 @@
+package Rooms::Test;
+
+# Integration test harness: one object per "stack" (redis-server,
+# rooms-sidecar, nginx with ngx_http_rooms_module), each in its own
+# temporary directory, on free loopback ports.  Every process is started
+# in the foreground (fork/exec), remembered by PID and stopped by PID, also
+# when a test dies.  finish() stops everything, checks every error.log for
+# [alert]/[crit] lines and calls done_testing().
+#
+# Environment:
+#   ROOMS_BUILD_DIR      build tree (default <repo>/build)
+#   ROOMS_NGINX          nginx binary (default /usr/sbin/nginx)
+#   ROOMS_TEST_KEEP      keep temp dirs of a failed run ("always": of
+#                        every run)
+#   ROOMS_TEST_LOG_LEVEL nginx error_log level (default info)
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use Exporter qw(import);
+use File::Basename qw(dirname);
+use File::Path qw(remove_tree);
+use File::Spec;
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use POSIX qw(:sys_wait_h _exit);
+use Socket qw(SOCK_STREAM);
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+use Rooms::Test::Client;
+
+our @EXPORT_OK = qw(wait_until free_port http_get);
+
+my $REPO = abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
+
+my $BUILD = $ENV{ROOMS_BUILD_DIR} || "$REPO/build";
+$BUILD = abs_path($BUILD) // $BUILD if -d $BUILD;
+my $NGINX = $ENV{ROOMS_NGINX} || '/usr/sbin/nginx';
+my $SIDECAR = "$BUILD/sidecar/rooms-sidecar";
+my $MODULE = "$BUILD/ngx_http_rooms_module.so";
+
+my $START_TIMEOUT = 10;
+my $STOP_TIMEOUT = 10;
+
+my $OWNER = $$;
+my @STACKS;
+my $NEXT_ID = 0;
+
+
+# A signal should run the END block, which stops the servers.
+$SIG{INT} = $SIG{TERM} = $SIG{HUP} = sub { exit 1 };
+$SIG{PIPE} = 'IGNORE';
+
+
+sub new {
+    my ($class, %opts) = @_;
+
+    my $why = missing();
+    plan(skip_all => $why) if defined $why;
+
+    my $name = $opts{name} || chr(ord('a') + $NEXT_ID);
+    $NEXT_ID++;
+
+    my $dir = tempdir("rooms-test-$name-XXXXXX", TMPDIR => 1, CLEANUP => 0);
+
+    my $self = bless {
+        name => $name,
+        dir => $dir,
+        procs => {},
+        server_id => "t${OWNER}$name",
+    }, $class;
+
+    push @STACKS, $self;
+
+    return $self;
+}
+
+
+# Returns the reason why the tests cannot run, or undef.
+sub missing {
+    return "nginx not found at $NGINX (set ROOMS_NGINX)" unless -x $NGINX;
+    return "module not built: $MODULE (set ROOMS_BUILD_DIR)" unless -f $MODULE;
+    return "sidecar not built: $SIDECAR (set ROOMS_BUILD_DIR)"
+        unless -x $SIDECAR;
+    return 'redis-server not found in PATH' unless defined which('redis-server');
+    return;
+}
+
+
+sub which {
+    my ($prog) = @_;
+
+    for my $d (File::Spec->path) {
+        my $p = File::Spec->catfile($d, $prog);
+        return $p if -x $p && !-d $p;
+    }
+
+    return;
+}
+
+
+sub dir { $_[0]{dir} }
+sub name { $_[0]{name} }
+sub server_id { $_[0]{server_id} }
+sub port { $_[0]{port} }
+sub redis_url { $_[0]{redis_url} }
+sub sidecar_socket { "$_[0]{dir}/sidecar.sock" }
+sub error_log { "$_[0]{dir}/error.log" }
+sub sidecar_log { "$_[0]{dir}/sidecar.log" }
+
+
+# --- processes --------------------------------------------------------------
+
+sub start_redis {
+    my ($self) = @_;
+
+    my $port = free_port();
+    my $dir = "$self->{dir}/redis";
+    mkdir $dir or die "mkdir $dir: $!";
+
+    $self->_spawn('redis', "$self->{dir}/redis.log", 0,
+        which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
+        '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+        '--dir', $dir);
+
+    $self->_wait_ready('redis', sub { redis_ping($port) });
+
+    $self->{redis_port} = $port;
+    $self->{redis_url} = "redis://127.0.0.1:$port";
+
+    return $self->{redis_url};
+}
+
+
+# start_sidecar(redis_url, %opts); the URL defaults to this stack's Redis.
+# Options: server_id, log_level, args => [ extra arguments ].
+sub start_sidecar {
+    my ($self, $url, %opts) = @_;
+
+    $url //= $self->{redis_url} // die "start_sidecar: no redis url\n";
+    $self->{server_id} = $opts{server_id} if defined $opts{server_id};
+
+    my $sock = $self->sidecar_socket;
+
+    $self->_spawn('sidecar', $self->sidecar_log, 0, $SIDECAR,
+        '--listen', $sock, '--redis', $url,
+        '--server-id', $self->{server_id},
+        '--log-level', $opts{log_level} || 'debug',
+        @{ $opts{args} || [] });
+
+    $self->_wait_ready('sidecar', sub {
+        my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $sock);
+        return 0 unless $s;
+        close $s;
+        return 1;
+    });
+
+    return $sock;
+}
+
+
+# start_nginx(%opts).  Options: workers (default 2), log_level,
+# main (snippet in the main context), http (in http{}), server (in
+# server{}), wait_link (default 1: if this stack's sidecar runs, wait until
+# the workers answer GET /rooms with 200).
+sub start_nginx {
+    my ($self, %opts) = @_;
+
+    my $dir = $self->{dir};
+    my $port = $self->{port} //= free_port();
+    my $workers = $opts{workers} // 2;
+    my $level = $opts{log_level} || $ENV{ROOMS_TEST_LOG_LEVEL} || 'info';
+    my $user = $> == 0 ? "user root;\n" : '';
+    my $sock = $self->sidecar_socket;
+
+    my $main = $opts{main} // '';
+    my $http = $opts{http} // '';
+    my $server = $opts{server} // '';
+
+    my $conf = <<"EOF";
+load_module $MODULE;
+
+daemon off;
+master_process on;
+worker_processes $workers;
+${user}error_log $dir/error.log $level;
+pid $dir/nginx.pid;
+$main
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    access_log off;
+
+    client_body_temp_path $dir/client_body_temp;
+    proxy_temp_path $dir/proxy_temp;
+    fastcgi_temp_path $dir/fastcgi_temp;
+    uwsgi_temp_path $dir/uwsgi_temp;
+    scgi_temp_path $dir/scgi_temp;
+
+    rooms_sidecar unix:$sock;
+$http
+    server {
+        listen 127.0.0.1:$port reuseport;
+$server
+        location = /ws {
+            rooms_websocket;
+        }
+
+        location = /rooms {
+            rooms_list;
+        }
+    }
+}
+EOF
+
+    write_file("$dir/nginx.conf", $conf);
+
+    $self->_spawn('nginx', "$dir/nginx.out", 1, $NGINX,
+        '-p', "$dir/", '-c', "$dir/nginx.conf", '-e', "$dir/error.log");
+
+    $self->_wait_ready('nginx', sub { port_open($port) });
+
+    if (($opts{wait_link} // 1) && $self->{procs}{sidecar}) {
+        $self->wait_link;
+    }
+
+    return $port;
+}
+
+
+# Waits until several GET /rooms in a row answer 200, i.e. (most likely)
+# every worker's link to the sidecar is up.  Bounded; never fatal.
+sub wait_link {
+    my ($self, $timeout) = @_;
+
+    my $ok = wait_until(sub {
+        for (1 .. 8) {
+            my ($status) = http_get($self->{port}, '/rooms');
+            return 0 unless defined $status && $status == 200;
+        }
+        return 1;
+    }, timeout => $timeout // 5);
+
+    diag("stack $self->{name}: GET /rooms never answered 200 in a row")
+        unless $ok;
+
+    return $ok;
+}
+
+
+sub stop_nginx { $_[0]->_stop('nginx') }
+sub stop_sidecar { $_[0]->_stop('sidecar') }
+sub stop_redis { $_[0]->_stop('redis') }
+
+
+sub stop_all {
+    my ($self) = @_;
+
+    my %st;
+    for my $what (qw(nginx sidecar redis)) {
+        $st{$what} = $self->_stop($what) if $self->{procs}{$what};
+    }
+
+    return \%st;
+}
+
+
+sub running {
+    my ($self, $what) = @_;
+    return defined $self->{procs}{$what};
+}
+
+
+sub pid {
+    my ($self, $what) = @_;
+    return $self->{procs}{$what} ? $self->{procs}{$what}{pid} : undef;
+}
+
+
+sub _spawn {
+    my ($self, $what, $log, $own_group, @cmd) = @_;
+
+    die "$what already running in stack $self->{name}\n"
+        if $self->{procs}{$what};
+
+    my $pid = fork() // die "fork: $!";
+
+    if ($pid == 0) {
+        eval {
+            setpgrp(0, 0) if $own_group;
+            open STDIN, '<', '/dev/null' or die "stdin: $!";
+            open STDOUT, '>>', $log or die "$log: $!";
+            open STDERR, '>&', \*STDOUT or die "stderr: $!";
+            exec { $cmd[0] } @cmd or die "exec $cmd[0]: $!";
+        };
+        print STDERR $@;
+        _exit(127);
+    }
+
+    $self->{procs}{$what} = {
+        pid => $pid, log => $log, group => $own_group, cmd => "@cmd",
+    };
+
+    return $pid;
+}
+
+
+sub _wait_ready {
+    my ($self, $what, $check) = @_;
+
+    my $p = $self->{procs}{$what};
+    my $deadline = time + $START_TIMEOUT;
+
+    while (time < $deadline) {
+        if (waitpid($p->{pid}, WNOHANG) == $p->{pid}) {
+            my $st = $?;
+            delete $self->{procs}{$what};
+            die "$what exited during startup (status $st): $p->{cmd}\n"
+                . tail($p->{log}, 30);
+        }
+
+        return 1 if $check->();
+
+        sleep 0.02;
+    }
+
+    die "$what not ready within ${START_TIMEOUT}s: $p->{cmd}\n"
+        . tail($p->{log}, 30);
+}
+
+
+# Returns the exit code (or -signal if killed) of a stopped process,
+# undef if it was not running.
+sub _stop {
+    my ($self, $what) = @_;
+
+    my $p = delete $self->{procs}{$what} or return;
+    my $pid = $p->{pid};
+
+    kill 'TERM', $pid;
+
+    my $deadline = time + $STOP_TIMEOUT;
+    my $done = 0;
+
+    while (time < $deadline) {
+        if (waitpid($pid, WNOHANG) == $pid) {
+            $done = 1;
+            last;
+        }
+        sleep 0.02;
+    }
+
+    unless ($done) {
+        diag("stack $self->{name}: $what (pid $pid) ignored TERM for "
+            . "${STOP_TIMEOUT}s, killing it");
+        kill 'KILL', $p->{group} ? -$pid : $pid;
+        waitpid($pid, 0);
+        $self->{killed}{$what} = 1;
+        return -9;
+    }
+
+    return -($? & 127) if $? & 127;
+    return $? >> 8;
+}
+
+
+# --- teardown ---------------------------------------------------------------
+
+# Lines of this stack's nginx error.log at [alert] or [crit].
+sub alerts {
+    my ($self) = @_;
+
+    open my $fh, '<', $self->error_log or return ();
+    return grep { /\[(alert|crit)\]/ } <$fh>;
+}
+
+
+# Stops every stack (nginx first, then sidecars, then Redis), checks that
+# each stopped cleanly and that no error.log has [alert]/[crit] lines,
+# and ends the test with done_testing.
+sub finish {
+    my %st = map { $_->{name} => $_->_stop_quiet('nginx') } @STACKS;
+
+    for my $t (@STACKS) {
+        next unless defined $st{$t->{name}};
+        is($st{$t->{name}}, 0, "stack $t->{name}: nginx exited 0 on TERM");
+    }
+
+    for my $t (@STACKS) {
+        my $rc = $t->_stop('sidecar');
+        is($rc, 0, "stack $t->{name}: sidecar exited 0 on TERM")
+            if defined $rc;
+    }
+
+    $_->_stop('redis') for @STACKS;
+
+    for my $t (@STACKS) {
+        next unless -e $t->error_log;
+        my @a = $t->alerts;
+        ok(!@a, "stack $t->{name}: no [alert] or [crit] in error.log")
+            or diag(join '', @a);
+    }
+
+    done_testing();
+}
+
+
+sub _stop_quiet {
+    my ($self, $what) = @_;
+    return $self->{procs}{$what} ? $self->_stop($what) : undef;
+}
+
+
+sub _cleanup {
+    return unless $$ == $OWNER;
+
+    my $passing = Test::More->builder->is_passing;
+
+    for my $t (@STACKS) {
+        $t->stop_all;
+    }
+
+    for my $t (@STACKS) {
+        if (!$passing) {
+            for my $f ($t->error_log, $t->sidecar_log) {
+                next unless -s $f;
+                diag("--- tail of $f ---\n" . tail($f, 40));
+            }
+        }
+
+        my $keep = $ENV{ROOMS_TEST_KEEP} // '';
+        if ($keep eq 'always' || (!$passing && $keep)) {
+            diag("kept $t->{dir}");
+            next;
+        }
+
+        remove_tree($t->{dir});
+    }
+
+    @STACKS = ();
+}
+
+
+END {
+    my $rc = $?;
+    _cleanup();
+    $? = $rc;
+}
+
+
+# --- helpers ----------------------------------------------------------------
+
+# Retries $check every `interval` seconds until it returns true or
+# `timeout` seconds pass; returns the check's last value.  Only for
+# conditions that have no event to wait on.
+sub wait_until {
+    my ($check, %opts) = @_;
+
+    my $timeout = $opts{timeout} // 5;
+    my $interval = $opts{interval} // 0.05;
+    my $deadline = time + $timeout;
+
+    while (1) {
+        my $r = $check->();
+        return $r if $r;
+        return $r if time >= $deadline;
+        sleep $interval;
+    }
+}
+
+
+sub free_port {
+    my $s = IO::Socket::INET->new(
+        Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0,
+        Proto => 'tcp', ReuseAddr => 1,
+    ) or die "free_port: $!";
+
+    my $port = $s->sockport;
+    close $s;
+
+    return $port;
+}
+
+
+sub port_open {
+    my ($port) = @_;
+
+    my $s = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
+        Timeout => 1,
+    ) or return 0;
+    close $s;
+
+    return 1;
+}
+
+
+sub redis_ping {
+    my ($port) = @_;
+
+    my $s = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
+        Timeout => 1,
+    ) or return 0;
+
+    syswrite($s, "PING\r\n");
+
+    my $buf = '';
+    my $sel = IO::Select->new($s);
+
+    while ($buf !~ /\r\n/ && $sel->can_read(1)) {
+        last unless sysread($s, $buf, 512, length $buf);
+    }
+
+    close $s;
+
+    return $buf =~ /^\+PONG/ ? 1 : 0;
+}
+
+
+# http_get($port, $path, %headers) -> ($status, $headers_text, $body);
+# () if the server did not answer within 5 s.
+sub http_get {
+    my ($port, $path, %h) = @_;
+
+    my $s = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
+        Timeout => 2,
+    ) or return;
+
+    my $req = "GET $path HTTP/1.0\r\nHost: 127.0.0.1:$port\r\n";
+    $req .= "$_: $h{$_}\r\n" for sort keys %h;
+    $req .= "\r\n";
+    syswrite($s, $req);
+
+    my $buf = '';
+    my $sel = IO::Select->new($s);
+    my $deadline = time + 5;
+
+    while (1) {
+        my $left = $deadline - time;
+        return if $left <= 0 || !$sel->can_read($left);
+        my $n = sysread($s, $buf, 65536, length $buf);
+        last unless $n;
+    }
+
+    close $s;
+
+    my ($head, $body) = split /\r\n\r\n/, $buf, 2;
+    return unless defined $head && $head =~ m{^HTTP/1\.\d (\d{3})};
+
+    return ($1, $head, $body // '');
+}
+
+
+sub write_file {
+    my ($path, $text) = @_;
+
+    open my $fh, '>', $path or die "$path: $!";
+    print {$fh} $text;
+    close $fh or die "$path: $!";
+}
+
+
+sub tail {
+    my ($path, $n) = @_;
+
+    open my $fh, '<', $path or return '';
+    my @lines = <$fh>;
+    splice @lines, 0, @lines - $n if @lines > $n;
+
+    return join '', @lines;
+}
+
+
+# $t->connect(room, name, %opts): a WebSocket client on this stack's nginx,
+# or the HTTP status of a refused upgrade (see Rooms::Test::Client).
+sub connect {
+    my ($self, $room, $name, %opts) = @_;
+
+    return Rooms::Test::Client->connect(
+        port => $self->{port}, room => $room, name => $name, %opts);
+}
+
+
+1;
