@@ -108,6 +108,7 @@ sub name { $_[0]{name} }
 sub server_id { $_[0]{server_id} }
 sub port { $_[0]{port} }
 sub redis_url { $_[0]{redis_url} }
+sub redis_port { $_[0]{redis_port} }
 sub sidecar_socket { "$_[0]{dir}/sidecar.sock" }
 sub error_log { "$_[0]{dir}/error.log" }
 sub sidecar_log { "$_[0]{dir}/sidecar.log" }
@@ -115,12 +116,14 @@ sub sidecar_log { "$_[0]{dir}/sidecar.log" }
 
 # --- processes --------------------------------------------------------------
 
+# start_redis(%opts).  Options: port (default: a free one; pass the old
+# redis_port to restart a killed Redis where its clients expect it).
 sub start_redis {
-    my ($self) = @_;
+    my ($self, %opts) = @_;
 
-    my $port = free_port();
+    my $port = $opts{port} // free_port();
     my $dir = "$self->{dir}/redis";
-    mkdir $dir or die "mkdir $dir: $!";
+    -d $dir or mkdir $dir or die "mkdir $dir: $!";
 
     $self->_spawn('redis', "$self->{dir}/redis.log", 0,
         which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
@@ -258,6 +261,22 @@ sub wait_link {
 sub stop_nginx { $_[0]->_stop('nginx') }
 sub stop_sidecar { $_[0]->_stop('sidecar') }
 sub stop_redis { $_[0]->_stop('redis') }
+
+
+# kill_proc(what, signal): sends the signal (default KILL) and reaps the
+# process; for crash tests.  Returns the signal number it died of, or its
+# exit code.
+sub kill_proc {
+    my ($self, $what, $sig) = @_;
+
+    my $p = delete $self->{procs}{$what} or return;
+
+    kill $sig // 'KILL', $p->{group} ? -$p->{pid} : $p->{pid};
+    waitpid($p->{pid}, 0);
+    $self->{killed}{$what} = 1;
+
+    return $? & 127 ? $? & 127 : $? >> 8;
+}
 
 
 sub stop_all {
