@@ -1,0 +1,163 @@
+#!/usr/bin/perl
+
+# Gap-free joins (SPEC 2.4): while a client on a second stack publishes into
+# the room continuously, each of many joiners on the first stack gets the
+# backfill and then live traffic with no gap, no duplicate and strictly
+# increasing ids.  Then since= resume: the exact tail, and reset after
+# trimming or when since is above the room's last id.
+
+use strict;
+use warnings;
+
+use POSIX qw(_exit);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+use Rooms::Test;
+
+my $JOINS = 25;
+my $PUBLISH = 1500;        # messages, one every 4 ms
+my $HISTORY = 20;
+
+my $ta = Rooms::Test->new(name => 'a');
+my $tb = Rooms::Test->new(name => 'b');
+my $redis = $ta->start_redis;
+my @args = (args => [ '--history-length', $HISTORY, '--rate-limit', 0 ]);
+$ta->start_sidecar($redis, @args);
+$tb->start_sidecar($redis, @args);
+$ta->start_nginx;
+$tb->start_nginx;
+
+my $pub = $tb->connect('FLOW', 'pub');
+ok(ref $pub, 'publisher joins on stack b')
+    or BAIL_OUT("upgrade refused: $Rooms::Test::Client::LAST");
+is($pub->recv_json(5)->{type}, 'welcome', 'publisher: welcome');
+
+# The publisher runs in a child: chat "k" for k = 1 .. $PUBLISH, in order.
+my $child = fork() // die "fork: $!";
+if ($child == 0) {
+    my $next = time;
+    for my $k (1 .. $PUBLISH) {
+        $pub->send_json({ type => 'chat', data => { k => $k } });
+        while ($pub->recv_json(0)) { }   # drain its own echoes
+        $next += 0.004;
+        my $left = $next - time;
+        sleep $left if $left > 0;
+    }
+    _exit(0);
+}
+
+# Wait until some messages flowed, so joins see a full history.
+my $probe = $ta->connect('FLOW', 'probe');
+$probe->recv_json(5);
+ok($probe->wait_for(type => 'chat', timeout => 5,
+    match => sub { $_[0]{data}{k} > $HISTORY + 5 }), 'publishing has begun');
+$probe->close;
+
+my $ok = 0;
+my $detail = '';
+my $joins = 0;
+
+for my $j (1 .. $JOINS) {
+    my $c = $ta->connect('FLOW', "j$j");
+    ref $c or do { $detail = "join $j refused"; last };
+    my $w = $c->recv_json(5);
+    unless ($w && $w->{type} eq 'welcome') {
+        $detail = "join $j: no welcome";
+        last;
+    }
+    my $last_id = $w->{data}{last_id};
+
+    # Backfill plus at least 15 live chats.
+    my (@k, @id);
+    my $backfill = 0;
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my $m = $c->recv_json($deadline - time) or last;
+        next unless $m->{type} eq 'chat';
+        push @k, $m->{data}{k};
+        push @id, $m->{id};
+        $backfill++ if $m->{id} <= $last_id;
+        last if @k >= $backfill + 15 && $backfill > 0;
+        last if $k[-1] == $PUBLISH;
+    }
+    $c->close;
+    $joins++;
+
+    my @gap = grep { $k[$_] != $k[$_ - 1] + 1 } 1 .. $#k;
+    my @dec = grep { $id[$_] <= $id[$_ - 1] } 1 .. $#id;
+    my @early = grep { $id[$_] > $last_id } 0 .. $backfill - 1;
+    if (@gap || @dec || @early || $backfill != $HISTORY) {
+        $detail = "join $j: backfill=$backfill last_id=$last_id k=@k[0..5]"
+            . "... gaps at [@gap] non-increasing ids at [@dec]";
+        last;
+    }
+    $ok++;
+    last if $k[-1] == $PUBLISH;
+}
+
+is($ok, $joins, "every join ($joins) exact: $HISTORY backfilled, "
+    . 'then live, no gap, no duplicate, ids increasing') or diag($detail);
+cmp_ok($joins, '>=', 15, 'many joins happened while publishing');
+
+waitpid($child, 0);
+is($?, 0, 'publisher finished');
+$pub->close;
+
+# --- since= ------------------------------------------------------------------
+
+my $c = $ta->connect('SINCE', 'writer');
+$c->recv_json(5);
+my @ids;
+for my $n (1 .. 3) {
+    $c->send_json({ type => 'chat', data => { n => $n } });
+    $c->send_json({ type => 'typing', data => {} });
+    push @ids, $c->wait_for(type => 'chat', timeout => 5)->{id};
+}
+
+sub join_since {
+    my ($since) = @_;
+
+    my $j = $ta->connect('SINCE', 'reader', query => { since => $since });
+    my $w = $j->recv_json(5);
+    my @got;
+    while (my $m = $j->recv_json(2)) {
+        last if $m->{type} eq 'state';
+        push @got, $m;
+    }
+    $j->close;
+    return ($w, @got);
+}
+
+my ($w, @got) = join_since($ids[0]);
+is($w->{type}, 'welcome', 'since: welcome first');
+is_deeply([ map { $_->{type} . ':' . ($_->{data}{n} // '') } @got ],
+    [ 'chat:2', 'chat:3' ], 'since=first id: exactly the kept tail after it');
+
+(undef, @got) = join_since($w->{data}{last_id});
+is(scalar @got, 0, 'since=last_id: nothing to backfill');
+
+(undef, @got) = join_since(0);
+is_deeply([ map { $_->{data}{n} } @got ], [ 1, 2, 3 ],
+    'since=0 before any trimming: everything, no reset');
+
+# Trim: HISTORY + 5 more chats.
+for my $n (4 .. $HISTORY + 8) {
+    $c->send_json({ type => 'chat', data => { n => $n } });
+}
+$c->wait_for(type => 'chat', timeout => 5,
+    match => sub { $_[0]{data}{n} == $HISTORY + 8 });
+
+($w, @got) = join_since($ids[1]);
+is($got[0]{type}, 'reset', 'since below the trimmed part: reset first');
+is($got[0]{data}{last_id}, $w->{data}{last_id}, 'reset carries last_id');
+is_deeply([ map { $_->{data}{n} } @got[1 .. $#got] ],
+    [ 9 .. $HISTORY + 8 ], 'then the last N');
+
+($w, @got) = join_since($w->{data}{last_id} + 1000);
+is($got[0] && $got[0]{type}, 'reset', 'since above last_id: reset');
+is(scalar @got, $HISTORY + 1, 'then the last N');
+
+$c->close;
+
+$ta->finish;
