@@ -714,6 +714,10 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     out->buf.end = out->buf.last;
     out->buf.memory = 1;
 
+    /* TLS: ngx_ssl_send_chain() holds unflushed data in its buffer */
+
+    out->buf.flush = 1;
+
     out->frame = frame;
     out->cl.buf = &out->buf;
     out->cl.next = NULL;
