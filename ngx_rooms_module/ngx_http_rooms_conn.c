@@ -31,7 +31,7 @@ static ngx_int_t ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
     ngx_uint_t status, u_char *reason, size_t len);
 static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
-static void ngx_http_rooms_conn_cleanup(void *data);
+static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
 
 
@@ -46,13 +46,28 @@ static u_char  ngx_http_rooms_unavailable[] =
     "\"message\":\"the room service is unavailable, message not sent\"}}";
 
 
+/*
+ * Called by the content handler once the upgrade is accepted: the client
+ * is announced to the sidecar and the 101 response queued.  The request
+ * itself is freed right after the content phase, by
+ * ngx_http_rooms_conn_takeover(): an upgraded connection keeps only its
+ * connection pool and this structure, not a request pool.
+ */
+
 ngx_int_t
-ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
+ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
+    ngx_str_t *accept)
 {
-    ngx_int_t                  rc;
+    size_t                     len;
+    u_char                    *p;
     ngx_connection_t          *c;
-    ngx_http_cleanup_t        *cln;
+    ngx_http_rooms_frame_t    *frame;
     ngx_http_core_loc_conf_t  *clcf;
+
+    static u_char  head[] = "HTTP/1.1 101 Switching Protocols" CRLF
+                            "Upgrade: websocket" CRLF
+                            "Connection: Upgrade" CRLF
+                            "Sec-WebSocket-Accept: ";
 
     c = r->connection;
 
@@ -64,6 +79,7 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
+    conn->connection = c;
     conn->request = r;
     conn->id = c->number;
     conn->node.key = (ngx_rbtree_key_t) conn->id;
@@ -74,70 +90,141 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
     ngx_queue_init(&conn->dirty);
     ngx_queue_init(&conn->live);
 
-    cln = ngx_http_cleanup_add(r, 0);
-    if (cln == NULL) {
+    len = sizeof(head) - 1 + accept->len + 2 * (sizeof(CRLF) - 1);
+
+    frame = ngx_alloc(sizeof(ngx_http_rooms_frame_t) + len, c->log);
+    if (frame == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_send_header(r);
+    p = ngx_cpymem(frame->data, head, sizeof(head) - 1);
+    p = ngx_cpymem(p, accept->data, accept->len);
+    *p++ = CR; *p++ = LF;
+    *p++ = CR; *p++ = LF;
 
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        return rc;
+    frame->refs = 0;
+    frame->len = len;
+
+    if (ngx_http_rooms_link_open(conn) != NGX_OK) {
+        ngx_free(frame);
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_queue_insert_tail(&ngx_http_rooms_live, &conn->live);
+
+    ngx_http_rooms_conn_queue(conn, frame);
+
+    if (clcf->tcp_nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
+        ngx_http_rooms_conn_detach(conn);
+        return NGX_ERROR;
     }
 
     ngx_http_set_ctx(r, conn, ngx_http_rooms_module);
 
-    c->log->action = "serving WebSocket";
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
 
-    /* the connection is ours from now on: no more HTTP on it */
-
-    c->read->handler = ngx_http_rooms_conn_read_handler;
-    c->write->handler = ngx_http_rooms_conn_write_handler;
-
-    /* the connection outlives the request's handlers: hold it */
+    /* hold the request past the content phase; the takeover frees it */
 
     r->main->count++;
 
-    ngx_queue_insert_tail(&ngx_http_rooms_live, &conn->live);
+    c->write->handler = ngx_http_rooms_conn_takeover;
+    ngx_post_event(c->write, &ngx_posted_events);
 
-    if (clcf->tcp_nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
-        ngx_http_rooms_conn_finalize(conn);
-        return NGX_DONE;
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "rooms: client joined room \"%V\" as \"%V\"",
+                   &conn->room_code, &conn->name);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Frees the request and makes the connection a bare WebSocket: our event
+ * handlers, no HTTP state.  Frames pipelined behind the request are kept.
+ */
+
+static void
+ngx_http_rooms_conn_takeover(ngx_event_t *wev)
+{
+    size_t                  size;
+    u_char                 *in;
+    ngx_buf_t              *b;
+    ngx_int_t               rc;
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_http_rooms_conn_t  *conn;
+
+    c = wev->data;
+    r = c->data;
+    conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
+
+    in = NULL;
+    b = r->header_in;
+    size = b->last - b->pos;
+
+    if (size) {
+        in = ngx_alloc(size, c->log);
+        if (in == NULL) {
+            size = 0;
+            conn->doomed = 1;
+
+        } else {
+            ngx_memcpy(in, b->pos, size);
+        }
     }
 
-    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR
-        || (r->out && ngx_handle_write_event(c->write, 0) != NGX_OK))
-    {
-        ngx_http_rooms_conn_finalize(conn);
-        return NGX_DONE;
+    ngx_http_free_request(r, 0);
+
+    conn->request = NULL;
+    conn->taken = 1;
+
+    /* the header buffer is not needed any more, as on a keepalive */
+
+    b = c->buffer;
+
+    if (b != NULL && ngx_pfree(c->pool, b->start) == NGX_OK) {
+        c->buffer = NULL;
     }
 
-    if (ngx_http_rooms_link_open(conn) != NGX_OK) {
-        ngx_http_rooms_conn_finalize(conn);
-        return NGX_DONE;
-    }
-
-    cln->handler = ngx_http_rooms_conn_cleanup;
-    cln->data = conn;
+    c->data = conn;
+    c->log->action = "serving WebSocket";
+    c->read->handler = ngx_http_rooms_conn_read_handler;
+    c->write->handler = ngx_http_rooms_conn_write_handler;
 
     /* nginx closes idle connections first on a graceful shutdown */
 
     c->idle = 1;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "rooms: client joined room \"%V\" as \"%V\"",
-                   &conn->room_code, &conn->name);
+    if (conn->doomed) {
+        ngx_free(in);
+        ngx_http_rooms_conn_finalize(conn);
+        return;
+    }
 
     if (conn->ping_interval || conn->idle_timeout) {
         ngx_add_timer(c->read, conn->ping_interval ? conn->ping_interval
                                                    : conn->idle_timeout);
     }
 
-    if (r->header_in->pos != r->header_in->last || c->read->ready) {
-        ngx_post_event(c->read, &ngx_posted_events);
+    rc = NGX_OK;
+
+    if (size) {
+        rc = ngx_http_rooms_conn_input(conn, in, in + size);
+        ngx_free(in);
     }
 
-    return NGX_DONE;
+    if (rc == NGX_OK) {
+        rc = ngx_http_rooms_conn_flush(conn);
+    }
+
+    if (rc == NGX_ERROR || rc == NGX_DONE) {
+        ngx_http_rooms_conn_finalize(conn);
+        return;
+    }
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
 }
 
 
@@ -146,12 +233,10 @@ ngx_http_rooms_conn_read_handler(ngx_event_t *rev)
 {
     ngx_int_t               rc;
     ngx_connection_t       *c;
-    ngx_http_request_t     *r;
     ngx_http_rooms_conn_t  *conn;
 
     c = rev->data;
-    r = c->data;
-    conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
+    conn = c->data;
 
     if (c->close) {
 
@@ -187,8 +272,6 @@ ngx_http_rooms_conn_read_handler(ngx_event_t *rev)
     /* output queued by this input: pongs, the close frame, unavailable */
 
     ngx_http_rooms_conn_flush_dirty();
-
-    ngx_http_run_posted_requests(c);
 }
 
 
@@ -200,26 +283,11 @@ ngx_http_rooms_conn_read_handler(ngx_event_t *rev)
 static ngx_int_t
 ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
 {
-    ssize_t              n;
-    ngx_int_t            rc;
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
+    ssize_t            n;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
 
-    r = conn->request;
-    c = r->connection;
-
-    if (r->header_in->pos != r->header_in->last) {
-
-        /* frames pipelined behind the upgrade request */
-
-        rc = ngx_http_rooms_conn_input(conn, r->header_in->pos,
-                                       r->header_in->last);
-        r->header_in->pos = r->header_in->last;
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
+    c = conn->connection;
 
     for ( ;; ) {
 
@@ -264,7 +332,7 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
     ngx_msec_t         idle, next;
     ngx_connection_t  *c;
 
-    c = conn->request->connection;
+    c = conn->connection;
 
     if (conn->close_sent) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -349,7 +417,7 @@ ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn, u_char *pos,
             break;
 
         default: /* NGX_ROOMS_WS_ERROR */
-            ngx_log_error(NGX_LOG_INFO, conn->request->connection->log, 0,
+            ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
                           "rooms: client protocol error %ui: %s",
                           (ngx_uint_t) ev.status, ev.reason);
 
@@ -395,7 +463,7 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
             frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
                                      ngx_http_rooms_unavailable,
                                      sizeof(ngx_http_rooms_unavailable) - 1,
-                                     conn->request->connection->log);
+                                     conn->connection->log);
             if (frame != NULL) {
                 ngx_http_rooms_conn_queue(conn, frame);
                 rc = NGX_OK;
@@ -449,7 +517,7 @@ ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn, size_t size)
 {
     u_char  *buf;
 
-    buf = ngx_alloc(size, conn->request->connection->log);
+    buf = ngx_alloc(size, conn->connection->log);
     if (buf == NULL) {
         return NGX_ERROR;
     }
@@ -473,7 +541,7 @@ ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
     ngx_http_rooms_frame_t  *frame;
 
     frame = ngx_http_rooms_frame_create(opcode, data, len,
-                                        conn->request->connection->log);
+                                        conn->connection->log);
     if (frame == NULL) {
         return NGX_ERROR;
     }
@@ -605,7 +673,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     if (conn->out_size + frame->len > conn->out_limit
         && frame->data[0] != (0x80 | NGX_ROOMS_WS_OP_CLOSE))
     {
-        ngx_log_error(NGX_LOG_INFO, conn->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
                       "rooms: client too slow, %uz bytes queued",
                       conn->out_size);
 
@@ -627,7 +695,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
 
     } else {
         out = ngx_alloc(sizeof(ngx_http_rooms_out_t),
-                        conn->request->connection->log);
+                        conn->connection->log);
         if (out == NULL) {
             if (frame->refs == 0) {
                 ngx_free(frame);
@@ -645,6 +713,10 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     out->buf.start = out->buf.pos;
     out->buf.end = out->buf.last;
     out->buf.memory = 1;
+
+    /* TLS: ngx_ssl_send_chain() holds unflushed data in its buffer */
+
+    out->buf.flush = 1;
 
     out->frame = frame;
     out->cl.buf = &out->buf;
@@ -673,8 +745,6 @@ ngx_http_rooms_conn_flush_dirty(void)
 {
     ngx_int_t               rc;
     ngx_queue_t            *q;
-    ngx_connection_t       *c;
-    ngx_http_request_t     *r;
     ngx_http_rooms_conn_t  *conn;
 
     if (!ngx_http_rooms_queues_init) {
@@ -689,16 +759,11 @@ ngx_http_rooms_conn_flush_dirty(void)
         conn = ngx_queue_data(q, ngx_http_rooms_conn_t, dirty);
         conn->is_dirty = 0;
 
-        r = conn->request;
-        c = r->connection;
-
         rc = ngx_http_rooms_conn_flush(conn);
 
         if (rc == NGX_ERROR || rc == NGX_DONE) {
             ngx_http_rooms_conn_finalize(conn);
         }
-
-        ngx_http_run_posted_requests(c);
     }
 }
 
@@ -708,12 +773,10 @@ ngx_http_rooms_conn_write_handler(ngx_event_t *wev)
 {
     ngx_int_t               rc;
     ngx_connection_t       *c;
-    ngx_http_request_t     *r;
     ngx_http_rooms_conn_t  *conn;
 
     c = wev->data;
-    r = c->data;
-    conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
+    conn = c->data;
 
     if (wev->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
@@ -728,8 +791,6 @@ ngx_http_rooms_conn_write_handler(ngx_event_t *wev)
     if (rc == NGX_ERROR || rc == NGX_DONE) {
         ngx_http_rooms_conn_finalize(conn);
     }
-
-    ngx_http_run_posted_requests(c);
 }
 
 
@@ -744,27 +805,14 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
 {
     ngx_chain_t           *cl, *next;
     ngx_connection_t      *c;
-    ngx_http_request_t    *r;
     ngx_http_rooms_out_t  *out;
 
-    r = conn->request;
-    c = r->connection;
-
-    if (r->out) {
-        /* the rest of the 101 response */
-
-        if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (r->out) {
-            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            return NGX_OK;
-        }
+    if (!conn->taken) {
+        /* the takeover flushes */
+        return NGX_OK;
     }
+
+    c = conn->connection;
 
     if (conn->out) {
 
@@ -852,24 +900,21 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
 
 
 /*
- * Closes the client connection: the request is finalized, which frees
- * the connection and, through the cleanup handler, detaches it.
+ * Closes the client connection; before the takeover, it only marks it,
+ * and the takeover closes it.
  */
 
 static void
 ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
 {
-    ngx_http_request_t  *r;
-
-    r = conn->request;
-
     ngx_http_rooms_conn_detach(conn);
 
-    if (r->connection->write->timer_set) {
-        ngx_del_timer(r->connection->write);
+    if (!conn->taken) {
+        conn->doomed = 1;
+        return;
     }
 
-    ngx_http_finalize_request(r, NGX_DONE);
+    ngx_http_close_connection(conn->connection);
 }
 
 
@@ -881,9 +926,9 @@ ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
 void
 ngx_http_rooms_conn_exit(void)
 {
-    ngx_queue_t             *q;
-    ngx_connection_t        *c;
-    ngx_http_rooms_conn_t   *conn;
+    ngx_queue_t            *q;
+    ngx_connection_t       *c;
+    ngx_http_rooms_conn_t  *conn;
 
     if (!ngx_http_rooms_queues_init) {
         return;
@@ -893,21 +938,16 @@ ngx_http_rooms_conn_exit(void)
         q = ngx_queue_head(&ngx_http_rooms_live);
         conn = ngx_queue_data(q, ngx_http_rooms_conn_t, live);
 
-        c = conn->request->connection;
+        c = conn->connection;
 
         ngx_http_rooms_conn_detach(conn);
-        ngx_http_finalize_request(conn->request, NGX_HTTP_CLOSE);
-        ngx_http_run_posted_requests(c);
+
+        if (!conn->taken) {
+            ngx_http_free_request(conn->request, 0);
+        }
+
+        ngx_http_close_connection(c);
     }
-}
-
-
-static void
-ngx_http_rooms_conn_cleanup(void *data)
-{
-    ngx_http_rooms_conn_t  *conn = data;
-
-    ngx_http_rooms_conn_detach(conn);
 }
 
 

@@ -37,7 +37,7 @@ static ngx_uint_t ngx_http_rooms_match_origin(ngx_str_t *pattern,
 static ngx_uint_t ngx_http_rooms_match_host(u_char *pattern, size_t plen,
     u_char *host, size_t hlen);
 static char *ngx_http_rooms_parse_since(ngx_http_request_t *r,
-    ngx_http_rooms_conn_t *conn);
+    uint64_t *since, ngx_uint_t *has_since);
 static ngx_int_t ngx_http_rooms_refuse(ngx_http_request_t *r,
     ngx_uint_t status, char *reason);
 static ngx_int_t ngx_http_rooms_accept_key(ngx_http_request_t *r,
@@ -186,8 +186,10 @@ static ngx_int_t
 ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
 {
     char                       *reason;
+    uint64_t                    since;
     ngx_int_t                   rc;
-    ngx_str_t                   key, accept, value;
+    ngx_str_t                   key, accept, room, name;
+    ngx_uint_t                  has_since;
     ngx_http_rooms_conn_t      *conn;
     ngx_http_rooms_loc_conf_t  *rlcf;
 
@@ -201,9 +203,9 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return ngx_http_rooms_refuse(r, rc, reason);
     }
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
+    if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
+        return ngx_http_rooms_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                     "WebSocket upgrade with a body");
     }
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rooms_module);
@@ -213,18 +215,13 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    conn = ngx_pcalloc(r->pool, sizeof(ngx_http_rooms_conn_t));
-    if (conn == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    reason = ngx_http_rooms_parse_room(r, rlcf, &conn->room_code);
+    reason = ngx_http_rooms_parse_room(r, rlcf, &room);
     if (reason == NULL) {
-        reason = ngx_http_rooms_parse_name(r, rlcf, &conn->name);
+        reason = ngx_http_rooms_parse_name(r, rlcf, &name);
     }
 
     if (reason == NULL) {
-        reason = ngx_http_rooms_parse_since(r, conn);
+        reason = ngx_http_rooms_parse_since(r, &since, &has_since);
     }
 
     if (reason != NULL) {
@@ -244,30 +241,36 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the connection outlives the request: its pool, not the request's */
+
+    conn = ngx_pcalloc(r->connection->pool, sizeof(ngx_http_rooms_conn_t));
+    if (conn == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    conn->room_code.data = conn->code;
+    conn->room_code.len = room.len;
+    ngx_memcpy(conn->code, room.data, room.len);
+
+    conn->name.data = conn->name_data;
+    conn->name.len = name.len;
+    ngx_memcpy(conn->name_data, name.data, name.len);
+
+    conn->since = since;
+    conn->has_since = has_since;
+
     ngx_rooms_ws_parser_init(&conn->parser, rlcf->max_message_size);
     conn->out_limit = rlcf->output_queue_size;
     conn->ping_interval = rlcf->ping_interval;
     conn->idle_timeout = rlcf->idle_timeout;
 
-    ngx_str_set(&value, "websocket");
+    rc = ngx_http_rooms_conn_start(r, conn, &accept);
 
-    if (ngx_http_rooms_add_header(r, "Upgrade", sizeof("Upgrade") - 1,
-                                  &value)
-        != NGX_OK
-        || ngx_http_rooms_add_header(r, "Sec-WebSocket-Accept",
-                                     sizeof("Sec-WebSocket-Accept") - 1,
-                                     &accept)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        return ngx_http_rooms_refuse(r, rc, "sidecar unavailable");
     }
 
-    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
-    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
-    r->headers_out.content_length_n = -1;
-    r->keepalive = 0;
-
-    return ngx_http_rooms_conn_start(r, conn);
+    return rc;
 }
 
 
@@ -545,11 +548,15 @@ ngx_http_rooms_parse_name(ngx_http_request_t *r,
 
 
 static char *
-ngx_http_rooms_parse_since(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
+ngx_http_rooms_parse_since(ngx_http_request_t *r, uint64_t *since,
+    ngx_uint_t *has_since)
 {
     u_char     *p;
     uint64_t    n;
     ngx_str_t   value;
+
+    *since = 0;
+    *has_since = 0;
 
     if (ngx_http_arg(r, (u_char *) "since", sizeof("since") - 1, &value)
         != NGX_OK)
@@ -571,8 +578,8 @@ ngx_http_rooms_parse_since(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
         n = n * 10 + (*p - '0');
     }
 
-    conn->since = n;
-    conn->has_since = 1;
+    *since = n;
+    *has_since = 1;
 
     return NULL;
 }

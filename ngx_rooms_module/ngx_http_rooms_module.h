@@ -69,11 +69,12 @@ typedef struct {
     ngx_queue_t                    dirty;       /* to be flushed */
     ngx_queue_t                    live;        /* open connections */
 
-    ngx_http_request_t            *request;
+    ngx_connection_t              *connection;
+    ngx_http_request_t            *request;     /* until the takeover */
     ngx_http_rooms_room_t         *room;        /* while attached */
     uint64_t                       id;          /* connection number */
 
-    ngx_str_t                      room_code;
+    ngx_str_t                      room_code;   /* in code, name_data */
     ngx_str_t                      name;
     uint64_t                       since;
 
@@ -88,6 +89,9 @@ typedef struct {
 
     ngx_rooms_ws_parser_t          parser;
 
+    u_char                         code[NGX_HTTP_ROOMS_ROOM_MAX];
+    u_char                         name_data[NGX_HTTP_ROOMS_NAME_BYTES];
+
     unsigned                       has_since:1;
     unsigned                       registered:1; /* known to the link */
     unsigned                       announced:1; /* OPEN sent on this link */
@@ -97,6 +101,8 @@ typedef struct {
     unsigned                       close_wait:1;
     unsigned                       parser_failed:1;
     unsigned                       detached:1;
+    unsigned                       taken:1;     /* the request is gone */
+    unsigned                       doomed:1;    /* close at the takeover */
 } ngx_http_rooms_conn_t;
 
 
@@ -117,7 +123,7 @@ void ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn);
 ngx_int_t ngx_http_rooms_link_rooms_request(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
-    ngx_http_rooms_conn_t *conn);
+    ngx_http_rooms_conn_t *conn, ngx_str_t *accept);
 ngx_http_rooms_frame_t *ngx_http_rooms_frame_create(ngx_uint_t opcode,
     u_char *payload, size_t len, ngx_log_t *log);
 void ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame);
