@@ -884,10 +884,24 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
         return ngx_http_rooms_conn_flush(conn);
     }
 
-    /* the close frame is out */
+    /*
+     * The close frame is out.  Unless the client's came, wait for it.
+     * After a protocol error, end our side at once (FIN) and read and
+     * discard until the client closes: closing with unread input would
+     * reset the connection and could destroy the close frame before the
+     * client reads it.
+     */
 
-    if (conn->close_received || conn->parser_failed || ngx_exiting) {
+    if (conn->close_received || ngx_exiting) {
         return NGX_DONE;
+    }
+
+    if (conn->parser_failed && !conn->close_wait) {
+        if (c->ssl
+            || ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1)
+        {
+            return NGX_DONE;
+        }
     }
 
     if (!conn->close_wait) {

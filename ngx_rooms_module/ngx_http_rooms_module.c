@@ -30,7 +30,7 @@ static char *ngx_http_rooms_parse_room(ngx_http_request_t *r,
     ngx_http_rooms_loc_conf_t *rlcf, ngx_str_t *room);
 static char *ngx_http_rooms_parse_name(ngx_http_request_t *r,
     ngx_http_rooms_loc_conf_t *rlcf, ngx_str_t *name);
-static ngx_int_t ngx_http_rooms_check_origin(ngx_http_request_t *r,
+static char *ngx_http_rooms_check_origin(ngx_http_request_t *r,
     ngx_http_rooms_loc_conf_t *rlcf);
 static ngx_uint_t ngx_http_rooms_match_origin(ngx_str_t *pattern,
     ngx_str_t *origin);
@@ -55,6 +55,7 @@ static char *ngx_http_rooms_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rooms_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_rooms_origin_valid(ngx_str_t *pattern);
 static char *ngx_http_rooms_merge_source(ngx_conf_t *cf,
     ngx_http_complex_value_t **cv, ngx_http_complex_value_t *prev,
     char *dflt);
@@ -210,9 +211,9 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rooms_module);
 
-    rc = ngx_http_rooms_check_origin(r, rlcf);
-    if (rc != NGX_OK) {
-        return rc;
+    reason = ngx_http_rooms_check_origin(r, rlcf);
+    if (reason != NULL) {
+        return ngx_http_rooms_refuse(r, NGX_HTTP_FORBIDDEN, reason);
     }
 
     reason = ngx_http_rooms_parse_room(r, rlcf, &room);
@@ -662,10 +663,11 @@ ngx_http_rooms_refuse(ngx_http_request_t *r, ngx_uint_t status, char *reason)
 
 /*
  * Checks Origin against "rooms_origins"; without that directive, the
- * origin's host must be the request's Host (same origin).
+ * origin's host must be the request's Host (same origin).  Returns NULL
+ * if the origin is allowed, or the reason to refuse with 403.
  */
 
-static ngx_int_t
+static char *
 ngx_http_rooms_check_origin(ngx_http_request_t *r,
     ngx_http_rooms_loc_conf_t *rlcf)
 {
@@ -677,12 +679,7 @@ ngx_http_rooms_check_origin(ngx_http_request_t *r,
     h = ngx_http_rooms_find_header(r, "Origin", sizeof("Origin") - 1);
 
     if (h == NULL) {
-        if (rlcf->origin_required) {
-            return ngx_http_rooms_refuse(r, NGX_HTTP_FORBIDDEN,
-                                         "Origin is required");
-        }
-
-        return NGX_OK;
+        return rlcf->origin_required ? "Origin is required" : NULL;
     }
 
     if (rlcf->origins != NULL) {
@@ -690,7 +687,7 @@ ngx_http_rooms_check_origin(ngx_http_request_t *r,
 
         for (i = 0; i < rlcf->origins->nelts; i++) {
             if (ngx_http_rooms_match_origin(&pattern[i], &h->value)) {
-                return NGX_OK;
+                return NULL;
             }
         }
 
@@ -706,7 +703,7 @@ ngx_http_rooms_check_origin(ngx_http_request_t *r,
             if ((size_t) (last - p) == host.len
                 && ngx_strncasecmp(p, host.data, host.len) == 0)
             {
-                return NGX_OK;
+                return NULL;
             }
         }
     }
@@ -714,8 +711,7 @@ ngx_http_rooms_check_origin(ngx_http_request_t *r,
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "rooms: origin \"%V\" is not allowed", &h->value);
 
-    return ngx_http_rooms_refuse(r, NGX_HTTP_FORBIDDEN,
-                                 "origin not allowed");
+    return "origin not allowed";
 }
 
 
@@ -1013,7 +1009,6 @@ ngx_http_rooms_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rooms_loc_conf_t *rlcf = conf;
 
-    u_char      *p;
     ngx_str_t   *value, *origin;
     ngx_uint_t   i;
 
@@ -1031,12 +1026,7 @@ ngx_http_rooms_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        p = value[i].data;
-
-        if (value[i].len == 0 || p[value[i].len - 1] == '/'
-            || (ngx_strlchr(p + 1, p + value[i].len, '*') != NULL
-                && !(value[i].len == 1)))
-        {
+        if (ngx_http_rooms_origin_valid(&value[i]) != NGX_OK) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid origin \"%V\": use \"*\", "
                                "\"https://host[:port]\", \"*.domain\" or "
@@ -1119,6 +1109,45 @@ ngx_http_rooms_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = *handler;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * An origin pattern has no path, and a "*" only on its own or as the
+ * "*." label in front of the host.
+ */
+
+static ngx_int_t
+ngx_http_rooms_origin_valid(ngx_str_t *pattern)
+{
+    u_char  *p, *host, *last;
+
+    p = pattern->data;
+    last = p + pattern->len;
+
+    if (pattern->len == 1 && *p == '*') {
+        return NGX_OK;
+    }
+
+    host = ngx_strlcasestrn(p, last, (u_char *) "://", 3 - 1);
+    host = (host == NULL) ? p : host + 3;
+
+    if (ngx_strlchr(p, host, '*') != NULL) {
+        return NGX_ERROR;
+    }
+
+    if (last - host > 2 && host[0] == '*' && host[1] == '.') {
+        host += 2;
+    }
+
+    if (host == last
+        || ngx_strlchr(host, last, '*') != NULL
+        || ngx_strlchr(host, last, '/') != NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
