@@ -16,7 +16,7 @@ my $MAX = 40;
 my $t = Rooms::Test->new;
 $t->start_redis;
 $t->start_sidecar;
-$t->start_nginx(workers => 2);
+$t->start_nginx(workers => 2, reuseport => 1);
 
 my (@c, %pids);
 my $welcomed = 0;

@@ -168,8 +168,10 @@ sub start_sidecar {
 
 # start_nginx(%opts).  Options: workers (default 2), log_level,
 # main (snippet in the main context), http (in http{}), server (in
-# server{}), wait_link (default 1: if this stack's sidecar runs, wait until
-# the workers answer GET /rooms with 200).
+# server{}), reuseport (spread clients over the workers; off by default:
+# with it, another test's nginx could bind the same port too), wait_link
+# (default 1: if this stack's sidecar runs, wait until the workers answer
+# GET /rooms with 200).
 sub start_nginx {
     my ($self, %opts) = @_;
 
@@ -183,6 +185,7 @@ sub start_nginx {
     my $main = $opts{main} // '';
     my $http = $opts{http} // '';
     my $server = $opts{server} // '';
+    my $reuseport = $opts{reuseport} ? ' reuseport' : '';
 
     my $conf = <<"EOF";
 load_module $MODULE;
@@ -210,7 +213,7 @@ http {
     rooms_sidecar unix:$sock;
 $http
     server {
-        listen 127.0.0.1:$port reuseport;
+        listen 127.0.0.1:$port$reuseport;
 $server
         location = /ws {
             rooms_websocket;
