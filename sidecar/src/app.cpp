@@ -27,6 +27,8 @@ app::app(uv_loop_t* loop, const config& cfg)
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
     epoch_candidate_ = hex;
+    redis_.set_barrier_channel(
+        server_key(cfg_.key_prefix, cfg_.server_id, "barrier"));
 }
 
 app::~app() {

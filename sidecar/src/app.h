@@ -6,7 +6,8 @@
 //   HELLO            remember the worker's pid
 //   OPEN             join; subscribe the room if it is new here; once the
 //                    subscription is confirmed, one `sync` script
-//                    registers the player and takes a snapshot; then
+//                    registers the player and takes a snapshot; after a
+//                    barrier on the subscriber connection,
 //                    SEND(welcome), (reset), backfill, the live messages
 //                    newer than the snapshot, ATTACH   (app_sync.cpp)
 //   MESSAGE          rate limit, validate, stamp `from`, `publish` script
@@ -79,9 +80,23 @@ private:
         bool resync = false;
     };
 
+    // A `sync` reply, copied: it is used after the reply is freed.
+    struct sync_snapshot {
+        uint64_t seq = 0;
+        uint64_t trimmed = 0;
+        std::string epoch;
+        std::vector<std::string> history;  // oldest first
+    };
+
     // app_sync.cpp: joins, snapshots, gap fills.
     void sync_room(const std::string& room, bool register_all = false);
-    void on_sync_reply(const sync_request& req, const redisReply* reply);
+    void on_sync_reply(const std::shared_ptr<sync_request>& req,
+                       const redisReply* reply);
+    void on_sync_barrier(const sync_request& req, const sync_snapshot& snap,
+                         bool ok);
+    void sync_failed(const sync_request& req, room_sync& rs);
+    void apply_sync(const sync_request& req, const sync_snapshot& copy,
+                    room_sync& rs);
     void admit(const member_key& key, const room_snapshot& snap,
                const room_sync& rs, size_t start);
     void broadcast(std::string_view room, std::string_view payload);

@@ -90,7 +90,7 @@ void app::sync_room(const std::string& code, bool register_all) {
 
     bool sent = redis_.eval(script_sync(), keys, args,
                             [this, req](const redisReply* r) {
-                                on_sync_reply(*req, r);
+                                on_sync_reply(req, r);
                             });
     if (!sent) {
         rooms_.requeue(code, joiners);
@@ -101,25 +101,33 @@ void app::sync_room(const std::string& code, bool register_all) {
               joiners.size(), resync ? 1 : 0, players.size());
 }
 
-void app::on_sync_reply(const sync_request& req, const redisReply* reply) {
-    room_sync* rs = rooms_.sync_of(req.room);
-    if (rs == nullptr || rs->incarnation != req.incarnation) {
+// The reply came on the command connection, but live messages that Redis
+// published before the script ran may still be on their way on the
+// subscriber connection (two sockets: no order between them).  The
+// snapshot is used only after a barrier on the subscriber connection, so
+// that every message with id <= seq has reached on_message() first and
+// went into the buffer (filtered out for the joiners) rather than to the
+// joiners by BROADCAST after their ATTACH.  The room keeps buffering
+// until then (inflight).
+void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
+                        const redisReply* reply) {
+    room_sync* rs = rooms_.sync_of(req->room);
+    if (rs == nullptr || rs->incarnation != req->incarnation) {
         return;  // the room emptied meanwhile
     }
-    rs->inflight--;
 
     bool ok = reply != nullptr && reply->type == REDIS_REPLY_ARRAY &&
               reply->elements == 4 &&
               reply->element[2]->type == REDIS_REPLY_STRING &&
               reply->element[3]->type == REDIS_REPLY_ARRAY;
-    if (!ok || req.generation != sub_generation_) {
+    if (!ok || req->generation != sub_generation_) {
         // Lost with its connection, or the subscription went away while
         // it was in flight: the joiners wait for the next sync.  A script
         // error would fail again: those joiners are closed.
         if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
-            log_error("sync failed room=%s: %s", req.room.c_str(),
+            log_error("sync failed room=%s: %s", req->room.c_str(),
                       reply->str);
-            for (const member_key& k : req.joiners) {
+            for (const member_key& k : req->joiners) {
                 member* m = rooms_.find_mutable(k);
                 link* l = links_.find(k.link);
                 if (m != nullptr && l != nullptr && !m->kicked) {
@@ -131,48 +139,87 @@ void app::on_sync_reply(const sync_request& req, const redisReply* reply) {
                     l->send(kick);
                 }
             }
+            rs->inflight--;
+            drop_buffer_if_idle(*rs);
         } else {
-            rooms_.requeue(req.room, req.joiners);
-            if (req.generation == sub_generation_) {
-                // The command connection will come back and sync again.
-                log_debug("sync lost room=%s", req.room.c_str());
-            }
+            sync_failed(*req, *rs);
         }
-        drop_buffer_if_idle(*rs);
         return;
     }
 
-    room_snapshot snap;
-    snap.seq = reply_u64(reply->element[0]);
-    snap.trimmed = reply_u64(reply->element[1]);
-    std::string epoch(reply->element[2]->str, reply->element[2]->len);
+    auto snap = std::make_shared<sync_snapshot>();
+    snap->seq = reply_u64(reply->element[0]);
+    snap->trimmed = reply_u64(reply->element[1]);
+    snap->epoch.assign(reply->element[2]->str, reply->element[2]->len);
     const redisReply* hist = reply->element[3];
-    snap.history.reserve(hist->elements);
+    snap->history.reserve(hist->elements);
     for (size_t i = 0; i < hist->elements; i++) {
         const redisReply* e = hist->element[i];
-        if (e->type != REDIS_REPLY_STRING) {
-            continue;
+        if (e->type == REDIS_REPLY_STRING) {
+            snap->history.emplace_back(e->str, e->len);
         }
-        std::string_view payload(e->str, e->len);
+    }
+
+    bool sent = redis_.barrier([this, req, snap](bool done) {
+        on_sync_barrier(*req, *snap, done);
+    });
+    if (!sent) {
+        sync_failed(*req, *rs);  // the subscriber is gone: next sync
+    }
+}
+
+void app::on_sync_barrier(const sync_request& req, const sync_snapshot& snap,
+                          bool ok) {
+    room_sync* rs = rooms_.sync_of(req.room);
+    if (rs == nullptr || rs->incarnation != req.incarnation) {
+        return;  // the room emptied meanwhile
+    }
+    if (!ok || req.generation != sub_generation_) {
+        sync_failed(req, *rs);
+        return;
+    }
+    apply_sync(req, snap, *rs);
+}
+
+// The joiners wait for the next sync (after the subscriber or the command
+// connection is back).
+void app::sync_failed(const sync_request& req, room_sync& rs) {
+    rs.inflight--;
+    rooms_.requeue(req.room, req.joiners);
+    if (req.generation == sub_generation_) {
+        log_debug("sync lost room=%s", req.room.c_str());
+    }
+    drop_buffer_if_idle(rs);
+}
+
+void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
+                     room_sync& rs) {
+    rs.inflight--;
+
+    room_snapshot snap;
+    snap.seq = copy.seq;
+    snap.trimmed = copy.trimmed;
+    snap.history.reserve(copy.history.size());
+    for (const std::string& payload : copy.history) {
         snap.history.push_back(
             history_entry{envelope_tail_id(payload), payload});
     }
-    bool restarted = !rs->epoch.empty() && rs->epoch != epoch;
-    rs->epoch = std::move(epoch);
+    bool restarted = !rs.epoch.empty() && rs.epoch != copy.epoch;
+    rs.epoch = copy.epoch;
 
     // Attached members first: what they missed, then (held) live traffic.
-    if (req.resync && rs->resync) {
+    if (req.resync && rs.resync) {
         std::vector<history_entry> buffered;
-        buffered.reserve(rs->buffer.size());
+        buffered.reserve(rs.buffer.size());
         uint64_t newest = snap.seq;
-        for (const buffered_message& b : rs->buffer) {
+        for (const buffered_message& b : rs.buffer) {
             buffered.push_back(history_entry{b.id, b.payload});
             newest = std::max(newest, b.id);
         }
-        backfill_plan plan = plan_gap_fill(snap, rs->last_id, buffered,
+        backfill_plan plan = plan_gap_fill(snap, rs.last_id, buffered,
                                            cfg_.history_length, restarted);
         log_info("gap fill room=%s after_id=%llu seq=%llu messages=%zu%s",
-                 req.room.c_str(), ull(rs->last_id), ull(snap.seq),
+                 req.room.c_str(), ull(rs.last_id), ull(snap.seq),
                  plan.messages.size(), plan.reset ? " reset" : "");
         if (plan.reset) {
             broadcast(req.room, make_reset(snap.seq));
@@ -180,19 +227,19 @@ void app::on_sync_reply(const sync_request& req, const redisReply* reply) {
         for (std::string_view m : plan.messages) {
             broadcast(req.room, m);
         }
-        rs->last_id = newest;
-        rs->resync = false;
+        rs.last_id = newest;
+        rs.resync = false;
     }
 
-    size_t start = req.start > rs->buffer_base ? req.start - rs->buffer_base
-                                               : 0;
+    size_t start = req.start > rs.buffer_base ? req.start - rs.buffer_base
+                                              : 0;
     for (const member_key& key : req.joiners) {
-        admit(key, snap, *rs, start);
+        admit(key, snap, rs, start);
     }
-    if (!rs->resync) {
-        rs->last_id = std::max(rs->last_id, snap.seq);
+    if (!rs.resync) {
+        rs.last_id = std::max(rs.last_id, snap.seq);
     }
-    drop_buffer_if_idle(*rs);
+    drop_buffer_if_idle(rs);
 }
 
 // welcome (not when resuming), reset, backfill, the buffered live

@@ -350,6 +350,7 @@ void redis_client::stop() {
     cmd_.stop();
     sub_.stop();
     unconfirmed_.clear();
+    barriers_.clear();
 }
 
 void redis_client::connection_ready(redis_connection::role r) {
@@ -363,11 +364,17 @@ void redis_client::connection_ready(redis_connection::role r) {
 }
 
 void redis_client::connection_lost(redis_connection::role r) {
+    std::deque<barrier_fn> failed;
     if (r == redis_connection::role::subscriber) {
         unconfirmed_.clear();
+        failed.swap(barriers_);
     }
-    if (!stopped_) {
-        handler_.on_redis_lost(r);
+    if (stopped_) {
+        return;
+    }
+    handler_.on_redis_lost(r);
+    for (barrier_fn& cb : failed) {
+        cb(false);
     }
 }
 
@@ -507,6 +514,20 @@ bool redis_client::unsubscribe(std::string_view channel) {
     return rc == REDIS_OK;
 }
 
+bool redis_client::barrier(barrier_fn cb) {
+    if (!sub_.ready() || stopped_ || barrier_channel_.empty()) {
+        return false;
+    }
+    int rc = redisAsyncCommand(sub_.context(), subscribe_cb, this,
+                               "SUBSCRIBE %b", barrier_channel_.data(),
+                               barrier_channel_.size());
+    if (rc != REDIS_OK) {
+        return false;
+    }
+    barriers_.push_back(std::move(cb));
+    return true;
+}
+
 void redis_client::subscribe_cb(redisAsyncContext*, void* r, void* privdata) {
     auto* self = static_cast<redis_client*>(privdata);
     auto* reply = static_cast<redisReply*>(r);
@@ -530,6 +551,15 @@ void redis_client::subscribe_cb(redisAsyncContext*, void* r, void* privdata) {
             self->handler_.on_message(channel,
                                       std::string_view(payload->str,
                                                        payload->len));
+        }
+        return;
+    }
+
+    if (kind == "subscribe" && channel == self->barrier_channel_) {
+        if (!self->barriers_.empty()) {
+            barrier_fn cb = std::move(self->barriers_.front());
+            self->barriers_.pop_front();
+            cb(true);
         }
         return;
     }

@@ -12,11 +12,13 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "config.h"
@@ -105,6 +107,11 @@ public:
     // client is stopped.
     using reply_fn = std::function<void(const redisReply*)>;
 
+    // A barrier's outcome: true once the subscriber connection has
+    // delivered everything Redis sent on it before the barrier; false
+    // when that connection was lost first.
+    using barrier_fn = std::function<void(bool ok)>;
+
     redis_client(uv_loop_t* loop, const redis_address& addr, handler& h,
                  uint64_t backoff_min_ms = 100,
                  uint64_t backoff_max_ms = 5000);
@@ -133,6 +140,21 @@ public:
     bool subscribe(std::string_view channel);
     bool unsubscribe(std::string_view channel);
 
+    // The channel barrier() subscribes (nobody publishes on it).
+    void set_barrier_channel(std::string channel) {
+        barrier_channel_ = std::move(channel);
+    }
+
+    // Orders the subscriber connection after what the caller has seen on
+    // the command connection: a SUBSCRIBE of the barrier channel, whose
+    // confirmation Redis queues behind every message it has already
+    // published to this connection.  cb(true) runs when it arrives (every
+    // such message went to on_message() first), cb(false) if the
+    // subscriber connection is lost before.  Barriers complete in the
+    // order they were made.  False when the subscriber connection is not
+    // usable (cb is not called then).
+    bool barrier(barrier_fn cb);
+
 private:
     friend class redis_connection;
 
@@ -159,6 +181,9 @@ private:
     // left and joined again quickly has SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE
     // in flight, and only the last confirmation means subscribed.
     std::unordered_map<std::string, unsigned> unconfirmed_;
+
+    std::string barrier_channel_;
+    std::deque<barrier_fn> barriers_;  // sent, not yet confirmed
 
     // SHA1 of each script once SCRIPT LOAD answered on the current
     // command connection (empty: use EVAL).
