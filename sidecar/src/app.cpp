@@ -45,6 +45,7 @@ bool app::start(std::string& err) {
     }
     started_ = true;
     start_heartbeat();
+    start_state_timer();
     redis_.start();
 
     log_info("ready: listening on %s server_id=%s key_prefix=\"%s\"",
@@ -66,6 +67,7 @@ void app::stop() {
     links_.close();
     redis_.stop();
     heartbeat_.reset();
+    state_timer_.reset();
     sigterm_.reset();
     sigint_.reset();
 }
@@ -250,6 +252,7 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
         sent = redis_.eval(script_agree(), keys, args, nullptr);
         if (sent) {
             m->ready = true;
+            state_changed(m->room);  // after the agree, shows it ready
         }
     } else {
         sent = redis_.eval(script_publish(), keys, args, nullptr);
@@ -329,6 +332,7 @@ void app::on_redis_ready(redis_connection::role r) {
         heartbeat();
         flush_leaves();
         sync_all_rooms(false);
+        flush_states();
         return;
     }
     std::vector<std::string> codes = rooms_.room_codes();

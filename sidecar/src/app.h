@@ -16,6 +16,8 @@
 //   CLOSE / link     leave (`leave` script); unsubscribe an emptied room
 //   ROOMS            ROOMS_REPLY with the global rooms (Redis)
 //   timer            heartbeat, reap dead servers   (app_presence.cpp)
+//   presence change  `state` now or at the end of the room's interval
+//                    (app_state.cpp)
 //
 // Redis scripts and keys: redis_scripts.cpp, docs/redis.md.
 
@@ -23,6 +25,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +34,7 @@
 #include "link_server.h"
 #include "redis_client.h"
 #include "room_registry.h"
+#include "state_throttle.h"
 #include "uv_handle.h"
 
 struct redisReply;
@@ -115,6 +119,15 @@ private:
     void reply_local_rooms(link& l, uint64_t request);
     static void heartbeat_cb(uv_timer_t* t);
 
+    // app_state.cpp: coalesced `state` publications (state_throttle).
+    void state_changed(const std::string& room);
+    void publish_state(const std::string& room);
+    void flush_states();
+    void start_state_timer();
+    void arm_state_timer();
+    void prune_states();
+    static void state_timer_cb(uv_timer_t* t);
+
     void send_text(link& l, uint64_t conn, std::string_view payload);
     void send_error(link& l, uint64_t conn, std::string_view code,
                     std::string_view message);
@@ -132,6 +145,7 @@ private:
     uv_ptr<uv_signal_t> sigterm_;
     uv_ptr<uv_signal_t> sigint_;
     uv_ptr<uv_timer_t> heartbeat_;
+    uv_ptr<uv_timer_t> state_timer_;  // the earliest trailing state
     bool started_ = false;
     bool stopping_ = false;
 
@@ -146,6 +160,8 @@ private:
     bool heartbeat_seen_ = false;  // a heartbeat has been answered
     std::string epoch_candidate_;  // this process's room epoch proposal
     std::vector<pending_leave> leaves_;  // not yet told to Redis
+    state_throttle states_;
+    std::set<std::string> unsent_states_;  // Redis was down: retry
 };
 
 }  // namespace rooms

@@ -21,10 +21,10 @@ void app::presence_leave(const std::string& room,
         return;
     }
     const std::string& p = cfg_.key_prefix;
-    std::vector<std::string> keys = {
-        room_key(p, room, "seq"), room_key(p, room, "presence"),
-        rooms_index_key(p), server_key(p, cfg_.server_id, "rooms")};
-    std::vector<std::string> args = {room_channel(p, room), room, player_id,
+    std::vector<std::string> keys = {room_key(p, room, "presence"),
+                                     rooms_index_key(p),
+                                     server_key(p, cfg_.server_id, "rooms")};
+    std::vector<std::string> args = {room, player_id,
                                      last_local ? "1" : "0"};
     pending_leave pl{room, player_id, last_local};
     bool sent = redis_.eval(script_leave(), keys, args,
@@ -35,7 +35,9 @@ void app::presence_leave(const std::string& room,
                             });
     if (!sent) {
         leaves_.push_back(std::move(pl));
+        return;
     }
+    state_changed(room);
 }
 
 void app::flush_leaves() {
@@ -65,6 +67,7 @@ void app::heartbeat_cb(uv_timer_t* t) {
     auto* self = static_cast<app*>(t->data);
     self->heartbeat();
     self->reap(false);
+    self->prune_states();
 }
 
 // Refreshes this server's alive key.  If it had expired (this server was
@@ -101,16 +104,24 @@ void app::reap(bool self) {
     const std::string& p = cfg_.key_prefix;
     redis_.eval(script_reap(), {servers_key(p), rooms_index_key(p)},
                 {p, self ? "server" : "dead", cfg_.server_id},
-                [self](const redisReply* r) {
+                [this, self](const redisReply* r) {
                     if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
                         return;
                     }
-                    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+                    for (size_t i = 0; i + 2 < r->elements; i += 3) {
                         const redisReply* id = r->element[i];
                         const redisReply* n = r->element[i + 1];
+                        const redisReply* codes = r->element[i + 2];
                         if (id->type != REDIS_REPLY_STRING ||
-                            n->type != REDIS_REPLY_INTEGER) {
+                            n->type != REDIS_REPLY_INTEGER ||
+                            codes->type != REDIS_REPLY_ARRAY) {
                             continue;
+                        }
+                        for (size_t j = 0; j < codes->elements; j++) {
+                            const redisReply* c = codes->element[j];
+                            if (c->type == REDIS_REPLY_STRING) {
+                                state_changed(std::string(c->str, c->len));
+                            }
                         }
                         if (self) {
                             log_info("cleared players=%lld left by a "

@@ -65,9 +65,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
         room_key(p, code, "epoch")};
     std::vector<std::string> args = {room_channel(p, code), code,
-                                     cfg_.server_id,
-                                     joiners.empty() ? "0" : "1",
-                                     epoch_candidate_};
+                                     cfg_.server_id, epoch_candidate_};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     for (const member_key& k : players) {
@@ -97,6 +95,11 @@ void app::sync_room(const std::string& code, bool register_all) {
         return;
     }
     rs->inflight++;
+    if (!joiners.empty()) {
+        // Pipelined behind the sync on the one command connection: in a
+        // quiet room the state announcing them is the snapshot's seq + 1.
+        state_changed(code);
+    }
     log_debug("sync room=%s joiners=%zu resync=%d players=%zu", code.c_str(),
               joiners.size(), resync ? 1 : 0, players.size());
 }
@@ -117,7 +120,7 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
     }
 
     bool ok = reply != nullptr && reply->type == REDIS_REPLY_ARRAY &&
-              reply->elements == 4 &&
+              reply->elements == 5 &&
               reply->element[2]->type == REDIS_REPLY_STRING &&
               reply->element[3]->type == REDIS_REPLY_ARRAY;
     if (!ok || req->generation != sub_generation_) {
@@ -145,6 +148,10 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
             sync_failed(*req, *rs);
         }
         return;
+    }
+
+    if (req->joiners.empty() && reply_u64(reply->element[4]) != 0) {
+        state_changed(req->room);  // re-registered players
     }
 
     auto snap = std::make_shared<sync_snapshot>();

@@ -376,6 +376,18 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
         } else {
             cfg.redis_backoff_max_ms = ms;
         }
+    } else if (k == "state_ms_per_player" ||
+               k == "state_max_interval_ms") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, 3600000, v)) {
+            err = k + ": 0-3600000 (milliseconds)";
+            return false;
+        }
+        if (k == "state_ms_per_player") {
+            cfg.state_ms_per_player = static_cast<uint64_t>(v);
+        } else {
+            cfg.state_max_interval_ms = static_cast<uint64_t>(v);
+        }
     } else if (k == "redis_password") {
         cfg.redis_password.assign(value);
     } else if (k == "redis_db") {
@@ -552,6 +564,7 @@ const char* usage_text() {
            "  --max-message-bytes N (16384)  --rate-limit N/s (50, 0: off)\n"
            "  --rate-burst N (100)  --rate-kick N (100)\n"
            "  --heartbeat-interval-ms MS (1000)  --heartbeat-ttl-ms MS (5000)\n"
+           "  --state-ms-per-player MS (1)  --state-max-interval-ms MS (2000)\n"
            "  --redis-backoff-min-ms MS (100)  --redis-backoff-max-ms MS "
            "(5000)\n"
            "  --redis-password P  --redis-db N\n";

@@ -49,6 +49,11 @@ struct config {
     // Presence: heartbeat period and how long a silent server lives.
     uint64_t heartbeat_interval_ms = 1000;
     uint64_t heartbeat_ttl_ms = 5000;
+    // `state` coalescing: a room's interval between two states from this
+    // server is its player count x state_ms_per_player, at most
+    // state_max_interval_ms (0: every change publishes at once).
+    uint64_t state_ms_per_player = 1;
+    uint64_t state_max_interval_ms = 2000;
     // Redis reconnect backoff.
     uint64_t redis_backoff_min_ms = 100;
     uint64_t redis_backoff_max_ms = 5000;

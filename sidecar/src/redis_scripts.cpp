@@ -46,6 +46,7 @@ local function decode(v)
 end
 
 -- The players of a room, in join order, as one state envelope.
+-- -> id, player count
 local function publish_state(pres_key, seq_key, channel, code)
     local all = redis.call('HGETALL', pres_key)
     local ps = {}
@@ -68,9 +69,10 @@ local function publish_state(pres_key, seq_key, channel, code)
             cjson.encode(tostring(e.p.name)) .. ',"alive":true,"ready":' ..
             (e.p.ready == true and 'true' or 'false') .. '}'
     end
-    return publish(seq_key, channel,
+    local id = publish(seq_key, channel,
         '{"type":"state","data":{"room":' .. cjson.encode(code) ..
         ',"players":[' .. table.concat(parts, ',') .. ']}')
+    return id, #ps
 end
 
 local function count_room(pres_key, rooms_key, code)
@@ -103,7 +105,7 @@ return id
 
 // KEYS: seq history trimmed presence
 // ARGV: channel body keep_n player_id code
-// -> id of the agree envelope
+// -> id of the agree envelope (the sidecar publishes the state: `state`)
 const lua_script& script_agree() {
     static const lua_script s = make("agree", R"lua(
 local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
@@ -116,59 +118,52 @@ if v then
         redis.call('HSET', KEYS[4], ARGV[4], cjson.encode(p))
     end
 end
-publish_state(KEYS[4], KEYS[1], ARGV[1], ARGV[5])
 return id
 )lua");
     return s;
 }
 
 // KEYS: seq history trimmed presence rooms server_rooms epoch
-// ARGV: channel code server_id force_state epoch_candidate
+// ARGV: channel code server_id epoch_candidate
 //       then (player_id name_json ready) for each player to register
-// -> { seq, trimmed, epoch, { history... } }
+// -> { seq, trimmed, epoch, { history... }, changed (1/0) }
 const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
-redis.call('SET', KEYS[7], ARGV[5], 'NX')
+redis.call('SET', KEYS[7], ARGV[4], 'NX')
 local epoch = redis.call('GET', KEYS[7])
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
-local changed = false
+local changed = 0
 local server = cjson.encode(ARGV[3])
-for i = 6, #ARGV - 2, 3 do
+for i = 5, #ARGV - 2, 3 do
     if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then
         redis.call('HSET', KEYS[4], ARGV[i], '{"name":' .. ARGV[i + 1] ..
             ',"ready":' .. (ARGV[i + 2] == '1' and 'true' or 'false') ..
             ',"server":' .. server .. ',"j":' .. string.format('%d', seq) ..
             '}')
-        changed = true
+        changed = 1
     end
 end
-if #ARGV >= 8 then
+if #ARGV >= 7 then
     redis.call('SADD', KEYS[6], ARGV[2])
     count_room(KEYS[4], KEYS[5], ARGV[2])
 end
-if changed or ARGV[4] == '1' then
-    publish_state(KEYS[4], KEYS[1], ARGV[1], ARGV[2])
-end
-return { seq, trimmed, epoch, hist }
+return { seq, trimmed, epoch, hist, changed }
 )lua");
     return s;
 }
 
-// KEYS: seq presence rooms server_rooms
-// ARGV: channel code player_id last_local
+// KEYS: presence rooms server_rooms
+// ARGV: code player_id last_local
 // -> 1 if the player was there
 const lua_script& script_leave() {
     static const lua_script s = make("leave", R"lua(
-local removed = redis.call('HDEL', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then
-    redis.call('SREM', KEYS[4], ARGV[2])
+local removed = redis.call('HDEL', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+    redis.call('SREM', KEYS[3], ARGV[1])
 end
-count_room(KEYS[2], KEYS[3], ARGV[2])
-if removed == 1 then
-    publish_state(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
-end
+count_room(KEYS[1], KEYS[2], ARGV[1])
 return removed
 )lua");
     return s;
@@ -178,6 +173,18 @@ return removed
 // ARGV: server_id ttl_ms
 // -> 1 if the alive key still existed (0: first beat, or it expired, or
 //    Redis lost it: the caller registers its players again)
+// KEYS: seq presence
+// ARGV: channel code
+// -> { id, players }: the room's state, built from the presence hash and
+//    published with the room's next id (app_state.cpp decides when)
+const lua_script& script_state() {
+    static const lua_script s = make("state", R"lua(
+local id, n = publish_state(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
+return { id, n }
+)lua");
+    return s;
+}
+
 const lua_script& script_heartbeat() {
     static const lua_script s = make("heartbeat", R"lua(
 local existed = redis.call('EXISTS', KEYS[1])
@@ -196,7 +203,8 @@ return existed
 //                  clears what its previous run left)
 // Key names are derived from the prefix inside the script, so this one
 // script is not Redis Cluster safe (docs/redis.md).
-// -> { server_id, players_removed, ... } for each server reaped
+// -> { server_id, players_removed, { room codes changed } } for each
+//    server reaped (the sidecar publishes their states: `state`)
 const lua_script& script_reap() {
     static const lua_script s = make("reap", R"lua(
 local prefix, mode, me = ARGV[1], ARGV[2], ARGV[3]
@@ -216,9 +224,9 @@ local out = {}
 for _, id in ipairs(victims) do
     local rooms_key = prefix .. 'server:{' .. id .. '}:rooms'
     local removed = 0
+    local changed = {}
     for _, code in ipairs(redis.call('SMEMBERS', rooms_key)) do
-        local base = prefix .. 'room:{' .. code .. '}:'
-        local pres = base .. 'presence'
+        local pres = prefix .. 'room:{' .. code .. '}:presence'
         local all = redis.call('HGETALL', pres)
         local n = 0
         for i = 1, #all, 2 do
@@ -230,7 +238,7 @@ for _, id in ipairs(victims) do
         end
         count_room(pres, KEYS[2], code)
         if n > 0 then
-            publish_state(pres, base .. 'seq', base .. 'pub', code)
+            changed[#changed + 1] = code
             removed = removed + n
         end
     end
@@ -240,6 +248,7 @@ for _, id in ipairs(victims) do
     end
     out[#out + 1] = id
     out[#out + 1] = removed
+    out[#out + 1] = changed
 end
 return out
 )lua");
@@ -249,7 +258,8 @@ return out
 const lua_script* const* all_scripts() {
     static const lua_script* const list[] = {
         &script_publish(), &script_agree(),     &script_sync(),
-        &script_leave(),   &script_heartbeat(), &script_reap(), nullptr,
+        &script_leave(),   &script_state(),     &script_heartbeat(),
+        &script_reap(),    nullptr,
     };
     return list;
 }

@@ -18,21 +18,25 @@ struct lua_script {
 // PUBLISH.
 const lua_script& script_publish();
 
-// agree: publish the agree envelope, mark the player ready, publish state.
+// agree: publish the agree envelope, mark the player ready.
 const lua_script& script_agree();
 
 // sync: snapshot (seq, trimmed, epoch, history), register missing
-// players, publish state if presence changed (or when asked to).
+// players, tell whether presence changed.
 const lua_script& script_sync();
 
-// leave: remove one player, publish state if it was there.
+// leave: remove one player.
+
+// state: publish the room's state from its presence hash.  The scripts
+// that change presence do not publish it: app_state.cpp coalesces.
+const lua_script& script_state();
 const lua_script& script_leave();
 
 // heartbeat: refresh this server's alive key, add it to the server set.
 const lua_script& script_heartbeat();
 
 // reap: remove the players of dead servers (or of one named server) from
-// every room they were in, with a state per room.
+// every room they were in; returns the rooms changed.
 const lua_script& script_reap();
 
 // Every script, to load them when a connection comes up.

@@ -249,6 +249,11 @@ std::vector<std::string> room_registry::room_codes() const {
     return codes;
 }
 
+size_t room_registry::members_in(std::string_view room) const {
+    auto it = rooms_.find(room);
+    return it == rooms_.end() ? 0 : it->second.members;
+}
+
 std::vector<room_count> room_registry::counts() const {
     std::vector<room_count> v;
     v.reserve(rooms_.size());

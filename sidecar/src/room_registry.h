@@ -150,6 +150,9 @@ public:
     // Codes of every room (to resubscribe them).
     std::vector<std::string> room_codes() const;
 
+    // Local members of the room (0 if unknown).
+    size_t members_in(std::string_view room) const;
+
     // Rooms and their local member counts, largest first.
     std::vector<room_count> counts() const;
 

@@ -216,6 +216,26 @@ TEST(SidecarConfig, RoomSettingsDefaults) {
     EXPECT_EQ(cfg.rate.burst, 100);
     EXPECT_EQ(cfg.heartbeat_interval_ms, 1000u);
     EXPECT_EQ(cfg.heartbeat_ttl_ms, 5000u);
+    EXPECT_EQ(cfg.state_ms_per_player, 1u);
+    EXPECT_EQ(cfg.state_max_interval_ms, 2000u);
+}
+
+TEST(SidecarConfig, StateSettings) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({"--state-ms-per-player", "3",
+                     "--state_max_interval_ms", "0"},
+                    cfg, err),
+              parse_status::ok)
+        << err;
+    EXPECT_EQ(cfg.state_ms_per_player, 3u);
+    EXPECT_EQ(cfg.state_max_interval_ms, 0u);
+    for (const char* bad : {"-1", "x", "3600001"}) {
+        config c;
+        EXPECT_EQ(parse({"--state-ms-per-player", bad}, c, err),
+                  parse_status::error)
+            << bad;
+    }
 }
 
 TEST(SidecarConfig, RoomSettings) {
