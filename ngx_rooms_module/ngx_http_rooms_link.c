@@ -23,6 +23,7 @@
 #define NGX_HTTP_ROOMS_BACKOFF_MIN       100
 #define NGX_HTTP_ROOMS_BACKOFF_MAX       2000
 #define NGX_HTTP_ROOMS_LIST_TIMEOUT      5000
+#define NGX_HTTP_ROOMS_LINK_OUT_MAX      (64 * 1024 * 1024)
 
 
 typedef struct {
@@ -54,6 +55,8 @@ typedef struct {
 
     ngx_chain_t                   *out;
     ngx_chain_t                  **last_out;
+    size_t                         out_size;
+    ngx_uint_t                     overflow;
 
     ngx_rbtree_t                   conns;
     ngx_rbtree_node_t              conns_sentinel;
@@ -161,7 +164,7 @@ ngx_http_rooms_link_exit(ngx_cycle_t *cycle)
 ngx_uint_t
 ngx_http_rooms_link_up(void)
 {
-    return ngx_http_rooms_link.up;
+    return ngx_http_rooms_link.up && !ngx_http_rooms_link.overflow;
 }
 
 
@@ -417,6 +420,8 @@ ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
 
     link->out = NULL;
     link->last_out = &link->out;
+    link->out_size = 0;
+    link->overflow = 0;
     link->in_len = 0;
 
     for (q = ngx_queue_head(&link->all);
@@ -897,6 +902,11 @@ ngx_http_rooms_link_queue(ngx_http_rooms_link_t *link,
     size_t                      size;
     ngx_http_rooms_link_buf_t  *lb;
 
+    if (link->overflow) {
+        /* the link is about to be closed: see below */
+        return NGX_OK;
+    }
+
     size = ngx_rooms_ipc_size(msg);
     if (size == 0) {
         ngx_log_error(NGX_LOG_ALERT, link->log, 0,
@@ -923,6 +933,23 @@ ngx_http_rooms_link_queue(ngx_http_rooms_link_t *link,
 
     *link->last_out = &lb->cl;
     link->last_out = &lb->cl.next;
+    link->out_size += size;
+
+    if (link->out_size > NGX_HTTP_ROOMS_LINK_OUT_MAX) {
+
+        /*
+         * The sidecar is alive but not reading.  The write handler closes
+         * the link and reconnects: the sidecar forgets this worker's
+         * clients, the new link re-announces them.
+         */
+
+        ngx_log_error(NGX_LOG_ERR, link->log, 0,
+                      "rooms: sidecar at \"%V\" is not reading, %uz bytes "
+                      "queued, closing the link", &link->addr->name,
+                      link->out_size);
+
+        link->overflow = 1;
+    }
 
     if (link->connection && !link->connection->write->posted) {
         ngx_post_event(link->connection->write, &ngx_posted_events);
@@ -941,6 +968,12 @@ ngx_http_rooms_link_write_handler(ngx_event_t *ev)
     c = ev->data;
     link = c->data;
 
+    if (link->overflow) {
+        ngx_http_rooms_link_down(link, 1);
+        ngx_http_rooms_conn_flush_dirty();
+        return;
+    }
+
     if (ngx_http_rooms_link_flush(link) != NGX_OK) {
         ngx_http_rooms_link_down(link, 1);
         ngx_http_rooms_conn_flush_dirty();
@@ -951,8 +984,9 @@ ngx_http_rooms_link_write_handler(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_rooms_link_flush(ngx_http_rooms_link_t *link)
 {
-    ngx_chain_t       *cl, *next;
-    ngx_connection_t  *c;
+    ngx_chain_t                *cl, *next;
+    ngx_connection_t           *c;
+    ngx_http_rooms_link_buf_t  *lb;
 
     c = link->connection;
 
@@ -970,7 +1004,11 @@ ngx_http_rooms_link_flush(ngx_http_rooms_link_t *link)
 
     while (link->out != cl) {
         next = link->out->next;
-        ngx_free(link->out);
+        lb = (ngx_http_rooms_link_buf_t *) link->out;
+
+        link->out_size -= lb->buf.end - lb->buf.start;
+        ngx_free(lb);
+
         link->out = next;
     }
 
