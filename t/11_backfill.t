@@ -9,11 +9,10 @@
 use strict;
 use warnings;
 
-use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-use Rooms::Test;
+use Rooms::Test qw(publish_paced);
 
 my $JOINS = 25;
 my $PUBLISH = 1500;        # messages, one every 4 ms
@@ -34,18 +33,7 @@ ok(ref $pub, 'publisher joins on stack b')
 is($pub->recv_json(5)->{type}, 'welcome', 'publisher: welcome');
 
 # The publisher runs in a child: chat "k" for k = 1 .. $PUBLISH, in order.
-my $child = fork() // die "fork: $!";
-if ($child == 0) {
-    my $next = time;
-    for my $k (1 .. $PUBLISH) {
-        $pub->send_json({ type => 'chat', data => { k => $k } });
-        while ($pub->recv_json(0)) { }   # drain its own echoes
-        $next += 0.004;
-        my $left = $next - time;
-        sleep $left if $left > 0;
-    }
-    _exit(0);
-}
+my $child = publish_paced($pub, $PUBLISH, 0.004);
 
 # Wait until some messages flowed, so joins see a full history.
 my $probe = $ta->connect('FLOW', 'probe');

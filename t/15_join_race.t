@@ -17,11 +17,10 @@
 use strict;
 use warnings;
 
-use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-use Rooms::Test;
+use Rooms::Test qw(publish_paced);
 use Rooms::Test::DelayProxy;
 use Rooms::Test::Raw qw(frame);
 
@@ -72,18 +71,8 @@ ok(ref $pub, 'publisher joins on stack b')
     or BAIL_OUT("upgrade refused: $Rooms::Test::Client::LAST");
 is($pub->recv_json(5)->{type}, 'welcome', 'publisher: welcome');
 
-my $child = fork() // die "fork: $!";
-if ($child == 0) {
-    my $next = time;
-    for my $k (1 .. $PUBLISH) {
-        $pub->send_json({ type => 'chat', data => { k => $k } });
-        while ($pub->recv_json(0)) { }   # drain its own echoes
-        $next += 0.004;
-        my $left = $next - time;
-        sleep $left if $left > 0;
-    }
-    _exit(0);
-}
+# The publisher runs in a child: chat "k" for k = 1 .. $PUBLISH, in order.
+my $child = publish_paced($pub, $PUBLISH, 0.004);
 
 # A join: welcome, then the backfill and 15 live chats.  Returns an error
 # text, or '' when the join was exact; $last gets the newest k seen.

@@ -33,7 +33,7 @@ use Time::HiRes qw(time sleep);
 
 use Rooms::Test::Client;
 
-our @EXPORT_OK = qw(wait_until free_port http_get);
+our @EXPORT_OK = qw(wait_until free_port http_get publish_paced);
 
 my $REPO = abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
 
@@ -474,6 +474,28 @@ END {
     my $rc = $?;
     _cleanup();
     $? = $rc;
+}
+
+
+# publish_paced(client, count, interval): a child process that sends chat
+# {"k": 1 .. count} through the client, one every interval seconds, in
+# order, draining its own echoes; returns its pid (reap it with waitpid).
+sub publish_paced {
+    my ($c, $count, $interval) = @_;
+
+    my $pid = fork() // die "fork: $!\n";
+    return $pid if $pid;
+
+    my $next = time;
+    for my $k (1 .. $count) {
+        $c->send_json({ type => 'chat', data => { k => $k } });
+        while ($c->recv_json(0)) { }
+        $next += $interval;
+        my $left = $next - time;
+        sleep $left if $left > 0;
+    }
+
+    _exit(0);
 }
 
 
