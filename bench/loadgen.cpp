@@ -1182,43 +1182,10 @@ bool write_all(int fd, const void* p, size_t n)
 }
 
 
-// Reads one '\n'-terminated line from fd within timeout_ms.
-bool read_line(int fd, std::string& line, int timeout_ms)
-{
-    line.clear();
-    uint64_t deadline = now_ns() + static_cast<uint64_t>(timeout_ms) * 1000000;
-    for (int i = 0; i < 4096; i++) {
-        uint64_t now = now_ns();
-        if (now >= deadline) {
-            return false;
-        }
-        pollfd pfd{fd, POLLIN, 0};
-        int rc = poll(&pfd, 1, static_cast<int>((deadline - now) / 1000000)
-                                   + 1);
-        if (rc < 0 && errno == EINTR) {
-            continue;
-        }
-        if (rc <= 0) {
-            return false;
-        }
-        char ch = 0;
-        ssize_t r = read(fd, &ch, 1);
-        if (r <= 0) {
-            return false;
-        }
-        if (ch == '\n') {
-            return true;
-        }
-        line += ch;
-    }
-    return false;
-}
-
-
-bool read_all(int fd, void* p, size_t n, int timeout_ms)
+// Reads exactly n bytes from fd before deadline (CLOCK_MONOTONIC ns).
+bool read_until(int fd, void* p, size_t n, uint64_t deadline)
 {
     auto* b = static_cast<char*>(p);
-    uint64_t deadline = now_ns() + static_cast<uint64_t>(timeout_ms) * 1000000;
     for (int i = 0; i < 1000000 && n > 0; i++) {
         uint64_t now = now_ns();
         if (now >= deadline) {
@@ -1241,6 +1208,32 @@ bool read_all(int fd, void* p, size_t n, int timeout_ms)
         n -= static_cast<size_t>(r);
     }
     return n == 0;
+}
+
+
+bool read_all(int fd, void* p, size_t n, int timeout_ms)
+{
+    return read_until(fd, p, n,
+                      now_ns() + static_cast<uint64_t>(timeout_ms) * 1000000);
+}
+
+
+// Reads one '\n'-terminated line from fd within timeout_ms.
+bool read_line(int fd, std::string& line, int timeout_ms)
+{
+    line.clear();
+    uint64_t deadline = now_ns() + static_cast<uint64_t>(timeout_ms) * 1000000;
+    for (int i = 0; i < 4096; i++) {
+        char ch = 0;
+        if (!read_until(fd, &ch, 1, deadline)) {
+            return false;
+        }
+        if (ch == '\n') {
+            return true;
+        }
+        line += ch;
+    }
+    return false;
 }
 
 

@@ -47,41 +47,15 @@ my $detail = '';
 my $joins = 0;
 
 for my $j (1 .. $JOINS) {
-    my $c = $ta->connect('FLOW', "j$j");
-    ref $c or do { $detail = "join $j refused"; last };
-    my $w = $c->recv_json(5);
-    unless ($w && $w->{type} eq 'welcome') {
-        $detail = "join $j: no welcome";
-        last;
-    }
-    my $last_id = $w->{data}{last_id};
-
-    # Backfill plus at least 15 live chats.
-    my (@k, @id);
-    my $backfill = 0;
-    my $deadline = time + 5;
-    while (time < $deadline) {
-        my $m = $c->recv_json($deadline - time) or last;
-        next unless $m->{type} eq 'chat';
-        push @k, $m->{data}{k};
-        push @id, $m->{id};
-        $backfill++ if $m->{id} <= $last_id;
-        last if @k >= $backfill + 15 && $backfill > 0;
-        last if $k[-1] == $PUBLISH;
-    }
-    $c->close;
+    my ($err, $newest) = $ta->check_join(room => 'FLOW', name => "j$j",
+        history => $HISTORY, stop_at => $PUBLISH);
     $joins++;
-
-    my @gap = grep { $k[$_] != $k[$_ - 1] + 1 } 1 .. $#k;
-    my @dec = grep { $id[$_] <= $id[$_ - 1] } 1 .. $#id;
-    my @early = grep { $id[$_] > $last_id } 0 .. $backfill - 1;
-    if (@gap || @dec || @early || $backfill != $HISTORY) {
-        $detail = "join $j: backfill=$backfill last_id=$last_id k=@k[0..5]"
-            . "... gaps at [@gap] non-increasing ids at [@dec]";
+    if ($err) {
+        $detail = $err;
         last;
     }
     $ok++;
-    last if $k[-1] == $PUBLISH;
+    last if $newest == $PUBLISH;
 }
 
 is($ok, $joins, "every join ($joins) exact: $HISTORY backfilled, "

@@ -79,34 +79,11 @@ my $child = publish_paced($pub, $PUBLISH, 0.004);
 sub check_join {
     my ($j, $last) = @_;
 
-    my $c = $ta->connect('FLOW', "j$j");
-    return "join $j refused" unless ref $c;
-    my $w = $c->recv_json(5);
-    return "join $j: no welcome" unless $w && $w->{type} eq 'welcome';
-    my $last_id = $w->{data}{last_id};
+    my ($err, $newest) = $ta->check_join(room => 'FLOW', name => "j$j",
+        history => $HISTORY, min_chats => $HISTORY + 15);
+    $$last = $newest if $newest;
 
-    my (@k, @id);
-    my $backfill = 0;
-    my $deadline = time + 5;
-    while (time < $deadline) {
-        my $m = $c->recv_json($deadline - time) or last;
-        next unless $m->{type} eq 'chat';
-        push @k, $m->{data}{k};
-        push @id, $m->{id};
-        $backfill++ if $m->{id} <= $last_id;
-        last if @k >= $backfill + 15 && $backfill > 0;
-    }
-    $c->close;
-    $$last = $k[-1] if @k;
-
-    my @gap = grep { $k[$_] != $k[$_ - 1] + 1 } 1 .. $#k;
-    my @dec = grep { $id[$_] <= $id[$_ - 1] } 1 .. $#id;
-    my @early = grep { $id[$_] > $last_id } 0 .. $backfill - 1;
-    return '' unless @gap || @dec || @early || $backfill != $HISTORY
-        || @k < $HISTORY + 15;
-    return "join $j: backfill=$backfill last_id=$last_id chats=" . @k
-        . " k=@k[0 .. ($#k < 40 ? $#k : 40)] gaps at [@gap]"
-        . " non-increasing ids at [@dec]";
+    return $err;
 }
 
 # Wait until the history is full.

@@ -477,6 +477,50 @@ END {
 }
 
 
+# check_join(room => R, name => N, history => H, live => 15, stop_at => K,
+# min_chats => C): joins this stack's room and checks the join was exact:
+# welcome, then H backfilled chats (id <= welcome's last_id), then live
+# ones; the chats' data.k consecutive and their ids increasing.  Reads
+# until `live` chats after the backfill, or a chat with k == stop_at, or
+# 5 s.  Returns (error text or '', the newest k seen).
+sub check_join {
+    my ($self, %o) = @_;
+
+    my $what = "join $o{name}";
+    my $c = $self->connect($o{room}, $o{name});
+    return ("$what refused", 0) unless ref $c;
+    my $w = $c->recv_json(5);
+    return ("$what: no welcome", 0) unless $w && $w->{type} eq 'welcome';
+    my $last_id = $w->{data}{last_id};
+    my $live = $o{live} // 15;
+
+    my (@k, @id);
+    my $backfill = 0;
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        my $m = $c->recv_json($deadline - time) or last;
+        next unless $m->{type} eq 'chat';
+        push @k, $m->{data}{k};
+        push @id, $m->{id};
+        $backfill++ if $m->{id} <= $last_id;
+        last if @k >= $backfill + $live && $backfill > 0;
+        last if defined $o{stop_at} && $k[-1] == $o{stop_at};
+    }
+    $c->close;
+
+    my @gap = grep { $k[$_] != $k[$_ - 1] + 1 } 1 .. $#k;
+    my @dec = grep { $id[$_] <= $id[$_ - 1] } 1 .. $#id;
+    my @early = grep { $id[$_] > $last_id } 0 .. $backfill - 1;
+    my $newest = @k ? $k[-1] : 0;
+
+    return ('', $newest) unless @gap || @dec || @early
+        || $backfill != $o{history} || @k < ($o{min_chats} // 0);
+    return ("$what: backfill=$backfill last_id=$last_id chats=" . @k
+        . " k=@k[0 .. ($#k < 40 ? $#k : 40)] gaps at [@gap]"
+        . " non-increasing ids at [@dec]", $newest);
+}
+
+
 # publish_paced(client, count, interval): a child process that sends chat
 # {"k": 1 .. count} through the client, one every interval seconds, in
 # order, draining its own echoes; returns its pid (reap it with waitpid).
