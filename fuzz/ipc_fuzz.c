@@ -180,6 +180,8 @@ rooms_fuzz_known(unsigned type)
     case NGX_ROOMS_IPC_BROADCAST:
     case NGX_ROOMS_IPC_KICK:
     case NGX_ROOMS_IPC_ROOMS_REPLY:
+    case NGX_ROOMS_IPC_HELLO_ACK:
+    case NGX_ROOMS_IPC_ACK:
         return 1;
 
     default:
@@ -198,8 +200,11 @@ rooms_fuzz_same(const ngx_rooms_ipc_msg_t *a, const ngx_rooms_ipc_msg_t *b)
     rooms_fuzz_assert(a->pid == b->pid);
     rooms_fuzz_assert(a->id == b->id);
     rooms_fuzz_assert(a->since == b->since);
+    rooms_fuzz_assert(a->seq == b->seq);
+    rooms_fuzz_assert(a->last_id == b->last_id);
     rooms_fuzz_assert(rooms_fuzz_str_eq(&a->room, &b->room));
     rooms_fuzz_assert(rooms_fuzz_str_eq(&a->name, &b->name));
+    rooms_fuzz_assert(rooms_fuzz_str_eq(&a->player, &b->player));
     rooms_fuzz_assert(rooms_fuzz_str_eq(&a->payload, &b->payload));
 }
 

@@ -78,25 +78,29 @@ def str8(s):
 
 
 IPC_SEEDS = {
-    'hello': ipc(0x01, struct.pack('>HI', 1, 4242)),
+    'hello': ipc(0x01, struct.pack('>HI', 2, 4242)),
     'open': ipc(0x02, struct.pack('>QBQ', 7, 2, 99) + str8(b'ABCD')
-                + str8(b'Alice \xe2\x9c\x93')),
-    'message': ipc(0x03, struct.pack('>Q', 7) + CHAT),
+                + str8(b'Alice \xe2\x9c\x93') + str8(b'0a1b2c.42.7')),
+    'message': ipc(0x03, struct.pack('>QQB', 7, 1, 0) + CHAT),
     'close': ipc(0x04, struct.pack('>Q', 7)),
     'rooms': ipc(0x05, struct.pack('>Q', 1)),
     'send': ipc(0x81, struct.pack('>Q', 7) + b'{"type":"welcome"}'),
-    'attach': ipc(0x82, struct.pack('>Q', 7)),
-    'broadcast': ipc(0x83, str8(b'ABCD') + CHAT),
+    'attach': ipc(0x82, struct.pack('>QQ', 7, 12)),
+    'broadcast': ipc(0x83, str8(b'ABCD') + struct.pack('>Q', 12) + CHAT),
     'kick': ipc(0x84, struct.pack('>QH', 7, 1008) + b'slow'),
     'rooms_reply': ipc(0x85, struct.pack('>Q', 1) + b'[]'),
+    'hello_ack': ipc(0x86, struct.pack('>HI', 2, 99)),
+    'ack': ipc(0x87, struct.pack('>QQ', 7, 1) + b'{"type":"error"}'),
     'unknown': ipc(0x42, b'future'),
     'trailing': ipc(0x01, struct.pack('>HI', 1, 1) + b'extra'),
     'short_open': ipc(0x02, b'\x00' * 10),
     'zero_length': b'\x00\x00\x00\x00\x01',
-    'stream': ipc(0x01, struct.pack('>HI', 1, 1))
-    + ipc(0x02, struct.pack('>QBQ', 1, 0, 0) + str8(b'R') + str8(b'n'))
-    + ipc(0x03, struct.pack('>Q', 1)) + ipc(0x04, struct.pack('>Q', 1))
-    + ipc(0x83, str8(b'') + b'') + b'\x00\x00',
+    'stream': ipc(0x01, struct.pack('>HI', 2, 1))
+    + ipc(0x02, struct.pack('>QBQ', 1, 0, 0) + str8(b'R') + str8(b'n')
+          + str8(b'p'))
+    + ipc(0x03, struct.pack('>QQB', 1, 1, 0))
+    + ipc(0x04, struct.pack('>Q', 1))
+    + ipc(0x83, str8(b'') + struct.pack('>Q', 0)) + b'\x00\x00',
 }
 
 

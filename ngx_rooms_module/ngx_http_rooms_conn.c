@@ -41,10 +41,6 @@ static ngx_queue_t   ngx_http_rooms_live;
 static ngx_uint_t    ngx_http_rooms_queues_init;
 static ngx_chain_t  *ngx_http_rooms_free_out;
 
-static u_char  ngx_http_rooms_unavailable[] =
-    "{\"type\":\"error\",\"data\":{\"code\":\"unavailable\","
-    "\"message\":\"the room service is unavailable, message not sent\"}}";
-
 
 /*
  * Called by the content handler once the upgrade is accepted: the client
@@ -89,6 +85,7 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
     ngx_queue_init(&conn->member);
     ngx_queue_init(&conn->dirty);
     ngx_queue_init(&conn->live);
+    ngx_queue_init(&conn->unanswered);
 
     len = sizeof(head) - 1 + accept->len + 2 * (sizeof(CRLF) - 1);
 
@@ -437,10 +434,8 @@ static ngx_int_t
 ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
     ngx_rooms_ws_event_t *ev)
 {
-    ngx_int_t               rc;
-    ngx_uint_t              status;
-    ngx_rooms_ipc_msg_t     msg;
-    ngx_http_rooms_frame_t *frame;
+    ngx_int_t   rc;
+    ngx_uint_t  status;
 
     switch (ev->opcode) {
 
@@ -449,28 +444,10 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
         if (conn->close_sent) {
             rc = NGX_OK;
 
-        } else if (conn->announced) {
-            ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
-
-            msg.type = NGX_ROOMS_IPC_MESSAGE;
-            msg.id = conn->id;
-            msg.payload.data = ev->data;
-            msg.payload.len = ev->len;
-
-            rc = ngx_http_rooms_link_send(&msg);
-
         } else {
-            frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
-                                     ngx_http_rooms_unavailable,
-                                     sizeof(ngx_http_rooms_unavailable) - 1,
-                                     conn->connection->log);
-            if (frame != NULL) {
-                ngx_http_rooms_conn_queue(conn, frame);
-                rc = NGX_OK;
-
-            } else {
-                rc = NGX_ERROR;
-            }
+            /* sent to the sidecar, or held while there is none */
+            rc = ngx_http_rooms_link_message(conn, (u_char *) ev->data,
+                                             ev->len);
         }
 
         /* the message buffer is not needed between messages */

@@ -46,6 +46,7 @@ extern "C" {
 #define NGX_ROOMS_WS_CLOSE_POLICY        1008
 #define NGX_ROOMS_WS_CLOSE_TOO_BIG       1009
 #define NGX_ROOMS_WS_CLOSE_INTERNAL      1011
+#define NGX_ROOMS_WS_CLOSE_RESTART       1012
 
 /* ngx_rooms_ws_parse() results */
 #define NGX_ROOMS_WS_AGAIN           0      /* all input consumed */

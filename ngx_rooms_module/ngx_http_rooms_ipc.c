@@ -53,6 +53,7 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
     switch (msg->type) {
 
     case NGX_ROOMS_IPC_HELLO:
+    case NGX_ROOMS_IPC_HELLO_ACK:
         if (end - p < 6) {
             return NGX_ROOMS_IPC_MALFORMED;
         }
@@ -72,7 +73,8 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
         p += 17;
 
         if (ngx_rooms_ipc_get_str8(&p, end, &msg->room) != 0
-            || ngx_rooms_ipc_get_str8(&p, end, &msg->name) != 0)
+            || ngx_rooms_ipc_get_str8(&p, end, &msg->name) != 0
+            || ngx_rooms_ipc_get_str8(&p, end, &msg->player) != 0)
         {
             return NGX_ROOMS_IPC_MALFORMED;
         }
@@ -81,7 +83,6 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
 
     case NGX_ROOMS_IPC_CLOSE:
     case NGX_ROOMS_IPC_ROOMS:
-    case NGX_ROOMS_IPC_ATTACH:
         if (end - p < 8) {
             return NGX_ROOMS_IPC_MALFORMED;
         }
@@ -89,7 +90,36 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
         msg->id = ngx_rooms_ipc_get64(p);
         return 4 + (long) n;
 
+    case NGX_ROOMS_IPC_ATTACH:
+        if (end - p < 16) {
+            return NGX_ROOMS_IPC_MALFORMED;
+        }
+
+        msg->id = ngx_rooms_ipc_get64(p);
+        msg->last_id = ngx_rooms_ipc_get64(p + 8);
+        return 4 + (long) n;
+
     case NGX_ROOMS_IPC_MESSAGE:
+        if (end - p < 17) {
+            return NGX_ROOMS_IPC_MALFORMED;
+        }
+
+        msg->id = ngx_rooms_ipc_get64(p);
+        msg->seq = ngx_rooms_ipc_get64(p + 8);
+        msg->flags = p[16];
+        p += 17;
+        break;
+
+    case NGX_ROOMS_IPC_ACK:
+        if (end - p < 16) {
+            return NGX_ROOMS_IPC_MALFORMED;
+        }
+
+        msg->id = ngx_rooms_ipc_get64(p);
+        msg->seq = ngx_rooms_ipc_get64(p + 8);
+        p += 16;
+        break;
+
     case NGX_ROOMS_IPC_SEND:
     case NGX_ROOMS_IPC_ROOMS_REPLY:
         if (end - p < 8) {
@@ -101,10 +131,14 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
         break;
 
     case NGX_ROOMS_IPC_BROADCAST:
-        if (ngx_rooms_ipc_get_str8(&p, end, &msg->room) != 0) {
+        if (ngx_rooms_ipc_get_str8(&p, end, &msg->room) != 0
+            || end - p < 8)
+        {
             return NGX_ROOMS_IPC_MALFORMED;
         }
 
+        msg->last_id = ngx_rooms_ipc_get64(p);
+        p += 8;
         break;
 
     case NGX_ROOMS_IPC_KICK:
@@ -192,6 +226,7 @@ ngx_rooms_ipc_encode_head(uint8_t *buf, const ngx_rooms_ipc_msg_t *msg)
     switch (msg->type) {
 
     case NGX_ROOMS_IPC_HELLO:
+    case NGX_ROOMS_IPC_HELLO_ACK:
         p = ngx_rooms_ipc_put16(p, (uint16_t) msg->version);
         p = ngx_rooms_ipc_put32(p, msg->pid);
         break;
@@ -202,10 +237,28 @@ ngx_rooms_ipc_encode_head(uint8_t *buf, const ngx_rooms_ipc_msg_t *msg)
         p = ngx_rooms_ipc_put64(p, msg->since);
         p = ngx_rooms_ipc_put_str8(p, &msg->room);
         p = ngx_rooms_ipc_put_str8(p, &msg->name);
+        p = ngx_rooms_ipc_put_str8(p, &msg->player);
+        break;
+
+    case NGX_ROOMS_IPC_ATTACH:
+        p = ngx_rooms_ipc_put64(p, msg->id);
+        p = ngx_rooms_ipc_put64(p, msg->last_id);
+        break;
+
+    case NGX_ROOMS_IPC_MESSAGE:
+        p = ngx_rooms_ipc_put64(p, msg->id);
+        p = ngx_rooms_ipc_put64(p, msg->seq);
+        *p++ = (uint8_t) msg->flags;
+        break;
+
+    case NGX_ROOMS_IPC_ACK:
+        p = ngx_rooms_ipc_put64(p, msg->id);
+        p = ngx_rooms_ipc_put64(p, msg->seq);
         break;
 
     case NGX_ROOMS_IPC_BROADCAST:
         p = ngx_rooms_ipc_put_str8(p, &msg->room);
+        p = ngx_rooms_ipc_put64(p, msg->last_id);
         break;
 
     case NGX_ROOMS_IPC_KICK:
@@ -214,7 +267,7 @@ ngx_rooms_ipc_encode_head(uint8_t *buf, const ngx_rooms_ipc_msg_t *msg)
         break;
 
     default:
-        /* MESSAGE, CLOSE, ROOMS, SEND, ATTACH, ROOMS_REPLY */
+        /* CLOSE, ROOMS, SEND, ROOMS_REPLY */
         p = ngx_rooms_ipc_put64(p, msg->id);
         break;
     }
@@ -238,26 +291,39 @@ ngx_rooms_ipc_layout(const ngx_rooms_ipc_msg_t *msg, size_t *head,
     switch (msg->type) {
 
     case NGX_ROOMS_IPC_HELLO:
+    case NGX_ROOMS_IPC_HELLO_ACK:
         *head = 6;
         return 0;
 
     case NGX_ROOMS_IPC_OPEN:
         if (msg->room.len > NGX_ROOMS_IPC_STR8_MAX
-            || msg->name.len > NGX_ROOMS_IPC_STR8_MAX)
+            || msg->name.len > NGX_ROOMS_IPC_STR8_MAX
+            || msg->player.len > NGX_ROOMS_IPC_STR8_MAX)
         {
             return -1;
         }
 
-        *head = 17 + 1 + msg->room.len + 1 + msg->name.len;
+        *head = 17 + 1 + msg->room.len + 1 + msg->name.len
+                + 1 + msg->player.len;
         return 0;
 
     case NGX_ROOMS_IPC_CLOSE:
     case NGX_ROOMS_IPC_ROOMS:
-    case NGX_ROOMS_IPC_ATTACH:
         *head = 8;
         return 0;
 
+    case NGX_ROOMS_IPC_ATTACH:
+        *head = 16;
+        return 0;
+
     case NGX_ROOMS_IPC_MESSAGE:
+        *head = 17;
+        break;
+
+    case NGX_ROOMS_IPC_ACK:
+        *head = 16;
+        break;
+
     case NGX_ROOMS_IPC_SEND:
     case NGX_ROOMS_IPC_ROOMS_REPLY:
         *head = 8;
@@ -268,7 +334,7 @@ ngx_rooms_ipc_layout(const ngx_rooms_ipc_msg_t *msg, size_t *head,
             return -1;
         }
 
-        *head = 1 + msg->room.len;
+        *head = 1 + msg->room.len + 8;
         break;
 
     case NGX_ROOMS_IPC_KICK:

@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 
-#define NGX_ROOMS_IPC_VERSION        1
+#define NGX_ROOMS_IPC_VERSION        2
 #define NGX_ROOMS_IPC_HEADER_LEN     5              /* length:u32 type:u8 */
 #define NGX_ROOMS_IPC_MAX_FRAME      (16 * 1024 * 1024)
 #define NGX_ROOMS_IPC_STR8_MAX       255
@@ -41,10 +41,15 @@ extern "C" {
 #define NGX_ROOMS_IPC_BROADCAST      0x83
 #define NGX_ROOMS_IPC_KICK           0x84
 #define NGX_ROOMS_IPC_ROOMS_REPLY    0x85
+#define NGX_ROOMS_IPC_HELLO_ACK      0x86
+#define NGX_ROOMS_IPC_ACK            0x87
 
 /* OPEN flags */
 #define NGX_ROOMS_IPC_F_RESUME       0x01
 #define NGX_ROOMS_IPC_F_SINCE        0x02
+
+/* MESSAGE flags */
+#define NGX_ROOMS_IPC_F_EXPIRED      0x01
 
 /* ngx_rooms_ipc_decode() results other than a frame length */
 #define NGX_ROOMS_IPC_INCOMPLETE     0
@@ -65,16 +70,20 @@ typedef struct {
 
 typedef struct {
     unsigned             type;
-    unsigned             flags;       /* OPEN */
-    unsigned             version;     /* HELLO */
+    unsigned             flags;       /* OPEN, MESSAGE */
+    unsigned             version;     /* HELLO, HELLO_ACK */
     unsigned             status;      /* KICK: WebSocket close status */
     uint32_t             pid;         /* HELLO */
     uint64_t             id;          /* conn, or request id for ROOMS */
     uint64_t             since;       /* OPEN */
+    uint64_t             seq;         /* MESSAGE, ACK */
+    uint64_t             last_id;     /* ATTACH, BROADCAST */
     ngx_rooms_ipc_str_t  room;        /* OPEN, BROADCAST */
     ngx_rooms_ipc_str_t  name;        /* OPEN */
+    ngx_rooms_ipc_str_t  player;      /* OPEN */
     ngx_rooms_ipc_str_t  payload;     /* MESSAGE, SEND, BROADCAST, KICK,
-                                         ROOMS_REPLY; unknown types: body */
+                                         ROOMS_REPLY, ACK; unknown types:
+                                         body */
 } ngx_rooms_ipc_msg_t;
 
 

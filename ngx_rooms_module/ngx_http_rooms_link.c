@@ -20,8 +20,8 @@
 
 
 #define NGX_HTTP_ROOMS_LINK_BUF          65536
-#define NGX_HTTP_ROOMS_BACKOFF_MIN       100
-#define NGX_HTTP_ROOMS_BACKOFF_MAX       2000
+#define NGX_HTTP_ROOMS_BACKOFF_MIN       50
+#define NGX_HTTP_ROOMS_BACKOFF_MAX       500
 #define NGX_HTTP_ROOMS_LIST_TIMEOUT      5000
 #define NGX_HTTP_ROOMS_LINK_OUT_MAX      (64 * 1024 * 1024)
 
@@ -41,13 +41,39 @@ typedef struct {
 } ngx_http_rooms_pending_t;
 
 
+/*
+ * A client message the sidecar has not answered yet (ACK).  Held while
+ * no sidecar takes it, sent once one does; kept after that until its ACK,
+ * so that a sidecar that dies with it is asked again by the next one.
+ */
+
+typedef struct {
+    ngx_queue_t                    queue;       /* conn->unanswered */
+    ngx_queue_t                    held;        /* link->held, while unsent */
+    ngx_http_rooms_conn_t         *conn;
+    uint64_t                       seq;
+    ngx_msec_t                     time;        /* when the client sent it */
+    unsigned                       sent:1;      /* to some sidecar */
+    size_t                         len;
+    u_char                         data[1];
+} ngx_http_rooms_msg_t;
+
+
 typedef struct {
     ngx_addr_t                    *addr;
     ngx_log_t                     *log;
     ngx_connection_t              *connection;
-    ngx_uint_t                     up;
+    ngx_uint_t                     up;          /* HELLO_ACK received */
     ngx_event_t                    reconnect;
     ngx_msec_t                     backoff;
+
+    u_char                         token[12];   /* of this worker's ids */
+
+    ngx_queue_t                    held;        /* unsent messages, by age */
+    size_t                         held_size;   /* unanswered bytes */
+    ngx_msec_t                     hold_time;
+    size_t                         hold_size;
+    ngx_event_t                    hold;
 
     u_char                        *in;
     size_t                         in_size;
@@ -74,6 +100,21 @@ static void ngx_http_rooms_link_connect(ngx_http_rooms_link_t *link);
 static void ngx_http_rooms_link_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_rooms_link_connected_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link);
+static void ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link);
+static void ngx_http_rooms_link_token(ngx_http_rooms_link_t *link);
+static ngx_int_t ngx_http_rooms_link_send_msg(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_msg_t *m, ngx_uint_t flags);
+static void ngx_http_rooms_link_answered(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn, uint64_t seq);
+static void ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_msg_t *m);
+static void ngx_http_rooms_link_hold_handler(ngx_event_t *ev);
+static void ngx_http_rooms_link_refuse(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_msg_t *m);
+static void ngx_http_rooms_link_unavailable(ngx_http_rooms_conn_t *conn,
+    u_char *data, size_t len);
+static void ngx_http_rooms_link_send_text(ngx_http_rooms_conn_t *conn,
+    u_char *data, size_t len);
 static void ngx_http_rooms_link_down(ngx_http_rooms_link_t *link,
     ngx_uint_t retry);
 static void ngx_http_rooms_link_read_handler(ngx_event_t *ev);
@@ -89,7 +130,7 @@ static void ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
 static ngx_http_rooms_conn_t *ngx_http_rooms_link_find(
     ngx_http_rooms_link_t *link, uint64_t id);
 static void ngx_http_rooms_link_attach(ngx_http_rooms_link_t *link,
-    ngx_http_rooms_conn_t *conn);
+    ngx_http_rooms_conn_t *conn, uint64_t last_id);
 static void ngx_http_rooms_link_unattach(ngx_http_rooms_link_t *link,
     ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
@@ -104,7 +145,8 @@ static ngx_http_rooms_link_t  ngx_http_rooms_link;
 
 
 ngx_int_t
-ngx_http_rooms_link_init(ngx_cycle_t *cycle, ngx_addr_t *addr)
+ngx_http_rooms_link_init(ngx_cycle_t *cycle,
+    ngx_http_rooms_main_conf_t *rmcf)
 {
     ngx_http_rooms_link_t  *link;
 
@@ -112,7 +154,9 @@ ngx_http_rooms_link_init(ngx_cycle_t *cycle, ngx_addr_t *addr)
 
     ngx_memzero(link, sizeof(ngx_http_rooms_link_t));
 
-    link->addr = addr;
+    link->addr = rmcf->sidecar;
+    link->hold_time = rmcf->hold_time;
+    link->hold_size = rmcf->hold_size;
     link->log = cycle->log;
     link->last_out = &link->out;
     link->backoff = NGX_HTTP_ROOMS_BACKOFF_MIN;
@@ -130,11 +174,19 @@ ngx_http_rooms_link_init(ngx_cycle_t *cycle, ngx_addr_t *addr)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&link->all);
     ngx_queue_init(&link->pending);
+    ngx_queue_init(&link->held);
 
     link->reconnect.handler = ngx_http_rooms_link_reconnect_handler;
     link->reconnect.data = link;
     link->reconnect.log = cycle->log;
     link->reconnect.cancelable = 1;
+
+    link->hold.handler = ngx_http_rooms_link_hold_handler;
+    link->hold.data = link;
+    link->hold.log = cycle->log;
+    link->hold.cancelable = 1;
+
+    ngx_http_rooms_link_token(link);
 
     ngx_http_rooms_link_connect(link);
 
@@ -157,7 +209,45 @@ ngx_http_rooms_link_exit(ngx_cycle_t *cycle)
         ngx_del_timer(&link->reconnect);
     }
 
+    if (link->hold.timer_set) {
+        ngx_del_timer(&link->hold);
+    }
+
     ngx_http_rooms_link_down(link, 0);
+}
+
+
+/*
+ * Player ids are minted here, by the worker that owns the connection:
+ * "<token>.<pid>.<connection number>", with a random token per worker
+ * process, so that an id is the same for the whole life of its
+ * connection, across sidecar restarts, and unique across hosts.
+ */
+
+static void
+ngx_http_rooms_link_token(ngx_http_rooms_link_t *link)
+{
+    u_char      rnd[6];
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_uint_t  i;
+
+    n = 0;
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd != NGX_INVALID_FILE) {
+        n = read(fd, rnd, sizeof(rnd));
+        (void) ngx_close_file(fd);
+    }
+
+    if (n != (ssize_t) sizeof(rnd)) {
+        for (i = 0; i < sizeof(rnd); i++) {
+            rnd[i] = (u_char) (ngx_random() ^ ngx_pid ^ ngx_time());
+        }
+    }
+
+    (void) ngx_hex_dump(link->token, rnd, sizeof(rnd));
 }
 
 
@@ -321,7 +411,6 @@ ngx_http_rooms_link_connected_handler(ngx_event_t *ev)
 
     c->idle = 1;
 
-    link->up = 1;
     link->backoff = NGX_HTTP_ROOMS_BACKOFF_MIN;
 
     ngx_log_error(NGX_LOG_INFO, link->log, 0,
@@ -344,16 +433,15 @@ ngx_http_rooms_link_connected_handler(ngx_event_t *ev)
 
 
 /*
- * HELLO, then an OPEN with RESUME for every client that outlived the
- * previous link: the sidecar takes them over without a second welcome.
+ * HELLO only: nothing else is written until the sidecar answers it, so
+ * that a socket held by systemd while the sidecar restarts never takes
+ * client messages nobody may read.
  */
 
 static ngx_int_t
 ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link)
 {
-    ngx_queue_t            *q;
-    ngx_rooms_ipc_msg_t     msg;
-    ngx_http_rooms_conn_t  *conn;
+    ngx_rooms_ipc_msg_t  msg;
 
     ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
 
@@ -361,24 +449,110 @@ ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link)
     msg.version = NGX_ROOMS_IPC_VERSION;
     msg.pid = (uint32_t) ngx_pid;
 
-    if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
-        return NGX_ERROR;
+    return ngx_http_rooms_link_queue(link, &msg);
+}
+
+
+/*
+ * HELLO_ACK: the sidecar is there.  Every client that outlived the
+ * previous link is announced again: one that was attached to its room
+ * with RESUME and the room's last delivered id, so that the sidecar
+ * fills the gap from history and sends no second welcome; one that was
+ * still joining as a new joiner.  Then what the clients sent meanwhile,
+ * in order: a message a previous sidecar may have published already is
+ * sent again (the publish script drops a duplicate), or, once past the
+ * hold time, marked EXPIRED (the sidecar answers whether it went out,
+ * and does not publish it late).
+ */
+
+static void
+ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
+{
+    ngx_uint_t              flags;
+    ngx_msec_t              now;
+    ngx_queue_t            *q, *next, *mq, *mnext;
+    ngx_http_rooms_conn_t  *conn;
+    ngx_http_rooms_msg_t   *m;
+
+    if (link->up) {
+        return;
     }
+
+    link->up = 1;
+    now = ngx_current_msec;
+
+    ngx_log_error(NGX_LOG_INFO, link->log, 0,
+                  "rooms: sidecar at \"%V\" ready", &link->addr->name);
 
     for (q = ngx_queue_head(&link->all);
          q != ngx_queue_sentinel(&link->all);
-         q = ngx_queue_next(q))
+         q = next)
     {
+        next = ngx_queue_next(q);
         conn = ngx_queue_data(q, ngx_http_rooms_conn_t, queue);
 
-        if (ngx_http_rooms_link_announce(link, conn, NGX_ROOMS_IPC_F_RESUME)
-            != NGX_OK)
+        if (conn->room == NULL && conn->welcomed) {
+
+            /*
+             * The sidecar went away in the middle of this client's join
+             * (its welcome was sent, its ATTACH was not): it cannot be
+             * resumed exactly.  It reconnects, with since=.
+             */
+
+            ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
+                          "rooms: sidecar restarted during the join");
+
+            ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_RESTART,
+                                     (u_char *) "service restart",
+                                     sizeof("service restart") - 1);
+            continue;
+        }
+
+        flags = conn->room ? NGX_ROOMS_IPC_F_RESUME : 0;
+
+        if (ngx_http_rooms_link_announce(link, conn, flags) != NGX_OK) {
+            goto failed;
+        }
+
+        for (mq = ngx_queue_head(&conn->unanswered);
+             mq != ngx_queue_sentinel(&conn->unanswered);
+             mq = mnext)
         {
-            return NGX_ERROR;
+            mnext = ngx_queue_next(mq);
+            m = ngx_queue_data(mq, ngx_http_rooms_msg_t, queue);
+
+            flags = 0;
+
+            if (now - m->time >= link->hold_time) {
+                if (!m->sent) {
+                    ngx_http_rooms_link_refuse(link, m);
+
+                    if (!conn->registered) {
+                        /* the answer was too much for a slow client */
+                        break;
+                    }
+
+                    continue;
+                }
+
+                flags = NGX_ROOMS_IPC_F_EXPIRED;
+            }
+
+            if (ngx_http_rooms_link_send_msg(link, m, flags) != NGX_OK) {
+                goto failed;
+            }
         }
     }
 
-    return NGX_OK;
+    if (ngx_queue_empty(&link->held) && link->hold.timer_set) {
+        ngx_del_timer(&link->hold);
+    }
+
+    return;
+
+failed:
+
+    ngx_http_rooms_link_down(link, 1);
 }
 
 
@@ -397,7 +571,7 @@ ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
     ngx_http_rooms_conn_t     *conn;
     ngx_http_rooms_pending_t  *pending;
 
-    if (link->up) {
+    if (link->connection) {
         level = (ngx_exiting || ngx_terminate || ngx_quit) ? NGX_LOG_INFO
                                                            : NGX_LOG_WARN;
 
@@ -424,13 +598,17 @@ ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
     link->overflow = 0;
     link->in_len = 0;
 
+    /*
+     * Clients stay attached to their rooms: the worker remembers where
+     * each room's stream stopped, and the next sidecar resumes it there.
+     */
+
     for (q = ngx_queue_head(&link->all);
          q != ngx_queue_sentinel(&link->all);
          q = ngx_queue_next(q))
     {
         conn = ngx_queue_data(q, ngx_http_rooms_conn_t, queue);
 
-        ngx_http_rooms_link_unattach(link, conn);
         conn->announced = 0;
     }
 
@@ -570,10 +748,13 @@ ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
 {
     ngx_queue_t               *q;
     ngx_http_rooms_conn_t     *conn;
-    ngx_http_rooms_frame_t    *frame;
     ngx_http_rooms_pending_t  *pending;
 
     switch (msg->type) {
+
+    case NGX_ROOMS_IPC_HELLO_ACK:
+        ngx_http_rooms_link_ready(link);
+        break;
 
     case NGX_ROOMS_IPC_SEND:
         conn = ngx_http_rooms_link_find(link, msg->id);
@@ -581,22 +762,31 @@ ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
             break;
         }
 
-        frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
-                                            (u_char *) msg->payload.data,
-                                            msg->payload.len, link->log);
-        if (frame == NULL) {
-            ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_INTERNAL,
-                                     NULL, 0);
+        conn->welcomed = 1;
+
+        ngx_http_rooms_link_send_text(conn, (u_char *) msg->payload.data,
+                                      msg->payload.len);
+        break;
+
+    case NGX_ROOMS_IPC_ACK:
+        conn = ngx_http_rooms_link_find(link, msg->id);
+        if (conn == NULL) {
             break;
         }
 
-        ngx_http_rooms_conn_queue(conn, frame);
+        ngx_http_rooms_link_answered(link, conn, msg->seq);
+
+        if (msg->payload.len) {
+            ngx_http_rooms_link_send_text(conn, (u_char *) msg->payload.data,
+                                          msg->payload.len);
+        }
+
         break;
 
     case NGX_ROOMS_IPC_ATTACH:
         conn = ngx_http_rooms_link_find(link, msg->id);
         if (conn != NULL) {
-            ngx_http_rooms_link_attach(link, conn);
+            ngx_http_rooms_link_attach(link, conn, msg->last_id);
         }
 
         break;
@@ -671,7 +861,7 @@ ngx_http_rooms_link_find(ngx_http_rooms_link_t *link, uint64_t id)
 
 static void
 ngx_http_rooms_link_attach(ngx_http_rooms_link_t *link,
-    ngx_http_rooms_conn_t *conn)
+    ngx_http_rooms_conn_t *conn, uint64_t last_id)
 {
     uint32_t                hash;
     ngx_str_node_t         *sn;
@@ -702,6 +892,7 @@ ngx_http_rooms_link_attach(ngx_http_rooms_link_t *link,
         room->sn.str.len = conn->room_code.len;
         room->sn.node.key = hash;
         room->count = 0;
+        room->last_id = last_id;
         ngx_queue_init(&room->members);
 
         ngx_rbtree_insert(&link->rooms, &room->sn.node);
@@ -763,6 +954,10 @@ ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
 
     room = (ngx_http_rooms_room_t *) sn;
 
+    if (msg->last_id) {
+        room->last_id = msg->last_id;
+    }
+
     frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
                                         (u_char *) msg->payload.data,
                                         msg->payload.len, link->log);
@@ -805,11 +1000,15 @@ ngx_http_rooms_link_open(ngx_http_rooms_conn_t *conn)
         return NGX_ERROR;
     }
 
+    if (ngx_http_rooms_link_announce(link, conn, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_rbtree_insert(&link->conns, &conn->node);
     ngx_queue_insert_tail(&link->all, &conn->queue);
     conn->registered = 1;
 
-    return ngx_http_rooms_link_announce(link, conn, 0);
+    return NGX_OK;
 }
 
 
@@ -817,21 +1016,32 @@ static ngx_int_t
 ngx_http_rooms_link_announce(ngx_http_rooms_link_t *link,
     ngx_http_rooms_conn_t *conn, ngx_uint_t flags)
 {
+    u_char               player[NGX_HTTP_ROOMS_PLAYER_MAX], *p;
     ngx_rooms_ipc_msg_t  msg;
+
+    p = ngx_snprintf(player, sizeof(player), "%*s.%P.%uL",
+                     sizeof(link->token), link->token, ngx_pid, conn->id);
 
     ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
 
     msg.type = NGX_ROOMS_IPC_OPEN;
     msg.id = conn->id;
     msg.flags = flags;
-    msg.since = conn->since;
     msg.room.data = conn->room_code.data;
     msg.room.len = conn->room_code.len;
     msg.name.data = conn->name.data;
     msg.name.len = conn->name.len;
+    msg.player.data = player;
+    msg.player.len = p - player;
 
-    if (conn->has_since) {
+    if (flags & NGX_ROOMS_IPC_F_RESUME) {
+        /* where this worker's copy of the room's stream stopped */
         msg.flags |= NGX_ROOMS_IPC_F_SINCE;
+        msg.since = conn->room->last_id;
+
+    } else if (conn->has_since) {
+        msg.flags |= NGX_ROOMS_IPC_F_SINCE;
+        msg.since = conn->since;
     }
 
     if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
@@ -847,6 +1057,7 @@ ngx_http_rooms_link_announce(ngx_http_rooms_link_t *link,
 void
 ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn)
 {
+    ngx_queue_t            *q;
     ngx_rooms_ipc_msg_t     msg;
     ngx_http_rooms_link_t  *link;
 
@@ -857,6 +1068,12 @@ ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn)
     }
 
     ngx_http_rooms_link_unattach(link, conn);
+
+    while (!ngx_queue_empty(&conn->unanswered)) {
+        q = ngx_queue_head(&conn->unanswered);
+        ngx_http_rooms_link_free_msg(link,
+                              ngx_queue_data(q, ngx_http_rooms_msg_t, queue));
+    }
 
     ngx_rbtree_delete(&link->conns, &conn->node);
     ngx_queue_remove(&conn->queue);
@@ -875,18 +1092,249 @@ ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn)
 }
 
 
+/*
+ * A client's text message: kept until the sidecar answers it, and sent
+ * now if a sidecar is there, or held until one is (at most hold_time,
+ * and hold_size bytes for the worker): past either bound the client gets
+ * "unavailable".  Returns NGX_ERROR only when the connection must go.
+ */
+
 ngx_int_t
-ngx_http_rooms_link_send(ngx_rooms_ipc_msg_t *msg)
+ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
+    size_t len)
 {
+    ngx_http_rooms_msg_t   *m;
     ngx_http_rooms_link_t  *link;
 
     link = &ngx_http_rooms_link;
 
-    if (!link->up) {
+    if (!conn->registered) {
+        ngx_http_rooms_link_unavailable(conn, data, len);
         return NGX_OK;
     }
 
-    return ngx_http_rooms_link_queue(link, msg);
+    if (link->held_size + len > link->hold_size) {
+        ngx_log_error(NGX_LOG_WARN, conn->connection->log, 0,
+                      "rooms: %uz bytes of client messages wait for the "
+                      "sidecar, message refused", link->held_size);
+
+        ngx_http_rooms_link_unavailable(conn, data, len);
+        return NGX_OK;
+    }
+
+    m = ngx_alloc(offsetof(ngx_http_rooms_msg_t, data) + len,
+                  conn->connection->log);
+    if (m == NULL) {
+        return NGX_ERROR;
+    }
+
+    m->conn = conn;
+    m->seq = ++conn->seq;
+    m->time = ngx_current_msec;
+    m->sent = 0;
+    m->len = len;
+    ngx_memcpy(m->data, data, len);
+
+    ngx_queue_insert_tail(&conn->unanswered, &m->queue);
+    ngx_queue_insert_tail(&link->held, &m->held);
+    link->held_size += len;
+
+    if (link->up && conn->announced) {
+        return ngx_http_rooms_link_send_msg(link, m, 0);
+    }
+
+    if (!link->hold.timer_set) {
+        ngx_add_timer(&link->hold, link->hold_time);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_link_send_msg(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_msg_t *m, ngx_uint_t flags)
+{
+    ngx_rooms_ipc_msg_t  msg;
+
+    ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
+
+    msg.type = NGX_ROOMS_IPC_MESSAGE;
+    msg.id = m->conn->id;
+    msg.seq = m->seq;
+    msg.flags = flags;
+    msg.payload.data = m->data;
+    msg.payload.len = m->len;
+
+    if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!m->sent) {
+        ngx_queue_remove(&m->held);
+        m->sent = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * ACK: the sidecar is done with a message (published, or refused with the
+ * error that came with the ACK).  Answers come mostly in order: the
+ * message is near the head.
+ */
+
+static void
+ngx_http_rooms_link_answered(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_conn_t *conn, uint64_t seq)
+{
+    ngx_queue_t           *q;
+    ngx_http_rooms_msg_t  *m;
+
+    for (q = ngx_queue_head(&conn->unanswered);
+         q != ngx_queue_sentinel(&conn->unanswered);
+         q = ngx_queue_next(q))
+    {
+        m = ngx_queue_data(q, ngx_http_rooms_msg_t, queue);
+
+        if (m->seq == seq) {
+            ngx_http_rooms_link_free_msg(link, m);
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_msg_t *m)
+{
+    ngx_queue_remove(&m->queue);
+
+    if (!m->sent) {
+        ngx_queue_remove(&m->held);
+    }
+
+    link->held_size -= m->len;
+
+    ngx_free(m);
+}
+
+
+/*
+ * Messages held past hold_time while no sidecar takes them: the clients
+ * get "unavailable".  Held messages are in the order they came, so the
+ * oldest is first.
+ */
+
+static void
+ngx_http_rooms_link_hold_handler(ngx_event_t *ev)
+{
+    ngx_msec_t              age;
+    ngx_queue_t            *q;
+    ngx_http_rooms_msg_t   *m;
+    ngx_http_rooms_link_t  *link;
+
+    link = ev->data;
+
+    while (!ngx_queue_empty(&link->held)) {
+        q = ngx_queue_head(&link->held);
+        m = ngx_queue_data(q, ngx_http_rooms_msg_t, held);
+
+        age = ngx_current_msec - m->time;
+
+        if (age < link->hold_time) {
+            ngx_add_timer(&link->hold, link->hold_time - age);
+            break;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, m->conn->connection->log, 0,
+                      "rooms: no sidecar for %Mms, message refused", age);
+
+        ngx_http_rooms_link_refuse(link, m);
+    }
+
+    ngx_http_rooms_conn_flush_dirty();
+}
+
+
+/*
+ * Drops a held message and tells its client.  The message is freed first:
+ * the answer may close a slow client, which frees its messages.
+ */
+
+static void
+ngx_http_rooms_link_refuse(ngx_http_rooms_link_t *link,
+    ngx_http_rooms_msg_t *m)
+{
+    u_char                  data[sizeof("{\"ref\":\"\"}")
+                                 + 2 * NGX_ROOMS_REF_MAX];
+    u_char                  ref[NGX_ROOMS_REF_MAX], *p;
+    size_t                  ref_len;
+    ngx_http_rooms_conn_t  *conn;
+
+    conn = m->conn;
+    p = data;
+
+    if (ngx_rooms_json_ref(m->data, m->len, ref, &ref_len)) {
+        p = ngx_cpymem(p, "{\"ref\":\"", sizeof("{\"ref\":\"") - 1);
+        p = ngx_rooms_json_escape_ascii(p, ref, ref_len);
+        *p++ = '"';
+        *p++ = '}';
+    }
+
+    ngx_http_rooms_link_free_msg(link, m);
+
+    ngx_http_rooms_link_unavailable(conn, data, p - data);
+}
+
+
+/*
+ * {"type":"error","data":{"code":"unavailable",...,"ref":R}} to a client
+ * whose message no sidecar took; the ref is the message's, if it has one.
+ */
+
+static void
+ngx_http_rooms_link_unavailable(ngx_http_rooms_conn_t *conn, u_char *data,
+    size_t len)
+{
+    u_char   buf[256], ref[NGX_ROOMS_REF_MAX], *p;
+    size_t   ref_len;
+
+    static u_char  head[] =
+        "{\"type\":\"error\",\"data\":{\"code\":\"unavailable\","
+        "\"message\":\"the room service is unavailable, message not sent\"";
+
+    p = ngx_cpymem(buf, head, sizeof(head) - 1);
+
+    if (data != NULL && ngx_rooms_json_ref(data, len, ref, &ref_len)) {
+        p = ngx_cpymem(p, ",\"ref\":\"", sizeof(",\"ref\":\"") - 1);
+        p = ngx_rooms_json_escape_ascii(p, ref, ref_len);
+        *p++ = '"';
+    }
+
+    *p++ = '}';
+    *p++ = '}';
+
+    ngx_http_rooms_link_send_text(conn, buf, p - buf);
+}
+
+
+static void
+ngx_http_rooms_link_send_text(ngx_http_rooms_conn_t *conn, u_char *data,
+    size_t len)
+{
+    ngx_http_rooms_frame_t  *frame;
+
+    frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT, data, len,
+                                        conn->connection->log);
+    if (frame == NULL) {
+        ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_INTERNAL, NULL, 0);
+        return;
+    }
+
+    ngx_http_rooms_conn_queue(conn, frame);
 }
 
 

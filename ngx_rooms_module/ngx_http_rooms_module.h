@@ -15,15 +15,19 @@
 #include "ngx_http_rooms_ipc.h"
 #include "ngx_http_rooms_frame.h"
 #include "ngx_http_rooms_utf8.h"
+#include "ngx_http_rooms_json.h"
 
 
 #define NGX_HTTP_ROOMS_ROOM_MAX       32
 #define NGX_HTTP_ROOMS_NAME_MAX       32      /* code points */
 #define NGX_HTTP_ROOMS_NAME_BYTES     128
+#define NGX_HTTP_ROOMS_PLAYER_MAX     64      /* token.pid.conn */
 
 
 typedef struct {
     ngx_addr_t                    *sidecar;
+    ngx_msec_t                     hold_time;
+    size_t                         hold_size;
 } ngx_http_rooms_main_conf_t;
 
 
@@ -68,6 +72,7 @@ typedef struct {
     ngx_queue_t                    member;      /* room members */
     ngx_queue_t                    dirty;       /* to be flushed */
     ngx_queue_t                    live;        /* open connections */
+    ngx_queue_t                    unanswered;  /* messages, by seq */
 
     ngx_connection_t              *connection;
     ngx_http_request_t            *request;     /* until the takeover */
@@ -77,6 +82,7 @@ typedef struct {
     ngx_str_t                      room_code;   /* in code, name_data */
     ngx_str_t                      name;
     uint64_t                       since;
+    uint64_t                       seq;         /* of the last message */
 
     ngx_chain_t                   *out;
     ngx_chain_t                  **last_out;
@@ -95,6 +101,7 @@ typedef struct {
     unsigned                       has_since:1;
     unsigned                       registered:1; /* known to the link */
     unsigned                       announced:1; /* OPEN sent on this link */
+    unsigned                       welcomed:1;  /* got a SEND: joining */
     unsigned                       is_dirty:1;
     unsigned                       close_sent:1;
     unsigned                       close_received:1;
@@ -110,14 +117,17 @@ struct ngx_http_rooms_room_s {
     ngx_str_node_t                 sn;
     ngx_queue_t                    members;
     ngx_uint_t                     count;
+    uint64_t                       last_id;     /* delivered to members */
     u_char                         code[NGX_HTTP_ROOMS_ROOM_MAX];
 };
 
 
-ngx_int_t ngx_http_rooms_link_init(ngx_cycle_t *cycle, ngx_addr_t *addr);
+ngx_int_t ngx_http_rooms_link_init(ngx_cycle_t *cycle,
+    ngx_http_rooms_main_conf_t *rmcf);
 void ngx_http_rooms_link_exit(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_rooms_link_up(void);
-ngx_int_t ngx_http_rooms_link_send(ngx_rooms_ipc_msg_t *msg);
+ngx_int_t ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn,
+    u_char *data, size_t len);
 ngx_int_t ngx_http_rooms_link_open(ngx_http_rooms_conn_t *conn);
 void ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn);
 ngx_int_t ngx_http_rooms_link_rooms_request(ngx_http_request_t *r);

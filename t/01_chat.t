@@ -25,8 +25,8 @@ my $w = $alice->recv_json(5);
 is($w->{type}, 'welcome', 'Alice: first frame is welcome');
 is($w->{data}{room}, 'ABCD', 'Alice: welcome room');
 is($w->{data}{you}{name}, 'Alice', 'Alice: welcome you.name');
-like($w->{data}{you}{id}, qr/^\Q${\$t->server_id}\E\.\d+\.\d+$/,
-    'Alice: you.id is <server_id>.<pid>.<conn>');
+like($w->{data}{you}{id}, qr/^[0-9a-f]{12}\.\d+\.\d+$/,
+    'Alice: you.id is <worker token>.<pid>.<conn>');
 
 my $bob = $t->connect('ABCD', 'Bob');
 ok(ref $bob, 'Bob upgrades')

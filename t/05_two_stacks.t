@@ -36,8 +36,11 @@ for (@members) {
 
     my $w = $c->recv_json(5);
     is($w && $w->{type}, 'welcome', "$name: welcome");
-    like($w && $w->{data}{you}{id}, qr/^\Q${\$stack->server_id}\E\./,
-        "$name: id carries stack " . $stack->name . "'s server id");
+    # ids are minted by the worker: <token>.<worker pid>.<conn>
+    my ($pid) = ($w && $w->{data}{you}{id} // '') =~ /^[0-9a-f]{12}\.(\d+)\.\d+$/;
+    my $ppid = $pid && (split ' ', (slurp("/proc/$pid/stat") // ''))[3];
+    is($ppid, $stack->pid('nginx'),
+        "$name: id names a worker of stack " . $stack->name);
 
     $c{$name} = $c;
 }
@@ -63,3 +66,11 @@ for my $name (@names) {
 $_->close for values %c;
 
 Rooms::Test::finish();
+
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return;
+    local $/;
+    return scalar <$fh>;
+}

@@ -2,6 +2,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <random>
 #include <vector>
@@ -16,6 +18,25 @@
 #include "sd_notify.h"
 
 namespace rooms {
+
+namespace {
+
+// A player id as the module mints it: <token>.<pid>.<conn>; anything
+// printable without quotes or spaces is accepted (it is used as a hash
+// field and JSON string, never parsed).
+bool valid_player_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) {
+        return false;
+    }
+    for (char c : id) {
+        if (c <= ' ' || c > '~' || c == '"' || c == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
 
 app::app(uv_loop_t* loop, const config& cfg)
     : loop_(loop),
@@ -46,6 +67,15 @@ bool app::start(std::string& err) {
     started_ = true;
     start_heartbeat();
     start_state_timer();
+    int rc = 0;
+    for (uv_ptr<uv_timer_t>* t : {&sync_retry_, &stale_reap_, &late_timer_}) {
+        *t = make_uv_handle<uv_timer_t>(
+            [&](uv_timer_t* h) { return uv_timer_init(loop_, h); }, rc, this);
+        if (!*t) {
+            err = std::string("cannot create a timer: ") + uv_strerror(rc);
+            return false;
+        }
+    }
     redis_.start();
 
     log_info("ready: listening on %s server_id=%s key_prefix=\"%s\"",
@@ -68,6 +98,9 @@ void app::stop() {
     redis_.stop();
     heartbeat_.reset();
     state_timer_.reset();
+    sync_retry_.reset();
+    stale_reap_.reset();
+    late_timer_.reset();
     sigterm_.reset();
     sigint_.reset();
 }
@@ -140,27 +173,34 @@ void app::on_hello(link& l, const ngx_rooms_ipc_msg_t& msg) {
     }
     l.greet(msg.pid);
     log_info("hello link=%llu pid=%u", ull(l.id()), msg.pid);
+
+    ngx_rooms_ipc_msg_t ack = ipc_msg(NGX_ROOMS_IPC_HELLO_ACK, 0);
+    ack.version = NGX_ROOMS_IPC_VERSION;
+    ack.pid = static_cast<uint32_t>(getpid());
+    l.send(ack);
 }
 
 void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
     std::string_view room = view(msg.room);
     std::string_view name = view(msg.name);
+    std::string_view player = view(msg.player);
     member_key key{l.id(), msg.id};
 
-    if (room.empty() || name.empty()) {
-        log_error("OPEN without room or name link=%llu conn=%llu",
+    if (room.empty() || name.empty() || !valid_player_id(player)) {
+        log_error("OPEN without room, name or player id link=%llu "
+                  "conn=%llu",
                   ull(l.id()), ull(msg.id));
         l.close_later("bad OPEN");
         return;
     }
 
-    std::string player_id = cfg_.server_id + "." + std::to_string(l.pid()) +
-                            "." + std::to_string(msg.id);
-
-    auto res = rooms_.join(key, room, name, player_id, msg.flags, msg.since);
-    log_info("open link=%llu conn=%llu room=%.*s id=%s name=\"%.*s\"%s",
-             ull(l.id()), ull(msg.id), len(room), room.data(),
-             player_id.c_str(), len(name), name.data(),
+    // The worker mints player ids: the same for the life of the
+    // connection, whatever sidecar serves it.
+    auto res = rooms_.join(key, room, name, std::string(player), msg.flags,
+                           msg.since);
+    log_info("open link=%llu conn=%llu room=%.*s id=%.*s name=\"%.*s\"%s",
+             ull(l.id()), ull(msg.id), len(room), room.data(), len(player),
+             player.data(), len(name), name.data(),
              (msg.flags & NGX_ROOMS_IPC_F_RESUME) ? " resume" : "");
 
     switch (res) {
@@ -180,6 +220,9 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
         rooms_.push_pending(room, key);
         sync_room(std::string(room));
         break;
+    case room_registry::join_result::resync:
+        sync_room(std::string(room));
+        break;
     }
 }
 
@@ -187,86 +230,6 @@ void app::send_text(link& l, uint64_t conn, std::string_view payload) {
     ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_SEND, conn);
     m.payload = ipc_str(payload);
     l.send(m);
-}
-
-void app::send_error(link& l, uint64_t conn, std::string_view code,
-                     std::string_view message) {
-    send_text(l, conn, make_error(code, message));
-}
-
-void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
-    member_key key{l.id(), msg.id};
-    member* m = rooms_.find_mutable(key);
-    if (m == nullptr || m->kicked) {
-        log_debug("message for unknown conn link=%llu conn=%llu",
-                  ull(l.id()), ull(msg.id));
-        return;
-    }
-
-    switch (m->limiter.take(cfg_.rate, uv_now(loop_))) {
-    case rate_limiter::verdict::ok:
-        break;
-    case rate_limiter::verdict::limited:
-        log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
-                  ull(msg.id), m->room.c_str());
-        send_error(l, msg.id, "rate_limited",
-                   "too many messages, this one was dropped");
-        return;
-    case rate_limiter::verdict::kick: {
-        log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
-                 "id=%s",
-                 ull(l.id()), ull(msg.id), m->room.c_str(), m->id.c_str());
-        m->kicked = true;
-        ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, msg.id);
-        k.status = 1008;
-        k.payload = ipc_str("rate limit exceeded");
-        l.send(k);
-        return;
-    }
-    }
-
-    envelope_result env = process_client_envelope(
-        view(msg.payload), m->name, cfg_.max_message_bytes);
-    if (env.status != envelope_status::ok) {
-        const char* code = envelope_error_code(env.status);
-        log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
-                 ull(l.id()), ull(msg.id), m->room.c_str(), code,
-                 env.message.c_str());
-        send_error(l, msg.id, code, env.message);
-        return;
-    }
-
-    const std::string& p = cfg_.key_prefix;
-    std::string keep_n =
-        std::to_string(cfg_.kept(env.type) ? cfg_.history_length : 0);
-    std::vector<std::string> keys = {room_key(p, m->room, "seq"),
-                                     room_key(p, m->room, "history"),
-                                     room_key(p, m->room, "trimmed")};
-    std::vector<std::string> args = {room_channel(p, m->room),
-                                     std::move(env.out), keep_n};
-    bool sent;
-    if (env.type == "agree") {
-        keys.push_back(room_key(p, m->room, "presence"));
-        args.push_back(m->id);
-        args.push_back(m->room);
-        sent = redis_.eval(script_agree(), keys, args, nullptr);
-        if (sent) {
-            m->ready = true;
-            state_changed(m->room);  // after the agree, shows it ready
-        }
-    } else {
-        sent = redis_.eval(script_publish(), keys, args, nullptr);
-    }
-    if (!sent) {
-        log_warn("message not published, Redis unavailable link=%llu "
-                 "conn=%llu room=%s",
-                 ull(l.id()), ull(msg.id), m->room.c_str());
-        send_error(l, msg.id, "unavailable",
-                   "Redis is unavailable, the message was not sent");
-        return;
-    }
-    log_debug("publish link=%llu conn=%llu room=%s type=%s", ull(l.id()),
-              ull(msg.id), m->room.c_str(), env.type.c_str());
 }
 
 void app::on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg) {
@@ -323,14 +286,17 @@ void app::room_emptied(const std::string& room) {
 
 void app::on_redis_ready(redis_connection::role r) {
     if (r == redis_connection::role::command) {
-        // In this order on the one command connection: what a previous
-        // run of this server left is cleared before anything registers.
-        if (!reaped_self_) {
-            reap(true);
-            reaped_self_ = true;
+        // What a previous run of this server left is cleared once the
+        // workers had time to resume their clients (their players keep
+        // their entries): then only those nobody resumed go.
+        if (!stale_reap_armed_ && stale_reap_) {
+            stale_reap_armed_ = true;
+            uv_timer_start(stale_reap_.get(), stale_reap_cb,
+                           cfg_.resume_grace_ms, 0);
         }
         heartbeat();
         flush_leaves();
+        settle_in_doubt();
         sync_all_rooms(false);
         flush_states();
         return;
@@ -391,18 +357,31 @@ void app::on_message(std::string_view channel, std::string_view payload) {
     if (id > rs->last_id) {
         rs->last_id = id;
     }
-    broadcast(room, payload);
+    broadcast(room, payload, id);
 }
 
-void app::broadcast(std::string_view room, std::string_view payload) {
+// One frame for every link: the payload is copied once, never parsed.
+// `id` tells the worker where the room's stream now is (0: unchanged).
+void app::broadcast(std::string_view room, std::string_view payload,
+                    uint64_t id) {
     const std::vector<link_members>* targets = rooms_.attached_links(room);
     if (targets == nullptr) {
         return;
     }
+    std::vector<uint64_t> links;
+    links.reserve(targets->size());
+    for (const link_members& t : *targets) {
+        links.push_back(t.link);
+    }
+    broadcast_to(links, room, payload, id);
+}
 
-    // One frame for every link: the payload is copied once, never parsed.
+void app::broadcast_to(const std::vector<uint64_t>& links,
+                       std::string_view room, std::string_view payload,
+                       uint64_t id) {
     ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_BROADCAST, 0);
     m.room = ipc_str(room);
+    m.last_id = id;
     m.payload = ipc_str(payload);
     frame_ptr frame = encode_frame(m);
     if (!frame) {
@@ -410,8 +389,8 @@ void app::broadcast(std::string_view room, std::string_view payload) {
                   room.data(), payload.size());
         return;
     }
-    for (const link_members& t : *targets) {
-        if (link* l = links_.find(t.link)) {
+    for (uint64_t id_of_link : links) {
+        if (link* l = links_.find(id_of_link)) {
             l->send(frame);
         }
     }

@@ -3,15 +3,19 @@
 // The sidecar: wires the worker links, the room registry, the envelope
 // rules and Redis together (docs/architecture.md, docs/protocol.md).
 //
-//   HELLO            remember the worker's pid
-//   OPEN             join; subscribe the room if it is new here; once the
+//   HELLO            remember the worker's pid, answer HELLO_ACK
+//   OPEN             join (RESUME: the member is attached at once and the
+//                    room's stream is filled from the worker's last id,
+//                    app_sync.cpp); subscribe the room if it is new here;
+//                    once the
 //                    subscription is confirmed, one `sync` script
 //                    registers the player and takes a snapshot; after a
 //                    barrier on the subscriber connection,
 //                    SEND(welcome), (reset), backfill, the live messages
 //                    newer than the snapshot, ATTACH   (app_sync.cpp)
 //   MESSAGE          rate limit, validate, stamp `from`, `publish` script
-//                    (never local delivery)
+//                    (never local delivery); exactly one ACK per message,
+//                    with the error if it was refused (app_publish.cpp)
 //   Redis message    one BROADCAST per link with attached members
 //   CLOSE / link     leave (`leave` script); unsubscribe an emptied room
 //   ROOMS            ROOMS_REPLY with the global rooms (Redis)
@@ -24,6 +28,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -72,6 +77,29 @@ private:
     void on_hello(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_open(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg);
+
+    // One client message on its way to Redis, until it is answered.
+    struct publish_ctx {
+        uint64_t link = 0;
+        uint64_t conn = 0;
+        uint64_t seq = 0;
+        std::string room;
+        std::string player;
+        std::string ref;
+        uint64_t deadline = 0;  // uv_now() after which Redis refuses it
+    };
+
+    // app_publish.cpp: answers (docs/redis.md "Answers").
+    void publish(member& m, const publish_ctx& ctx, std::string&& body,
+                 const std::string& type);
+    void on_publish_reply(const publish_ctx& ctx, const redisReply* r);
+    void settle(const publish_ctx& ctx);
+    void settle_in_doubt();
+    void answer_late();
+    void ack(uint64_t link_id, uint64_t conn, uint64_t seq,
+             std::string_view error = {});
+    void ack_unavailable(const publish_ctx& ctx);
+    static void late_timer_cb(uv_timer_t* t);
     void on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg);
 
@@ -103,7 +131,15 @@ private:
                     room_sync& rs);
     void admit(const member_key& key, const room_snapshot& snap,
                const room_sync& rs, size_t start);
-    void broadcast(std::string_view room, std::string_view payload);
+    void gap_fill(const sync_request& req, const room_snapshot& snap,
+                  room_sync& rs, bool restarted);
+    void broadcast(std::string_view room, std::string_view payload,
+                   uint64_t id);
+    void broadcast_to(const std::vector<uint64_t>& links,
+                      std::string_view room, std::string_view payload,
+                      uint64_t id);
+    void schedule_sync_retry();
+    static void sync_retry_cb(uv_timer_t* t);
     void drop_buffer_if_idle(room_sync& rs);
     void sync_all_rooms(bool register_all);
 
@@ -113,7 +149,8 @@ private:
     void flush_leaves();
     void start_heartbeat();
     void heartbeat();
-    void reap(bool self);
+    void reap(bool stale);
+    static void stale_reap_cb(uv_timer_t* t);
     void reply_rooms(uint64_t link_id, uint64_t request,
                      const redisReply* reply);
     void reply_local_rooms(link& l, uint64_t request);
@@ -129,8 +166,6 @@ private:
     static void state_timer_cb(uv_timer_t* t);
 
     void send_text(link& l, uint64_t conn, std::string_view payload);
-    void send_error(link& l, uint64_t conn, std::string_view code,
-                    std::string_view message);
     void room_emptied(const std::string& room);
 
     bool install_signal(uv_ptr<uv_signal_t>& h, int signum,
@@ -146,6 +181,9 @@ private:
     uv_ptr<uv_signal_t> sigint_;
     uv_ptr<uv_timer_t> heartbeat_;
     uv_ptr<uv_timer_t> state_timer_;  // the earliest trailing state
+    uv_ptr<uv_timer_t> sync_retry_;   // failed syncs, with backoff
+    uv_ptr<uv_timer_t> stale_reap_;   // once, after the resume grace
+    uv_ptr<uv_timer_t> late_timer_;   // the earliest late answer
     bool started_ = false;
     bool stopping_ = false;
 
@@ -156,12 +194,21 @@ private:
     };
 
     uint64_t sub_generation_ = 0;  // bumped when the subscriber is lost
-    bool reaped_self_ = false;     // cleared what a previous run left
+    bool stale_reap_armed_ = false;  // the resume grace has started
+    uint64_t sync_backoff_ms_ = 0;   // next sync retry delay (0: none yet)
     bool heartbeat_seen_ = false;  // a heartbeat has been answered
-    std::string epoch_candidate_;  // this process's room epoch proposal
+    std::string epoch_candidate_;  // this process's room epoch proposal,
+                                   // and its run token in presence
     std::vector<pending_leave> leaves_;  // not yet told to Redis
     state_throttle states_;
     std::set<std::string> unsent_states_;  // Redis was down: retry
+
+    // Messages whose Redis connection dropped with them in flight: their
+    // fate is asked (`settle`) once the command connection is back.
+    std::vector<publish_ctx> in_doubt_;
+    // Messages whose Redis stopped answering: "unavailable" once their
+    // deadline passed (Redis refuses them after it), in deadline order.
+    std::deque<publish_ctx> late_;
 };
 
 }  // namespace rooms

@@ -23,7 +23,8 @@ void app::presence_leave(const std::string& room,
     const std::string& p = cfg_.key_prefix;
     std::vector<std::string> keys = {room_key(p, room, "presence"),
                                      rooms_index_key(p),
-                                     server_key(p, cfg_.server_id, "rooms")};
+                                     server_key(p, cfg_.server_id, "rooms"),
+                                     room_key(p, room, "senders")};
     std::vector<std::string> args = {room, player_id,
                                      last_local ? "1" : "0"};
     pending_leave pl{room, player_id, last_local};
@@ -94,16 +95,19 @@ void app::heartbeat() {
                 });
 }
 
-// self: removes what a previous run under this server id left (once, at
-// the first connection); otherwise the players of every server whose
-// heartbeat expired.
-void app::reap(bool self) {
+// stale: removes the players a previous run under this server id left
+// and no worker resumed (once, resume_grace_ms after the first
+// connection); otherwise the players of every server whose heartbeat
+// expired.
+void app::reap(bool stale) {
     if (stopping_) {
         return;
     }
     const std::string& p = cfg_.key_prefix;
+    bool self = stale;
     redis_.eval(script_reap(), {servers_key(p), rooms_index_key(p)},
-                {p, self ? "server" : "dead", cfg_.server_id},
+                {p, stale ? "stale" : "dead", cfg_.server_id,
+                 epoch_candidate_},
                 [this, self](const redisReply* r) {
                     if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
                         return;
@@ -125,7 +129,8 @@ void app::reap(bool self) {
                         }
                         if (self) {
                             log_info("cleared players=%lld left by a "
-                                     "previous run of this server",
+                                     "previous run of this server and not "
+                                     "resumed",
                                      static_cast<long long>(n->integer));
                         } else {
                             log_warn("server %.*s missed its heartbeat: "
@@ -135,6 +140,16 @@ void app::reap(bool self) {
                         }
                     }
                 });
+}
+
+void app::stale_reap_cb(uv_timer_t* t) {
+    auto* self = static_cast<app*>(t->data);
+    if (!self->redis_.commands_ready()) {
+        // tried again at the next connection
+        self->stale_reap_armed_ = false;
+        return;
+    }
+    self->reap(true);
 }
 
 void app::reply_rooms(uint64_t link_id, uint64_t request,

@@ -65,7 +65,8 @@ void app::sync_room(const std::string& code, bool register_all) {
         rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
         room_key(p, code, "epoch")};
     std::vector<std::string> args = {room_channel(p, code), code,
-                                     cfg_.server_id, epoch_candidate_};
+                                     cfg_.server_id, epoch_candidate_,
+                                     epoch_candidate_};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     for (const member_key& k : players) {
@@ -92,7 +93,7 @@ void app::sync_room(const std::string& code, bool register_all) {
                             });
     if (!sent) {
         rooms_.requeue(code, joiners);
-        return;
+        return;  // synced again when the command connection is back
     }
     rs->inflight++;
     if (!joiners.empty()) {
@@ -144,11 +145,15 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
             }
             rs->inflight--;
             drop_buffer_if_idle(*rs);
+            if (rs->resync) {
+                schedule_sync_retry();  // the room must not stay deaf
+            }
         } else {
             sync_failed(*req, *rs);
         }
         return;
     }
+    sync_backoff_ms_ = 0;
 
     if (req->joiners.empty() && reply_u64(reply->element[4]) != 0) {
         state_changed(req->room);  // re-registered players
@@ -188,8 +193,8 @@ void app::on_sync_barrier(const sync_request& req, const sync_snapshot& snap,
     apply_sync(req, snap, *rs);
 }
 
-// The joiners wait for the next sync (after the subscriber or the command
-// connection is back).
+// The joiners wait for the next sync: when the subscriber or the command
+// connection is back, or from the retry timer.
 void app::sync_failed(const sync_request& req, room_sync& rs) {
     rs.inflight--;
     rooms_.requeue(req.room, req.joiners);
@@ -197,6 +202,31 @@ void app::sync_failed(const sync_request& req, room_sync& rs) {
         log_debug("sync lost room=%s", req.room.c_str());
     }
     drop_buffer_if_idle(rs);
+    schedule_sync_retry();
+}
+
+// Retries every room that waits for a sync (joiners, or a gap to fill)
+// and has none in flight, with backoff (100 ms doubling to 2 s, reset by
+// a sync that succeeds), so that no failure leaves a room deaf.
+void app::schedule_sync_retry() {
+    if (!sync_retry_ || stopping_ || uv_is_active(reinterpret_cast<uv_handle_t*>(
+                                         sync_retry_.get()))) {
+        return;
+    }
+    sync_backoff_ms_ = sync_backoff_ms_ == 0
+                           ? 100
+                           : std::min<uint64_t>(sync_backoff_ms_ * 2, 2000);
+    uv_timer_start(sync_retry_.get(), sync_retry_cb, sync_backoff_ms_, 0);
+}
+
+void app::sync_retry_cb(uv_timer_t* t) {
+    auto* self = static_cast<app*>(t->data);
+    for (const std::string& code : self->rooms_.room_codes()) {
+        room_sync* rs = self->rooms_.sync_of(code);
+        if (rs != nullptr && rs->inflight == 0) {
+            self->sync_room(code);
+        }
+    }
 }
 
 void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
@@ -216,26 +246,7 @@ void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
 
     // Attached members first: what they missed, then (held) live traffic.
     if (req.resync && rs.resync) {
-        std::vector<history_entry> buffered;
-        buffered.reserve(rs.buffer.size());
-        uint64_t newest = snap.seq;
-        for (const buffered_message& b : rs.buffer) {
-            buffered.push_back(history_entry{b.id, b.payload});
-            newest = std::max(newest, b.id);
-        }
-        backfill_plan plan = plan_gap_fill(snap, rs.last_id, buffered,
-                                           cfg_.history_length, restarted);
-        log_info("gap fill room=%s after_id=%llu seq=%llu messages=%zu%s",
-                 req.room.c_str(), ull(rs.last_id), ull(snap.seq),
-                 plan.messages.size(), plan.reset ? " reset" : "");
-        if (plan.reset) {
-            broadcast(req.room, make_reset(snap.seq));
-        }
-        for (std::string_view m : plan.messages) {
-            broadcast(req.room, m);
-        }
-        rs.last_id = newest;
-        rs.resync = false;
+        gap_fill(req, snap, rs, restarted);
     }
 
     size_t start = req.start > rs.buffer_base ? req.start - rs.buffer_base
@@ -247,6 +258,80 @@ void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
         rs.last_id = std::max(rs.last_id, snap.seq);
     }
     drop_buffer_if_idle(rs);
+}
+
+// The attached members of each link get what they missed since their
+// copy of the room stopped (a Redis outage: the room's last_id; a
+// restarted sidecar: the id the worker resumed with), merged with the
+// live messages held meanwhile, each once, in id order.  A gap that
+// history cannot fill (types that are not kept, such as `state`) is
+// followed by a fresh `state`, so that nobody keeps a stale player list.
+void app::gap_fill(const sync_request& req, const room_snapshot& snap,
+                   room_sync& rs, bool restarted) {
+    std::vector<history_entry> buffered;
+    buffered.reserve(rs.buffer.size());
+    uint64_t newest = snap.seq;
+    for (const buffered_message& b : rs.buffer) {
+        buffered.push_back(history_entry{b.id, b.payload});
+        newest = std::max(newest, b.id);
+    }
+
+    // Links grouped by where they stopped: one plan, one frame each.
+    std::vector<std::pair<uint64_t, std::vector<uint64_t>>> groups;
+    if (const auto* targets = rooms_.attached_links(req.room)) {
+        for (const link_members& t : *targets) {
+            uint64_t from = rs.last_id;
+            for (const auto& [l, since] : rs.resume_from) {
+                if (l == t.link) {
+                    from = since;
+                }
+            }
+            auto g = std::find_if(groups.begin(), groups.end(),
+                                  [&](const auto& e) {
+                                      return e.first == from;
+                                  });
+            if (g == groups.end()) {
+                groups.emplace_back(from, std::vector<uint64_t>{t.link});
+            } else {
+                g->second.push_back(t.link);
+            }
+        }
+    }
+
+    bool stale = false;
+    for (const auto& [from, links] : groups) {
+        backfill_plan plan = plan_gap_fill(snap, from, buffered,
+                                           cfg_.history_length, restarted);
+        log_info("gap fill room=%s after_id=%llu seq=%llu links=%zu "
+                 "messages=%zu%s",
+                 req.room.c_str(), ull(from), ull(snap.seq), links.size(),
+                 plan.messages.size(), plan.reset ? " reset" : "");
+        uint64_t expect = from + 1;
+        if (plan.reset) {
+            broadcast_to(links, req.room, make_reset(snap.seq), snap.seq);
+            stale = true;
+        }
+        for (std::string_view m : plan.messages) {
+            uint64_t id = envelope_tail_id(m);
+            if (!plan.reset) {
+                stale = stale || id != expect;
+                expect = id + 1;
+            }
+            // After a reset the room's position is seq, whatever the
+            // backfill's ids: they are older.
+            broadcast_to(links, req.room, m,
+                         plan.reset && id <= snap.seq ? 0 : id);
+        }
+        if (!plan.reset && expect <= newest) {
+            stale = true;
+        }
+    }
+    rs.last_id = newest;
+    rs.resume_from.clear();
+    rs.resync = false;
+    if (stale) {
+        state_changed(req.room);
+    }
 }
 
 // welcome (not when resuming), reset, backfill, the buffered live
@@ -279,14 +364,18 @@ void app::admit(const member_key& key, const room_snapshot& snap,
         backfilled = plan.messages.size();
     }
     size_t live = 0;
+    uint64_t last_id = snap.seq;
     for (size_t i = start; i < rs.buffer.size(); i++) {
         const buffered_message& b = rs.buffer[i];
         if (b.id == 0 || b.id > snap.seq) {
             send_text(*l, key.conn, b.payload);
+            last_id = std::max(last_id, b.id);
             live++;
         }
     }
-    l->send(ipc_msg(NGX_ROOMS_IPC_ATTACH, key.conn));
+    ngx_rooms_ipc_msg_t attach = ipc_msg(NGX_ROOMS_IPC_ATTACH, key.conn);
+    attach.last_id = last_id;
+    l->send(attach);
     rooms_.attach(key);
     log_debug("attached link=%llu conn=%llu room=%s last_id=%llu "
               "backfill=%zu live=%zu%s",

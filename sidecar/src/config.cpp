@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdio>
 #include <climits>
 #include <fstream>
 #include <utility>
@@ -247,6 +248,33 @@ bool valid_server_id(std::string_view id) {
 
 }  // namespace
 
+// <hostname>-<8 hex digits of the listen path's FNV-1a hash>: the same
+// after a restart (a restarted sidecar resumes its players under the same
+// server), different for two sidecars on one host.
+std::string default_server_id(std::string_view listen) {
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0) {
+        host[0] = '\0';
+    }
+    host[sizeof(host) - 1] = '\0';
+    uint32_t h = 2166136261u;
+    for (char c : listen) {
+        h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+    }
+    char hex[9];
+    std::snprintf(hex, sizeof(hex), "%08x", h);
+    std::string id = std::string(host[0] ? host : "sidecar") + "-" + hex;
+    if (id.size() > 64) {
+        id = id.substr(id.size() - 64);
+    }
+    for (char& c : id) {
+        if (c <= ' ' || c > '~') {
+            c = '_';
+        }
+    }
+    return id;
+}
+
 std::string redis_address::describe() const {
     std::string s;
     if (unix_socket) {
@@ -376,6 +404,13 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
         } else {
             cfg.redis_backoff_max_ms = ms;
         }
+    } else if (k == "resume_grace_ms") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, 3600000, v)) {
+            err = k + ": 0-3600000 (milliseconds)";
+            return false;
+        }
+        cfg.resume_grace_ms = static_cast<uint64_t>(v);
     } else if (k == "state_ms_per_player" ||
                k == "state_max_interval_ms") {
         long v = 0;
@@ -469,17 +504,7 @@ bool finish_config(config& cfg, std::string& err) {
         cfg.redis_backoff_max_ms = cfg.redis_backoff_min_ms;
     }
     if (cfg.server_id.empty()) {
-        char host[256];
-        if (gethostname(host, sizeof(host)) != 0) {
-            host[0] = '\0';
-        }
-        host[sizeof(host) - 1] = '\0';
-        std::string id = host[0] ? host : "sidecar";
-        id += "-" + std::to_string(getpid());
-        if (!valid_server_id(id)) {
-            id = "sidecar-" + std::to_string(getpid());
-        }
-        cfg.server_id = std::move(id);
+        cfg.server_id = default_server_id(cfg.listen);
     }
     return true;
 }

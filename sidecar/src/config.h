@@ -54,6 +54,12 @@ struct config {
     // state_max_interval_ms (0: every change publishes at once).
     uint64_t state_ms_per_player = 1;
     uint64_t state_max_interval_ms = 2000;
+    // A restarted sidecar waits this long for the workers to resume their
+    // clients before it removes the players of its previous run that
+    // nobody resumed.
+    uint64_t resume_grace_ms = 3000;
+    // A Redis that does not answer within this is treated as down.
+    uint64_t redis_timeout_ms = 2000;
     // Redis reconnect backoff.
     uint64_t redis_backoff_min_ms = 100;
     uint64_t redis_backoff_max_ms = 5000;
@@ -62,7 +68,7 @@ struct config {
     int redis_db = -1;
     std::string redis_url = "redis://127.0.0.1:6379";
     redis_address redis;
-    std::string server_id;  // default: <hostname>-<pid>
+    std::string server_id;  // default: default_server_id(listen)
     std::string key_prefix;
     log_level level = log_level::info;
     unsigned socket_mode = 0666;  // restrict with a group: 0660
@@ -88,5 +94,9 @@ bool load_config_file(const std::string& path, config& cfg, std::string& err);
 bool finish_config(config& cfg, std::string& err);
 
 const char* usage_text();
+
+// The server id when none is set: <hostname>-<hash of the listen path>,
+// stable across restarts.
+std::string default_server_id(std::string_view listen);
 
 }  // namespace rooms

@@ -84,9 +84,22 @@ bool reserved_envelope_type(std::string_view type) {
            type == "reset";
 }
 
+bool valid_ref(std::string_view ref) {
+    if (ref.empty() || ref.size() > 64) {
+        return false;
+    }
+    for (char c : ref) {
+        if (c < 0x20 || c > 0x7e) {
+            return false;
+        }
+    }
+    return true;
+}
+
 envelope_result process_client_envelope(std::string_view payload,
                                         std::string_view name,
-                                        size_t max_bytes) {
+                                        size_t max_bytes,
+                                        std::string_view player_id) {
     if (max_bytes != 0 && payload.size() > max_bytes) {
         return fail(envelope_status::bad_envelope, "message too long");
     }
@@ -102,25 +115,41 @@ envelope_result process_client_envelope(std::string_view payload,
         return fail(envelope_status::bad_envelope, "not a JSON object");
     }
 
+    std::string ref;
+    auto ref_it = j.find("ref");
+    if (ref_it != j.end()) {
+        if (!ref_it->is_string() ||
+            !valid_ref(ref_it->get_ref<const std::string&>())) {
+            return fail(envelope_status::bad_envelope,
+                        "\"ref\" must be 1-64 printable ASCII characters");
+        }
+        ref = ref_it->get<std::string>();
+    }
+    auto refuse = [&ref](envelope_status status, const char* message) {
+        envelope_result r = fail(status, message);
+        r.ref = ref;
+        return r;
+    };
+
     auto type_it = j.find("type");
     if (type_it == j.end() || !type_it->is_string()) {
-        return fail(envelope_status::bad_envelope,
-                    "\"type\" missing or not a string");
+        return refuse(envelope_status::bad_envelope,
+                      "\"type\" missing or not a string");
     }
     auto data_it = j.find("data");
     if (data_it == j.end() || !data_it->is_object()) {
-        return fail(envelope_status::bad_envelope,
-                    "\"data\" missing or not an object");
+        return refuse(envelope_status::bad_envelope,
+                      "\"data\" missing or not an object");
     }
 
     const std::string& type = type_it->get_ref<const std::string&>();
     if (!valid_envelope_type(type)) {
-        return fail(envelope_status::bad_type,
-                    "type must be 1-32 characters of a-z 0-9 _ . -");
+        return refuse(envelope_status::bad_type,
+                      "type must be 1-32 characters of a-z 0-9 _ . -");
     }
     if (reserved_envelope_type(type)) {
-        return fail(envelope_status::reserved_type,
-                    "type is reserved for the server");
+        return refuse(envelope_status::reserved_type,
+                      "type is reserved for the server");
     }
 
     json data;
@@ -130,15 +159,22 @@ envelope_result process_client_envelope(std::string_view payload,
     } else {
         data = std::move(*data_it);
         data["from"] = name;
+        if (!player_id.empty()) {
+            data["from_id"] = player_id;
+        }
     }
 
     json out = json::object();
     out["type"] = type;
     out["data"] = std::move(data);
+    if (!ref.empty()) {
+        out["ref"] = ref;
+    }
 
     envelope_result r;
     r.status = envelope_status::ok;
     r.type = type;
+    r.ref = std::move(ref);
     r.out = dump(out);
     r.out.pop_back();  // the closing brace: the publish script adds it
     return r;
@@ -216,10 +252,14 @@ std::string make_welcome(std::string_view room, std::string_view player_id,
     return dump(out);
 }
 
-std::string make_error(std::string_view code, std::string_view message) {
+std::string make_error(std::string_view code, std::string_view message,
+                       std::string_view ref) {
     json data = json::object();
     data["code"] = code;
     data["message"] = message;
+    if (!ref.empty()) {
+        data["ref"] = ref;
+    }
 
     json out = json::object();
     out["type"] = "error";

@@ -23,19 +23,28 @@ struct envelope_result {
     envelope_status status = envelope_status::bad_envelope;
     std::string message;  // why not ok, for the error envelope
     std::string type;     // ok: the envelope type
+    // The client's "ref" (SPEC 2.2), empty if none; set also when the
+    // envelope is refused for another reason, so the error can echo it.
+    std::string ref;
     // ok: the envelope to relay, WITHOUT its closing brace: the publish
     // script appends `,"id":N,"ts":T}` (docs/envelopes.md).
     std::string out;
 };
 
 // Validates a client text message and builds the envelope to relay:
-// {"type":T,"data":{...,"from":NAME}}; for agree exactly
-// {"type":"agree","data":{"username":NAME}}.  Anything else the client put
-// at the top level is dropped.  A payload longer than max_bytes (0: no
-// limit) is a bad_envelope.
+// {"type":T,"data":{...,"from":NAME,"from_id":ID},"ref":R}; for agree
+// exactly {"type":"agree","data":{"username":NAME},"ref":R}.  "ref" only
+// if the client gave one (a string of 1-64 printable ASCII characters;
+// anything else is a bad_envelope); "from_id" only if player_id is not
+// empty.  Anything else the client put at the top level is dropped.  A
+// payload longer than max_bytes (0: no limit) is a bad_envelope.
 envelope_result process_client_envelope(std::string_view payload,
                                         std::string_view name,
-                                        size_t max_bytes = 0);
+                                        size_t max_bytes = 0,
+                                        std::string_view player_id = {});
+
+// True for a valid ref: 1-64 characters, each printable ASCII.
+bool valid_ref(std::string_view ref);
 
 // The id of an envelope completed by a Redis script: the N of its tail
 // `,"id":N,"ts":T}`; 0 when the payload does not end that way.  Looks at
@@ -60,7 +69,9 @@ std::string make_welcome(std::string_view room, std::string_view player_id,
 // {"type":"reset","data":{"last_id":L}}
 std::string make_reset(uint64_t last_id);
 
-// {"type":"error","data":{"code":C,"message":M}}
-std::string make_error(std::string_view code, std::string_view message);
+// {"type":"error","data":{"code":C,"message":M,"ref":R}}, without "ref"
+// when ref is empty.
+std::string make_error(std::string_view code, std::string_view message,
+                       std::string_view ref = {});
 
 }  // namespace rooms

@@ -123,6 +123,15 @@ public:
     void stop();
 
     bool commands_ready() const { return cmd_.ready(); }
+
+    // True while the NULL-reply callbacks of a command connection that
+    // was given up for not answering are being run (the lead's stub; the
+    // redis timeout work fills it in).
+    bool timed_out() const { return false; }
+
+    // Redis's wall clock in ms minus uv_now(), once measured.
+    bool clock_known() const { return false; }
+    int64_t redis_clock_offset_ms() const { return 0; }
     bool subscriber_ready() const { return sub_.ready(); }
 
     // Runs a script on the command connection: EVALSHA once its SCRIPT

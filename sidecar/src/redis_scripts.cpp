@@ -37,6 +37,45 @@ local function keep(hist_key, trimmed_key, msg, n)
     end
 end
 
+-- Exactly-once publishing (docs/redis.md "Answers"): a room's senders
+-- hash keeps, per player, the seq of its newest message that reached
+-- Redis, with an "x" when it was refused.  A message sent again (its
+-- sidecar died before it could answer) is not published twice; a message
+-- past its deadline (Redis stalled, the sidecar answered "unavailable")
+-- is refused and remembered as refused.
+local function last_sent(senders_key, player)
+    local v = redis.call('HGET', senders_key, player)
+    if not v then
+        return 0, false
+    end
+    return tonumber(string.match(v, '^%d+')) or 0, string.sub(v, -1) == 'x'
+end
+
+-- -> 1 publish now, 0 published already, -1 past its deadline (refused
+--    now), -2 refused already
+local function admit(senders_key, player, seq, deadline)
+    if seq > 0 then
+        local last, refused = last_sent(senders_key, player)
+        if seq < last then
+            return 0
+        end
+        if seq == last then
+            return refused and -2 or 0
+        end
+    end
+    if deadline > 0 and now_ms() > deadline then
+        if seq > 0 then
+            redis.call('HSET', senders_key, player,
+                string.format('%dx', seq))
+        end
+        return -1
+    end
+    if seq > 0 then
+        redis.call('HSET', senders_key, player, string.format('%d', seq))
+    end
+    return 1
+end
+
 local function decode(v)
     local ok, p = pcall(cjson.decode, v)
     if ok and type(p) == 'table' then
@@ -91,11 +130,15 @@ lua_script make(const char* name, const char* body) {
 
 }  // namespace
 
-// KEYS: seq history trimmed
-// ARGV: channel body keep_n
-// -> id
+// KEYS: seq history trimmed senders
+// ARGV: channel body keep_n player_id seq deadline_ms (0: none)
+// -> id > 0; or 0, -1, -2 from admit() (nothing published)
 const lua_script& script_publish() {
     static const lua_script s = make("publish", R"lua(
+local ok = admit(KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+if ok ~= 1 then
+    return ok
+end
 local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
 keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]))
 return id
@@ -103,11 +146,16 @@ return id
     return s;
 }
 
-// KEYS: seq history trimmed presence
-// ARGV: channel body keep_n player_id code
-// -> id of the agree envelope (the sidecar publishes the state: `state`)
+// KEYS: seq history trimmed presence senders
+// ARGV: channel body keep_n player_id code seq deadline_ms
+// -> id of the agree envelope (the sidecar publishes the state: `state`),
+//    or 0, -1, -2 as publish
 const lua_script& script_agree() {
     static const lua_script s = make("agree", R"lua(
+local ok = admit(KEYS[5], ARGV[4], tonumber(ARGV[6]), tonumber(ARGV[7]))
+if ok ~= 1 then
+    return ok
+end
 local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
 keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]))
 local v = redis.call('HGET', KEYS[4], ARGV[4])
@@ -123,9 +171,34 @@ return id
     return s;
 }
 
+// The fate of a message whose answer was lost (its sidecar or its Redis
+// connection went away while it was in flight): published, or refused for
+// good, so that it cannot be published late.
+// KEYS: senders
+// ARGV: player_id seq
+// -> 1 it was published, 0 it was not (and never will be)
+const lua_script& script_settle() {
+    static const lua_script s = make("settle", R"lua(
+local seq = tonumber(ARGV[2])
+local last, refused = last_sent(KEYS[1], ARGV[1])
+if seq < last then
+    return 1
+end
+if seq == last then
+    return refused and 0 or 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%dx', seq))
+return 0
+)lua");
+    return s;
+}
+
 // KEYS: seq history trimmed presence rooms server_rooms epoch
-// ARGV: channel code server_id epoch_candidate
+// ARGV: channel code server_id epoch_candidate run
 //       then (player_id name_json ready) for each player to register
+// A player already present (resumed after a sidecar restart: its id is
+// its connection's) keeps its entry; only its server and run change, so
+// nobody sees it leave and join.
 // -> { seq, trimmed, epoch, { history... }, changed (1/0) }
 const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
@@ -136,16 +209,23 @@ local epoch = redis.call('GET', KEYS[7])
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
 local changed = 0
 local server = cjson.encode(ARGV[3])
-for i = 5, #ARGV - 2, 3 do
-    if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 0 then
+local run = cjson.encode(ARGV[5])
+for i = 6, #ARGV - 2, 3 do
+    local v = redis.call('HGET', KEYS[4], ARGV[i])
+    local p = v and decode(v)
+    if not p then
         redis.call('HSET', KEYS[4], ARGV[i], '{"name":' .. ARGV[i + 1] ..
             ',"ready":' .. (ARGV[i + 2] == '1' and 'true' or 'false') ..
-            ',"server":' .. server .. ',"j":' .. string.format('%d', seq) ..
-            '}')
+            ',"server":' .. server .. ',"run":' .. run ..
+            ',"j":' .. string.format('%d', seq) .. '}')
         changed = 1
+    elseif p.server ~= ARGV[3] or p.run ~= ARGV[5] then
+        p.server = ARGV[3]
+        p.run = ARGV[5]
+        redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(p))
     end
 end
-if #ARGV >= 7 then
+if #ARGV >= 8 then
     redis.call('SADD', KEYS[6], ARGV[2])
     count_room(KEYS[4], KEYS[5], ARGV[2])
 end
@@ -154,12 +234,13 @@ return { seq, trimmed, epoch, hist, changed }
     return s;
 }
 
-// KEYS: presence rooms server_rooms
+// KEYS: presence rooms server_rooms senders
 // ARGV: code player_id last_local
 // -> 1 if the player was there
 const lua_script& script_leave() {
     static const lua_script s = make("leave", R"lua(
 local removed = redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
 if ARGV[3] == '1' then
     redis.call('SREM', KEYS[3], ARGV[1])
 end
@@ -196,20 +277,21 @@ return existed
 }
 
 // KEYS: servers rooms
-// ARGV: prefix mode server_id
+// ARGV: prefix mode server_id run
 //   mode "dead":   every server of the set whose alive key is gone
 //                  (server_id: the caller, never reaped)
-//   mode "server": the named server, alive or not (a restarted sidecar
-//                  clears what its previous run left)
+//   mode "stale":  the caller's players of other runs than `run`: what a
+//                  previous run left and no worker resumed (a restarted
+//                  sidecar runs it once the workers had time to come back)
 // Key names are derived from the prefix inside the script, so this one
 // script is not Redis Cluster safe (docs/redis.md).
 // -> { server_id, players_removed, { room codes changed } } for each
 //    server reaped (the sidecar publishes their states: `state`)
 const lua_script& script_reap() {
     static const lua_script s = make("reap", R"lua(
-local prefix, mode, me = ARGV[1], ARGV[2], ARGV[3]
+local prefix, mode, me, run = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local victims = {}
-if mode == 'server' then
+if mode == 'stale' then
     victims[1] = me
 else
     for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -227,23 +309,32 @@ for _, id in ipairs(victims) do
     local changed = {}
     for _, code in ipairs(redis.call('SMEMBERS', rooms_key)) do
         local pres = prefix .. 'room:{' .. code .. '}:presence'
+        local senders = prefix .. 'room:{' .. code .. '}:senders'
         local all = redis.call('HGETALL', pres)
-        local n = 0
+        local n, kept = 0, 0
         for i = 1, #all, 2 do
             local p = decode(all[i + 1])
             if p and p.server == id then
-                redis.call('HDEL', pres, all[i])
-                n = n + 1
+                if mode == 'stale' and p.run == run then
+                    kept = kept + 1
+                else
+                    redis.call('HDEL', pres, all[i])
+                    redis.call('HDEL', senders, all[i])
+                    n = n + 1
+                end
             end
         end
         count_room(pres, KEYS[2], code)
+        if kept == 0 and mode == 'stale' then
+            redis.call('SREM', rooms_key, code)
+        end
         if n > 0 then
             changed[#changed + 1] = code
             removed = removed + n
         end
     end
-    redis.call('DEL', rooms_key)
-    if mode ~= 'server' then
+    if mode ~= 'stale' then
+        redis.call('DEL', rooms_key)
         redis.call('SREM', KEYS[1], id)
     end
     out[#out + 1] = id
@@ -259,7 +350,7 @@ const lua_script* const* all_scripts() {
     static const lua_script* const list[] = {
         &script_publish(), &script_agree(),     &script_sync(),
         &script_leave(),   &script_state(),     &script_heartbeat(),
-        &script_reap(),    nullptr,
+        &script_reap(),    &script_settle(),    nullptr,
     };
     return list;
 }

@@ -35,9 +35,13 @@ const lua_script& script_leave();
 // heartbeat: refresh this server's alive key, add it to the server set.
 const lua_script& script_heartbeat();
 
-// reap: remove the players of dead servers (or of one named server) from
-// every room they were in; returns the rooms changed.
+// reap: remove the players of dead servers (or this server's players of
+// earlier runs) from every room they were in; returns the rooms changed.
 const lua_script& script_reap();
+
+// settle: the fate of a message whose answer was lost: published, or
+// refused for good.
+const lua_script& script_settle();
 
 // Every script, to load them when a connection comes up.
 const lua_script* const* all_scripts();

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ngx_http_rooms_ipc.h"
+
 namespace rooms {
 
 room_registry::join_result room_registry::join(const member_key& key,
@@ -23,23 +25,47 @@ room_registry::join_result room_registry::join(const member_key& key,
     members_.emplace(key, std::move(m));
     links_[key.link].insert(key.conn);
 
+    bool resume = (flags & NGX_ROOMS_IPC_F_RESUME) &&
+                  (flags & NGX_ROOMS_IPC_F_SINCE);
+    bool created = false;
     auto it = rooms_.find(room_code);
     if (it == rooms_.end()) {
         it = rooms_.emplace(std::string(room_code), room()).first;
-        it->second.members = 1;
-        it->second.pending.push_back(key);
-        it->second.all.push_back(key);
         it->second.sync.incarnation = next_incarnation_++;
-        return join_result::subscribe;
+        created = true;
     }
 
     room& r = it->second;
     r.members++;
     r.all.push_back(key);
-    if (!r.subscribed) {
+
+    if (resume) {
+        attach(key);
+        r.sync.resync = true;
+        auto from = std::find_if(r.sync.resume_from.begin(),
+                                 r.sync.resume_from.end(),
+                                 [&](const auto& lf) {
+                                     return lf.first == key.link;
+                                 });
+        if (from == r.sync.resume_from.end()) {
+            r.sync.resume_from.emplace_back(key.link, since);
+        } else {
+            from->second = std::min(from->second, since);
+        }
+    } else {
         r.pending.push_back(key);
+    }
+
+    if (created) {
+        return join_result::subscribe;
+    }
+    if (!r.subscribed) {
         return join_result::wait;
     }
+    if (resume) {
+        return join_result::resync;
+    }
+    r.pending.pop_back();  // the caller pushes it (push_pending)
     return join_result::ready;
 }
 

@@ -62,6 +62,10 @@ struct room_sync {
     unsigned inflight = 0;     // snapshots in flight
     bool resync = false;       // attached members missed messages: hold
                                // live traffic until the gap is filled
+    // Links whose members were resumed (the worker came back to a
+    // restarted sidecar) and where their copy of the room stopped: the
+    // gap fill starts there for them, at last_id for the others.
+    std::vector<std::pair<uint64_t, uint64_t>> resume_from;
     size_t buffer_base = 0;    // absolute index of buffer[0]
     std::vector<buffered_message> buffer;
     bool overflowed = false;   // buffer hit its cap and dropped messages
@@ -83,6 +87,7 @@ public:
         subscribe,  // first member: subscribe the room, member is pending
         wait,       // subscription not confirmed yet, member is pending
         ready,      // subscribed: welcome and attach the member now
+        resync,     // a resumed member of a subscribed room: sync it now
         duplicate,  // the key is already a member; nothing changed
     };
 
@@ -93,7 +98,9 @@ public:
         std::string player_id;
     };
 
-    // OPEN.
+    // OPEN.  A member with RESUME (and SINCE) was attached on its worker
+    // before: it is attached at once, and the room is marked for a gap
+    // fill from `since` on its link (room_sync::resume_from).
     join_result join(const member_key& key, std::string_view room,
                      std::string_view name, std::string player_id,
                      unsigned flags, uint64_t since);

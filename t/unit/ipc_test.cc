@@ -74,11 +74,14 @@ std::vector<ngx_rooms_ipc_msg_t> every_type() {
     m.since = 0x8000000000000001ULL;
     m.room = str(kRoom);
     m.name = str(kName);
+    m.player = str("0a1b2c3d4e5f.123.77");
     v.push_back(m);
 
     m = {};
     m.type = NGX_ROOMS_IPC_MESSAGE;
     m.id = 42;
+    m.seq = 0x0102030405060708ULL;
+    m.flags = NGX_ROOMS_IPC_F_EXPIRED;
     m.payload = str(kPayload);
     v.push_back(m);
 
@@ -101,11 +104,13 @@ std::vector<ngx_rooms_ipc_msg_t> every_type() {
     m = {};
     m.type = NGX_ROOMS_IPC_ATTACH;
     m.id = UINT64_MAX;
+    m.last_id = 0x8877665544332211ULL;
     v.push_back(m);
 
     m = {};
     m.type = NGX_ROOMS_IPC_BROADCAST;
     m.room = str(kRoom);
+    m.last_id = 99;
     m.payload = str(kPayload);
     v.push_back(m);
 
@@ -122,6 +127,19 @@ std::vector<ngx_rooms_ipc_msg_t> every_type() {
     m.payload = str("[]");
     v.push_back(m);
 
+    m = {};
+    m.type = NGX_ROOMS_IPC_HELLO_ACK;
+    m.version = NGX_ROOMS_IPC_VERSION;
+    m.pid = 0x0a0b0c0d;
+    v.push_back(m);
+
+    m = {};
+    m.type = NGX_ROOMS_IPC_ACK;
+    m.id = 46;
+    m.seq = 3;
+    m.payload = str("{\"type\":\"error\"}");
+    v.push_back(m);
+
     return v;
 }
 
@@ -133,8 +151,11 @@ void expect_same(const ngx_rooms_ipc_msg_t& a, const ngx_rooms_ipc_msg_t& b) {
     EXPECT_EQ(a.pid, b.pid);
     EXPECT_EQ(a.id, b.id);
     EXPECT_EQ(a.since, b.since);
+    EXPECT_EQ(a.seq, b.seq);
+    EXPECT_EQ(a.last_id, b.last_id);
     EXPECT_EQ(to_string(a.room), to_string(b.room));
     EXPECT_EQ(to_string(a.name), to_string(b.name));
+    EXPECT_EQ(to_string(a.player), to_string(b.player));
     EXPECT_EQ(to_string(a.payload), to_string(b.payload));
 }
 
@@ -157,6 +178,7 @@ TEST(Ipc, EmptyStringsAndPayloads) {
         SCOPED_TRACE(m.type);
         m.room = {0, nullptr};
         m.name = {0, nullptr};
+        m.player = {0, nullptr};
         m.payload = {0, nullptr};
         bytes_t b = encode(m);
 
@@ -169,9 +191,9 @@ TEST(Ipc, EmptyStringsAndPayloads) {
 TEST(Ipc, WireLayout) {
     ngx_rooms_ipc_msg_t m{};
     m.type = NGX_ROOMS_IPC_HELLO;
-    m.version = 1;
+    m.version = 2;
     m.pid = 0x01020304;
-    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 7, 0x01, 0, 1, 1, 2, 3, 4}));
+    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 7, 0x01, 0, 2, 1, 2, 3, 4}));
 
     m = {};
     m.type = NGX_ROOMS_IPC_OPEN;
@@ -180,12 +202,42 @@ TEST(Ipc, WireLayout) {
     m.since = 9;
     m.room = str("AB");
     m.name = str("x");
-    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 23, 0x02,
+    m.player = str("p1");
+    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 26, 0x02,
                                   1, 2, 3, 4, 5, 6, 7, 8,
                                   0x02,
                                   0, 0, 0, 0, 0, 0, 0, 9,
                                   2, 'A', 'B',
-                                  1, 'x'}));
+                                  1, 'x',
+                                  2, 'p', '1'}));
+
+    m = {};
+    m.type = NGX_ROOMS_IPC_MESSAGE;
+    m.id = 5;
+    m.seq = 6;
+    m.flags = NGX_ROOMS_IPC_F_EXPIRED;
+    m.payload = str("{}");
+    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 20, 0x03,
+                                  0, 0, 0, 0, 0, 0, 0, 5,
+                                  0, 0, 0, 0, 0, 0, 0, 6,
+                                  0x01,
+                                  '{', '}'}));
+
+    m = {};
+    m.type = NGX_ROOMS_IPC_ACK;
+    m.id = 5;
+    m.seq = 6;
+    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 17, 0x87,
+                                  0, 0, 0, 0, 0, 0, 0, 5,
+                                  0, 0, 0, 0, 0, 0, 0, 6}));
+
+    m = {};
+    m.type = NGX_ROOMS_IPC_ATTACH;
+    m.id = 5;
+    m.last_id = 258;
+    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 17, 0x82,
+                                  0, 0, 0, 0, 0, 0, 0, 5,
+                                  0, 0, 0, 0, 0, 0, 1, 2}));
 
     m = {};
     m.type = NGX_ROOMS_IPC_KICK;
@@ -200,8 +252,10 @@ TEST(Ipc, WireLayout) {
     m = {};
     m.type = NGX_ROOMS_IPC_BROADCAST;
     m.room = str("R");
+    m.last_id = 7;
     m.payload = str("p");
-    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 4, 0x83, 1, 'R', 'p'}));
+    EXPECT_EQ(encode(m), (bytes_t{0, 0, 0, 12, 0x83, 1, 'R',
+                                  0, 0, 0, 0, 0, 0, 0, 7, 'p'}));
 }
 
 TEST(Ipc, EncodeHeadPlusPayloadEqualsEncode) {
@@ -216,7 +270,8 @@ TEST(Ipc, EncodeHeadPlusPayloadEqualsEncode) {
                            || m.type == NGX_ROOMS_IPC_SEND
                            || m.type == NGX_ROOMS_IPC_BROADCAST
                            || m.type == NGX_ROOMS_IPC_KICK
-                           || m.type == NGX_ROOMS_IPC_ROOMS_REPLY;
+                           || m.type == NGX_ROOMS_IPC_ROOMS_REPLY
+                           || m.type == NGX_ROOMS_IPC_ACK;
         if (has_payload) {
             b.insert(b.end(), m.payload.data, m.payload.data + m.payload.len);
         }
@@ -230,7 +285,8 @@ TEST(Ipc, PayloadIgnoredByTypesWithout) {
     for (auto m : every_type()) {
         if (m.type != NGX_ROOMS_IPC_HELLO && m.type != NGX_ROOMS_IPC_OPEN
             && m.type != NGX_ROOMS_IPC_CLOSE && m.type != NGX_ROOMS_IPC_ROOMS
-            && m.type != NGX_ROOMS_IPC_ATTACH)
+            && m.type != NGX_ROOMS_IPC_ATTACH
+            && m.type != NGX_ROOMS_IPC_HELLO_ACK)
         {
             continue;
         }
@@ -257,7 +313,10 @@ TEST(Ipc, Unencodable) {
     m.name = str(long_str);
     EXPECT_EQ(ngx_rooms_ipc_size(&m), 0u);
     m.name = str(max_str);
-    EXPECT_EQ(ngx_rooms_ipc_size(&m), 5u + 17 + 1 + 4 + 1 + 255);
+    EXPECT_EQ(ngx_rooms_ipc_size(&m), 5u + 17 + 1 + 4 + 1 + 255 + 1);
+    m.player = str(long_str);
+    EXPECT_EQ(ngx_rooms_ipc_size(&m), 0u);
+    m.player = str(max_str);
     m.room = str(long_str);
     EXPECT_EQ(ngx_rooms_ipc_size(&m), 0u);
 
@@ -315,11 +374,12 @@ TEST(Ipc, TruncatedBodies) {
         size_t min_body;
     };
     const Case cases[] = {
-        {NGX_ROOMS_IPC_HELLO, 6},        {NGX_ROOMS_IPC_OPEN, 19},
-        {NGX_ROOMS_IPC_MESSAGE, 8},      {NGX_ROOMS_IPC_CLOSE, 8},
+        {NGX_ROOMS_IPC_HELLO, 6},        {NGX_ROOMS_IPC_OPEN, 20},
+        {NGX_ROOMS_IPC_MESSAGE, 17},     {NGX_ROOMS_IPC_CLOSE, 8},
         {NGX_ROOMS_IPC_ROOMS, 8},        {NGX_ROOMS_IPC_SEND, 8},
-        {NGX_ROOMS_IPC_ATTACH, 8},       {NGX_ROOMS_IPC_BROADCAST, 1},
+        {NGX_ROOMS_IPC_ATTACH, 16},      {NGX_ROOMS_IPC_BROADCAST, 9},
         {NGX_ROOMS_IPC_KICK, 10},        {NGX_ROOMS_IPC_ROOMS_REPLY, 8},
+        {NGX_ROOMS_IPC_HELLO_ACK, 6},    {NGX_ROOMS_IPC_ACK, 16},
     };
 
     for (const auto& c : cases) {
@@ -357,15 +417,23 @@ TEST(Ipc, Str8Overrun) {
     EXPECT_EQ(decode(raw_frame(NGX_ROOMS_IPC_OPEN, body), &d),
               NGX_ROOMS_IPC_MALFORMED);
     body.push_back('z');
+    EXPECT_EQ(decode(raw_frame(NGX_ROOMS_IPC_OPEN, body), &d),
+              NGX_ROOMS_IPC_MALFORMED);  // no player
+    body.insert(body.end(), {1, 'p'});
     bytes_t f = raw_frame(NGX_ROOMS_IPC_OPEN, body);
     EXPECT_EQ(decode(f, &d), static_cast<long>(f.size()));
     EXPECT_EQ(to_string(d.room), "AB");
     EXPECT_EQ(to_string(d.name), "xyz");
+    EXPECT_EQ(to_string(d.player), "p");
 
     // BROADCAST: room overruns.
     EXPECT_EQ(decode(raw_frame(NGX_ROOMS_IPC_BROADCAST, {4, 'A', 'B'}), &d),
               NGX_ROOMS_IPC_MALFORMED);
     EXPECT_EQ(decode(raw_frame(NGX_ROOMS_IPC_BROADCAST, {255}), &d),
+              NGX_ROOMS_IPC_MALFORMED);
+    // BROADCAST: room fine, id cut short.
+    EXPECT_EQ(decode(raw_frame(NGX_ROOMS_IPC_BROADCAST,
+                               {1, 'A', 0, 0, 0, 0, 0, 0, 0}), &d),
               NGX_ROOMS_IPC_MALFORMED);
 
     // The str8 must not reach into the next frame in the buffer.
@@ -377,7 +445,8 @@ TEST(Ipc, Str8Overrun) {
 
 TEST(Ipc, TrailingBytesOfFixedTypesAreIgnored) {
     ngx_rooms_ipc_msg_t d;
-    bytes_t body = {0, 0, 0, 0, 0, 0, 0, 9, 0xaa, 0xbb};
+    bytes_t body = {0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1,
+                    0xaa, 0xbb};
     bytes_t f = raw_frame(NGX_ROOMS_IPC_ATTACH, body);
     EXPECT_EQ(decode(f, &d), static_cast<long>(f.size()));
     EXPECT_EQ(d.id, 9u);

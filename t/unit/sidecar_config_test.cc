@@ -99,10 +99,14 @@ TEST(SidecarConfig, Defaults) {
     EXPECT_EQ(cfg.key_prefix, "");
     EXPECT_EQ(cfg.level, rooms::log_level::info);
     EXPECT_EQ(cfg.socket_mode, 0666u);
-    std::string suffix = "-" + std::to_string(getpid());
-    ASSERT_GT(cfg.server_id.size(), suffix.size());
-    EXPECT_EQ(cfg.server_id.substr(cfg.server_id.size() - suffix.size()),
-              suffix);
+    // Stable across restarts: no pid in it; one per listen path.
+    EXPECT_EQ(cfg.server_id, rooms::default_server_id(cfg.listen));
+    EXPECT_EQ(cfg.server_id.find(std::to_string(getpid())),
+              std::string::npos);
+    EXPECT_NE(rooms::default_server_id("/run/a.sock"),
+              rooms::default_server_id("/run/b.sock"));
+    EXPECT_EQ(rooms::default_server_id("/run/a.sock"),
+              rooms::default_server_id("/run/a.sock"));
 }
 
 TEST(SidecarConfig, Flags) {

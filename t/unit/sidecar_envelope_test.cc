@@ -249,3 +249,49 @@ TEST(SidecarEnvelope, InvalidUtf8NeverThrows) {
               envelope_status::bad_envelope);
     EXPECT_FALSE(rooms::make_welcome("R", "i", bad_name, 0).empty());
 }
+
+TEST(SidecarEnvelopeRef, KeptInRelayAndEchoedInErrors) {
+    auto r = rooms::process_client_envelope(
+        R"({"type":"chat","data":{"text":"hi","from_id":"x"},"ref":"m-1"})",
+        "Alice", 0, "tok.1.2");
+    ASSERT_EQ(r.status, rooms::envelope_status::ok);
+    EXPECT_EQ(r.ref, "m-1");
+    EXPECT_EQ(r.out, R"({"type":"chat","data":{"text":"hi","from_id":"tok.1.2",)"
+                     R"("from":"Alice"},"ref":"m-1")");
+
+    auto a = rooms::process_client_envelope(
+        R"({"type":"agree","data":{},"ref":"r"})", "Bob", 0, "tok.1.3");
+    ASSERT_EQ(a.status, rooms::envelope_status::ok);
+    EXPECT_EQ(a.out, R"({"type":"agree","data":{"username":"Bob"},"ref":"r")");
+
+    auto bad = rooms::process_client_envelope(
+        R"({"type":"state","data":{},"ref":"q"})", "A");
+    EXPECT_EQ(bad.status, rooms::envelope_status::reserved_type);
+    EXPECT_EQ(bad.ref, "q");
+    auto e = nlohmann::json::parse(rooms::make_error("reserved_type", "no",
+                                                     bad.ref));
+    EXPECT_EQ(e["data"]["ref"], "q");
+    EXPECT_FALSE(nlohmann::json::parse(rooms::make_error("x", "y"))["data"]
+                     .contains("ref"));
+}
+
+TEST(SidecarEnvelopeRef, InvalidRefIsABadEnvelope) {
+    for (const char* p :
+         {R"({"type":"chat","data":{},"ref":""})",
+          R"({"type":"chat","data":{},"ref":7})",
+          R"({"type":"chat","data":{},"ref":"tab	here"})",
+          R"({"type":"chat","data":{},"ref":"é"})"}) {
+        auto r = rooms::process_client_envelope(p, "A");
+        EXPECT_EQ(r.status, rooms::envelope_status::bad_envelope) << p;
+        EXPECT_EQ(r.ref, "");
+    }
+    std::string ok64 = "{\"type\":\"chat\",\"data\":{},\"ref\":\"" +
+                       std::string(64, 'z') + "\"}";
+    EXPECT_EQ(rooms::process_client_envelope(ok64, "A").status,
+              rooms::envelope_status::ok);
+    std::string bad65 = "{\"type\":\"chat\",\"data\":{},\"ref\":\"" +
+                        std::string(65, 'z') + "\"}";
+    EXPECT_EQ(rooms::process_client_envelope(bad65, "A").status,
+              rooms::envelope_status::bad_envelope);
+}
+

@@ -60,9 +60,43 @@ TEST(SidecarRegistry, MemberData) {
     EXPECT_EQ(m->id, "srv.42.7");
     EXPECT_EQ(m->flags, 0x03u);
     EXPECT_EQ(m->since, 99u);
-    EXPECT_FALSE(m->attached);
+    EXPECT_TRUE(m->attached);  // RESUME: attached on its worker already
     EXPECT_EQ(r.find({3, 8}), nullptr);
     EXPECT_EQ(r.find({4, 7}), nullptr);
+
+    r.join({3, 8}, "ROOM", "Al", "srv.42.8", 0x02, 5);
+    EXPECT_FALSE(r.find({3, 8})->attached);  // SINCE alone: a new joiner
+}
+
+TEST(SidecarRegistry, ResumedMembersAreAttachedAndMarkGapFill) {
+    room_registry r;
+    // A restarted sidecar: the worker of link 1 resumes two clients of
+    // one room at different positions (the lower one counts), link 2 one.
+    EXPECT_EQ(r.join({1, 1}, "R", "a", "t.1.1", 0x03, 40), join::subscribe);
+    EXPECT_EQ(r.join({1, 2}, "R", "b", "t.1.2", 0x03, 38), join::wait);
+    EXPECT_EQ(r.join({1, 3}, "R", "c", "t.1.3", 0, 0), join::wait);
+    EXPECT_TRUE(r.find({1, 1})->attached);
+    EXPECT_FALSE(r.find({1, 3})->attached);
+    ASSERT_NE(r.attached_links("R"), nullptr);
+    EXPECT_EQ(r.attached_links("R")->at(0).attached, 2u);
+
+    // Only the new joiner waits for a welcome.
+    std::vector<member_key> pending = r.subscribed("R");
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(pending[0], (member_key{1, 3}));
+
+    EXPECT_EQ(r.join({2, 1}, "R", "d", "t.2.1", 0x03, 41), join::resync);
+    const rooms::room_sync* rs = r.sync_of("R");
+    ASSERT_NE(rs, nullptr);
+    EXPECT_TRUE(rs->resync);
+    ASSERT_EQ(rs->resume_from.size(), 2u);
+    EXPECT_EQ(rs->resume_from[0], (std::pair<uint64_t, uint64_t>{1, 38}));
+    EXPECT_EQ(rs->resume_from[1], (std::pair<uint64_t, uint64_t>{2, 41}));
+
+    // A resumed member that leaves is detached like any other.
+    auto res = r.leave({1, 1});
+    EXPECT_TRUE(res.found);
+    EXPECT_EQ(r.attached_links("R")->size(), 2u);
 }
 
 TEST(SidecarRegistry, DuplicateJoinChangesNothing) {

@@ -1,0 +1,299 @@
+// Client messages and their answers (SPEC 2.2, docs/redis.md "Answers").
+//
+// Every MESSAGE from a worker gets exactly one ACK: empty when the message
+// was published (its copy reaches the sender through the room), or
+// carrying the error envelope that refused it.  The worker keeps each
+// message until its ACK, and sends the unanswered ones again to the next
+// sidecar if this one dies: the `publish` script drops a message it has
+// seen (per player, by seq), so nothing is published twice.
+//
+// What Redis does with a message is certain except in two cases:
+// - the command connection drops with it in flight: it is "in doubt"; once
+//   Redis is back, the `settle` script says whether it was published, and
+//   makes sure it never will be if it was not;
+// - Redis stops answering (redis_timeout): each message carries a deadline
+//   in Redis's clock, past which the script refuses it, so the sidecar
+//   answers "unavailable" once the deadline has passed, whatever Redis
+//   does with it later.
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+
+#include "app.h"
+#include "app_util.h"
+#include "envelope.h"
+#include "keys.h"
+#include "log.h"
+#include "ngx_http_rooms_json.h"
+#include "redis_scripts.h"
+
+namespace rooms {
+
+namespace {
+
+constexpr std::string_view unavailable_text =
+    "Redis is unavailable, the message was not sent";
+
+// The client's ref, for an error about a message that is not parsed
+// (rate limited, expired): the module's own finder, so both agree.
+std::string client_ref(std::string_view payload) {
+    uint8_t buf[NGX_ROOMS_REF_MAX];
+    size_t len = 0;
+    if (!ngx_rooms_json_ref(reinterpret_cast<const uint8_t*>(payload.data()),
+                            payload.size(), buf, &len)) {
+        return {};
+    }
+    return std::string(reinterpret_cast<const char*>(buf), len);
+}
+
+}  // namespace
+
+void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    member_key key{l.id(), msg.id};
+    member* m = rooms_.find_mutable(key);
+    if (m == nullptr || m->kicked) {
+        // Gone (its CLOSE is on the way) or being closed: no answer.
+        log_debug("message for unknown conn link=%llu conn=%llu",
+                  ull(l.id()), ull(msg.id));
+        return;
+    }
+
+    std::string_view payload = view(msg.payload);
+    publish_ctx ctx;
+    ctx.link = l.id();
+    ctx.conn = msg.id;
+    ctx.seq = msg.seq;
+    ctx.room = m->room;
+    ctx.player = m->id;
+
+    if (msg.flags & NGX_ROOMS_IPC_F_EXPIRED) {
+        // Held by the worker past its bound after an earlier sidecar took
+        // it: never published late; answered by what Redis knows.
+        ctx.ref = client_ref(payload);
+        settle(ctx);
+        return;
+    }
+
+    switch (m->limiter.take(cfg_.rate, uv_now(loop_))) {
+    case rate_limiter::verdict::ok:
+        break;
+    case rate_limiter::verdict::limited:
+        log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
+                  ull(msg.id), m->room.c_str());
+        ack(l.id(), msg.id, msg.seq,
+            make_error("rate_limited",
+                       "too many messages, this one was dropped",
+                       client_ref(payload)));
+        return;
+    case rate_limiter::verdict::kick: {
+        log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
+                 "id=%s",
+                 ull(l.id()), ull(msg.id), m->room.c_str(), m->id.c_str());
+        m->kicked = true;
+        ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, msg.id);
+        k.status = 1008;
+        k.payload = ipc_str("rate limit exceeded");
+        l.send(k);
+        return;
+    }
+    }
+
+    envelope_result env = process_client_envelope(
+        payload, m->name, cfg_.max_message_bytes, m->id);
+    ctx.ref = env.ref;
+    if (env.status != envelope_status::ok) {
+        const char* code = envelope_error_code(env.status);
+        log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
+                 ull(l.id()), ull(msg.id), m->room.c_str(), code,
+                 env.message.c_str());
+        ack(l.id(), msg.id, msg.seq, make_error(code, env.message, env.ref));
+        return;
+    }
+
+    publish(*m, ctx, std::move(env.out), env.type);
+}
+
+// The `publish` (or `agree`) script with the message's player, seq and
+// deadline.  The deadline is in Redis's clock: the local deadline plus
+// the measured offset, less a margin for the reply's way back, so that a
+// reply that arrives before the local deadline is never one Redis would
+// have refused, and one Redis executes late is refused.
+void app::publish(member& m, const publish_ctx& base, std::string&& body,
+                  const std::string& type) {
+    publish_ctx ctx = base;
+    uint64_t now = uv_now(loop_);
+    uint64_t timeout = cfg_.redis_timeout_ms;
+    ctx.deadline = now + timeout;
+
+    std::string redis_deadline = "0";
+    if (redis_.clock_known()) {
+        int64_t d = static_cast<int64_t>(now + timeout - timeout / 4) +
+                    redis_.redis_clock_offset_ms();
+        redis_deadline = std::to_string(d > 0 ? d : 1);
+    }
+
+    const std::string& p = cfg_.key_prefix;
+    std::string keep_n =
+        std::to_string(cfg_.kept(type) ? cfg_.history_length : 0);
+    std::vector<std::string> keys = {room_key(p, m.room, "seq"),
+                                     room_key(p, m.room, "history"),
+                                     room_key(p, m.room, "trimmed")};
+    std::vector<std::string> args = {room_channel(p, m.room),
+                                     std::move(body), keep_n, m.id};
+    bool agree = type == "agree";
+    if (agree) {
+        keys.push_back(room_key(p, m.room, "presence"));
+        args.push_back(m.room);
+    }
+    keys.push_back(room_key(p, m.room, "senders"));
+    args.push_back(std::to_string(ctx.seq));
+    args.push_back(redis_deadline);
+
+    bool sent = redis_.eval(agree ? script_agree() : script_publish(), keys,
+                            args, [this, ctx](const redisReply* r) {
+                                on_publish_reply(ctx, r);
+                            });
+    if (!sent) {
+        log_warn("message not published, Redis unavailable link=%llu "
+                 "conn=%llu room=%s",
+                 ull(ctx.link), ull(ctx.conn), m.room.c_str());
+        ack_unavailable(ctx);
+        return;
+    }
+    if (agree) {
+        m.ready = true;
+        state_changed(m.room);  // after the agree, shows it ready
+    }
+    log_debug("publish link=%llu conn=%llu seq=%llu room=%s type=%s",
+              ull(ctx.link), ull(ctx.conn), ull(ctx.seq), m.room.c_str(),
+              type.c_str());
+}
+
+void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
+    if (stopping_) {
+        return;  // the worker asks the next sidecar
+    }
+    if (r == nullptr) {
+        if (redis_.timed_out()) {
+            // Redis stopped answering: refused by Redis itself after the
+            // deadline, answered then.
+            late_.push_back(ctx);
+            answer_late();
+        } else {
+            // The connection dropped: maybe published, maybe not.
+            log_info("message in doubt (Redis connection lost) link=%llu "
+                     "conn=%llu seq=%llu room=%s",
+                     ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
+                     ctx.room.c_str());
+            in_doubt_.push_back(ctx);
+        }
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        ack(ctx.link, ctx.conn, ctx.seq);  // published: its copy comes
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        log_info("message published before (sent again) link=%llu "
+                 "conn=%llu seq=%llu room=%s",
+                 ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
+                 ctx.room.c_str());
+        ack(ctx.link, ctx.conn, ctx.seq);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error("publish failed link=%llu conn=%llu room=%s: %.*s",
+                  ull(ctx.link), ull(ctx.conn), ctx.room.c_str(),
+                  static_cast<int>(r->len), r->str);
+    } else {
+        log_warn("message refused by Redis (past its deadline) link=%llu "
+                 "conn=%llu seq=%llu room=%s",
+                 ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
+                 ctx.room.c_str());
+    }
+    ack_unavailable(ctx);
+}
+
+// Asks Redis whether the message was published, and makes sure it never
+// will be if not.  Without Redis the question waits.
+void app::settle(const publish_ctx& ctx) {
+    const std::string& p = cfg_.key_prefix;
+    bool sent = redis_.eval(
+        script_settle(), {room_key(p, ctx.room, "senders")},
+        {ctx.player, std::to_string(ctx.seq)},
+        [this, ctx](const redisReply* r) {
+            if (stopping_) {
+                return;
+            }
+            if (r == nullptr || r->type != REDIS_REPLY_INTEGER) {
+                if (r != nullptr) {
+                    log_error("settle failed room=%s", ctx.room.c_str());
+                }
+                in_doubt_.push_back(ctx);
+                return;
+            }
+            log_info("message settled link=%llu conn=%llu seq=%llu "
+                     "room=%s: %s",
+                     ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
+                     ctx.room.c_str(),
+                     r->integer == 1 ? "published" : "not published");
+            if (r->integer == 1) {
+                ack(ctx.link, ctx.conn, ctx.seq);
+            } else {
+                ack_unavailable(ctx);
+            }
+        });
+    if (!sent) {
+        in_doubt_.push_back(ctx);
+    }
+}
+
+void app::settle_in_doubt() {
+    std::vector<publish_ctx> todo = std::exchange(in_doubt_, {});
+    if (!todo.empty()) {
+        log_info("settling %zu messages in doubt", todo.size());
+    }
+    for (const publish_ctx& ctx : todo) {
+        settle(ctx);
+    }
+}
+
+// "unavailable" for each late message whose deadline has passed; the
+// timer is armed for the next one.
+void app::answer_late() {
+    uint64_t now = uv_now(loop_);
+    while (!late_.empty() && late_.front().deadline <= now) {
+        publish_ctx ctx = std::move(late_.front());
+        late_.pop_front();
+        ack_unavailable(ctx);
+    }
+    if (late_.empty() || !late_timer_) {
+        return;
+    }
+    uv_timer_start(late_timer_.get(), late_timer_cb,
+                   late_.front().deadline - now, 0);
+}
+
+void app::late_timer_cb(uv_timer_t* t) {
+    static_cast<app*>(t->data)->answer_late();
+}
+
+void app::ack_unavailable(const publish_ctx& ctx) {
+    ack(ctx.link, ctx.conn, ctx.seq,
+        make_error("unavailable", unavailable_text, ctx.ref));
+}
+
+void app::ack(uint64_t link_id, uint64_t conn, uint64_t seq,
+              std::string_view error) {
+    link* l = links_.find(link_id);
+    if (l == nullptr) {
+        return;  // the worker asks the next link
+    }
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_ACK, conn);
+    m.seq = seq;
+    m.payload = ipc_str(error);
+    l->send(m);
+}
+
+}  // namespace rooms

@@ -1,0 +1,222 @@
+package Rooms::Test::Traffic;
+
+# Steady traffic through a room while something restarts, and the exact
+# accounting of what every client got (SPEC 2.2-2.4, 5).  One process, one
+# select loop over every client: publishers send paced chats, each with a
+# `ref`; every client's frames are recorded as they come.  Nothing sleeps
+# but the loop's own wait for the next frame or the next send.
+#
+#   my $tr = Rooms::Test::Traffic->new;
+#   $tr->add(a1 => $client);                      # a receiver
+#   $tr->add(pa => $client, rate => 20);          # also a publisher
+#   $tr->run(4, at => { 1.0 => sub { ... } });    # 4 s, an event at 1 s
+#   $tr->drain(3);                                # until quiet
+#   $tr->check_room(\@receivers, \@publishers);   # the assertions
+
+use strict;
+use warnings;
+
+use IO::Select;
+use Test::More;
+use Time::HiRes qw(time);
+
+
+sub new {
+    my ($class) = @_;
+    return bless { clients => {}, order => [] }, $class;
+}
+
+
+# add(name => client, rate => msgs/s (0: receiver only)).  The client
+# has read its welcome; its id is taken from there by the caller
+# (set_id) or from the welcome passed as `welcome`.
+sub add {
+    my ($self, $name, $c, %o) = @_;
+
+    $self->{clients}{$name} = {
+        c => $c, rate => $o{rate} // 0, sent => 0, next => 0,
+        frames => [], id => $o{welcome} ? $o{welcome}{data}{you}{id} : undef,
+        last_id => $o{welcome} ? $o{welcome}{data}{last_id} : 0,
+    };
+    push @{ $self->{order} }, $name;
+}
+
+
+sub client { $_[0]{clients}{$_[1]} }
+
+
+# run(seconds, at => { offset => code }): publishes and records for that
+# long; each event runs once when its offset is reached.
+sub run {
+    my ($self, $secs, %o) = @_;
+
+    my $start = time;
+    my $end = $start + $secs;
+    my @events = map { [ $start + $_, $o{at}{$_} ] }
+        sort { $a <=> $b } keys %{ $o{at} || {} };
+
+    for my $cl (values %{ $self->{clients} }) {
+        $cl->{next} = $start if $cl->{rate};
+    }
+
+    while ((my $now = time) < $end) {
+        while (@events && $events[0][0] <= $now) {
+            (shift @events)->[1]->();
+        }
+
+        my $next = $end;
+        $next = $events[0][0] if @events && $events[0][0] < $next;
+
+        for my $name (@{ $self->{order} }) {
+            my $cl = $self->{clients}{$name};
+            next unless $cl->{rate};
+            if ($cl->{next} <= $now) {
+                $self->_send($name);
+                $cl->{next} += 1 / $cl->{rate};
+            }
+            $next = $cl->{next} if $cl->{next} < $next;
+        }
+
+        $self->_read($next - time);
+    }
+
+    $_->[1]->() for @events;
+}
+
+
+# drain(quiet): records until no client got anything for `quiet` seconds
+# (bounded by 10 s).
+sub drain {
+    my ($self, $quiet) = @_;
+
+    my $deadline = time + 10;
+    my $last = time;
+    while (time < $deadline && time - $last < $quiet) {
+        $last = time if $self->_read(0.05);
+    }
+}
+
+
+sub _send {
+    my ($self, $name) = @_;
+
+    my $cl = $self->{clients}{$name};
+    my $k = ++$cl->{sent};
+    $cl->{c}->send_json({ type => 'chat', data => { src => $name, k => $k },
+        ref => "$name-$k" });
+}
+
+
+# Reads every frame that is there, waiting at most $wait for the first.
+# Returns how many frames came.
+sub _read {
+    my ($self, $wait) = @_;
+
+    my %by_fh;
+    for my $name (@{ $self->{order} }) {
+        my $c = $self->{clients}{$name}{c};
+        next unless $c->is_open;
+        $by_fh{ fileno $c->{sock} } = $name;
+    }
+    my $sel = IO::Select->new(map { $self->{clients}{$_}{c}{sock} }
+        values %by_fh);
+
+    my $n = 0;
+    my @ready = $sel->can_read($wait > 0 ? $wait : 0);
+    for my $fh (@ready) {
+        my $cl = $self->{clients}{ $by_fh{ fileno $fh } };
+        while (defined(my $m = $cl->{c}->recv_json(0.001))) {
+            push @{ $cl->{frames} }, $m;
+            $n++;
+        }
+    }
+
+    return $n;
+}
+
+
+# check_room(receivers => [...], publishers => [...], players => [ids]):
+#  - nobody was disconnected;
+#  - each client got each publisher's delivered chats exactly once, in
+#    the order sent, and every chat in strictly increasing id order;
+#  - each publisher got exactly one answer per message: its own copy
+#    (with its ref) or an error with its ref, never both, never neither;
+#    every client got exactly the delivered ones;
+#  - every state lists every player in `players` (no leave/join churn),
+#    and a publisher's copies carry its own id as data.from_id.
+# Returns { publisher => { delivered => n, refused => n, lost => n } }.
+sub check_room {
+    my ($self, %o) = @_;
+
+    my @all = (@{ $o{receivers} }, @{ $o{publishers} });
+    my %stats;
+
+    for my $p (@{ $o{publishers} }) {
+        my $pc = $self->{clients}{$p};
+        my (%copy, %error);
+        for my $m (@{ $pc->{frames} }) {
+            my $ref = $m->{type} eq 'error' ? $m->{data}{ref} : $m->{ref};
+            next unless defined $ref && $ref =~ /^\Q$p\E-(\d+)$/;
+            if ($m->{type} eq 'error') {
+                $error{$1}++;
+            } elsif ($m->{type} eq 'chat') {
+                $copy{$1}++;
+                is($m->{data}{from_id}, $pc->{id}, "$p: from_id is its id")
+                    if $copy{$1} == 1 && $1 == 1;
+            }
+        }
+        my ($twice, $both, $none) = (0, 0, 0);
+        for my $k (1 .. $pc->{sent}) {
+            my $answers = ($copy{$k} // 0) + ($error{$k} // 0);
+            $none++ if $answers == 0;
+            $twice++ if ($copy{$k} // 0) > 1 || ($error{$k} // 0) > 1;
+            $both++ if $copy{$k} && $error{$k};
+        }
+        is($none, 0, "$p: every message answered ($pc->{sent} sent)");
+        is($both, 0, "$p: no message both delivered and refused");
+        is($twice, 0, "$p: no message answered twice");
+        $stats{$p} = { sent => $pc->{sent}, delivered => scalar keys %copy,
+            refused => scalar keys %error, lost => $none };
+    }
+
+    for my $r (@all) {
+        my $cl = $self->{clients}{$r};
+        ok($cl->{c}->is_open, "$r: still connected")
+            or diag("$r closed with " . ($cl->{c}->close_code // 'EOF'));
+
+        my @ids = map { $_->{id} } grep { defined $_->{id} }
+            grep { $_->{type} ne 'error' } @{ $cl->{frames} };
+        my @dec = grep { $ids[$_] <= $ids[$_ - 1] } 1 .. $#ids;
+        is(scalar @dec, 0, "$r: ids strictly increasing")
+            or diag("$r: ids @ids[0 .. ($#ids < 60 ? $#ids : 60)]");
+
+        for my $p (@{ $o{publishers} }) {
+            my $pc = $self->{clients}{$p};
+            my @got = map { $_->{data}{k} } grep {
+                $_->{type} eq 'chat' && ($_->{data}{src} // '') eq $p
+            } @{ $cl->{frames} };
+            my %refused = map { $_->{data}{ref} => 1 } grep {
+                $_->{type} eq 'error' && defined $_->{data}{ref}
+            } @{ $pc->{frames} };
+            my @want = grep { !$refused{"$p-$_"} } 1 .. $pc->{sent};
+            is("@got", "@want", "$r: ${p}'s delivered chats, once, in order")
+                or diag("$r from $p: got " . scalar(@got) . ", want "
+                    . scalar(@want));
+        }
+
+        next unless $o{players};
+        my @states = grep { $_->{type} eq 'state' } @{ $cl->{frames} };
+        my $churn = 0;
+        for my $s (@states) {
+            my %in = map { $_->{id} => 1 } @{ $s->{data}{players} || [] };
+            $churn++ if grep { !$in{$_} } @{ $o{players} };
+        }
+        is($churn, 0, "$r: every state lists every player ("
+            . scalar(@states) . " states)");
+    }
+
+    return \%stats;
+}
+
+
+1;
