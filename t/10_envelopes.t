@@ -145,7 +145,7 @@ for ([Alice => $alice], [Bob => $bob], [Carol => $carol]) {
 
 # The script cache is flushed under us: the next publish gets NOSCRIPT,
 # is sent again with its body, and arrives once.
-is(redis_command($t->redis_port, 'SCRIPT', 'FLUSH'), '+OK',
+is(Rooms::Test::redis_command($t->redis_port, 'SCRIPT', 'FLUSH'), '+OK',
     'SCRIPT FLUSH in Redis');
 $alice->send_json({ type => 'chat', data => { text => 'after flush' } });
 my @after = $bob->collect(type => 'chat', count => 1, timeout => 5,
@@ -157,18 +157,3 @@ $_->close for $alice, $bob, $carol;
 
 $t->finish;
 
-
-# One command in RESP; returns the first reply line.
-sub redis_command {
-    my ($port, @args) = @_;
-
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $port, Timeout => 2) or return '';
-    my $cmd = '*' . @args . "\r\n";
-    $cmd .= '$' . length($_) . "\r\n$_\r\n" for @args;
-    syswrite($s, $cmd);
-    my $line = <$s> // '';
-    $line =~ s/\r?\n$//;
-    close $s;
-    return $line;
-}

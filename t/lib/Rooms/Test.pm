@@ -613,6 +613,29 @@ sub redis_ping {
 }
 
 
+# redis_command($port, @args): one command in RESP; returns the first
+# reply line ('' without an answer within 2 s).
+sub redis_command {
+    my ($port, @args) = @_;
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port, Timeout => 2) or return '';
+    my $cmd = '*' . @args . "\r\n";
+    $cmd .= '$' . length($_) . "\r\n$_\r\n" for @args;
+    syswrite($s, $cmd);
+
+    my $line = '';
+    my $sel = IO::Select->new($s);
+    while ($line !~ /\n/ && $sel->can_read(2)) {
+        last unless sysread($s, $line, 512, length $line);
+    }
+    close $s;
+
+    ($line) = split /\r?\n/, $line;
+    return $line // '';
+}
+
+
 # http_get($port, $path, %headers) -> ($status, $headers_text, $body);
 # () if the server did not answer within 5 s.
 sub http_get {
