@@ -117,7 +117,8 @@ sub sidecar_log { "$_[0]{dir}/sidecar.log" }
 # --- processes --------------------------------------------------------------
 
 # start_redis(%opts).  Options: port (default: a free one; pass the old
-# redis_port to restart a killed Redis where its clients expect it).
+# redis_port to restart a killed Redis where its clients expect it), aof
+# (appendonly yes, fsync always: a killed Redis comes back with its data).
 sub start_redis {
     my ($self, %opts) = @_;
 
@@ -127,7 +128,8 @@ sub start_redis {
 
     $self->_spawn('redis', "$self->{dir}/redis.log", 0,
         which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
-        '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+        '--save', '', '--appendonly', $opts{aof} ? 'yes' : 'no',
+        '--appendfsync', 'always', '--daemonize', 'no',
         '--dir', $dir);
 
     $self->_wait_ready('redis', sub { redis_ping($port) });

@@ -102,6 +102,7 @@ sub _send {
 
     my $cl = $self->{clients}{$name};
     my $k = ++$cl->{sent};
+    $cl->{sent_at}{"$name-$k"} = time;
     $cl->{c}->send_json({ type => 'chat', data => { src => $name, k => $k },
         ref => "$name-$k" });
 }
@@ -126,12 +127,66 @@ sub _read {
     for my $fh (@ready) {
         my $cl = $self->{clients}{ $by_fh{ fileno $fh } };
         while (defined(my $m = $cl->{c}->recv_json(0.001))) {
+            $m->{_t} = time;
             push @{ $cl->{frames} }, $m;
             $n++;
         }
     }
 
     return $n;
+}
+
+
+# tally(receivers => [...], publishers => [...]): the figures without
+# asserting anything (bench/drill prints them).  Per publisher: sent,
+# delivered (its own copy came back), refused (an error with its ref),
+# lost (neither), both.  Per client: open, and per publisher how many of
+# its delivered chats are missing, doubled, or out of order.
+sub tally {
+    my ($self, %o) = @_;
+
+    my %t;
+    for my $p (@{ $o{publishers} }) {
+        my $pc = $self->{clients}{$p};
+        my (%copy, %error);
+        for my $m (@{ $pc->{frames} }) {
+            my $ref = $m->{type} eq 'error' ? $m->{data}{ref} : $m->{ref};
+            next unless defined $ref && $ref =~ /^\Q$p\E-(\d+)$/;
+            ($m->{type} eq 'error' ? $error{$1} : $copy{$1})++;
+        }
+        my %s = (sent => $pc->{sent}, delivered => 0, refused => 0,
+            lost => 0, both => 0);
+        for my $k (1 .. $pc->{sent}) {
+            $s{delivered}++ if $copy{$k};
+            $s{refused}++ if $error{$k};
+            $s{both}++ if $copy{$k} && $error{$k};
+            $s{lost}++ unless $copy{$k} || $error{$k};
+        }
+        $s{refused_keys} = { map { $_ => 1 } keys %error };
+        $t{publishers}{$p} = \%s;
+    }
+
+    for my $r (@{ $o{receivers} }, @{ $o{publishers} }) {
+        my $cl = $self->{clients}{$r};
+        my %c = (open => $cl->{c}->is_open ? 1 : 0,
+            close_code => $cl->{c}->close_code);
+        for my $p (@{ $o{publishers} }) {
+            my $s = $t{publishers}{$p};
+            my @got = map { $_->{data}{k} } grep {
+                $_->{type} eq 'chat' && ($_->{data}{src} // '') eq $p
+            } @{ $cl->{frames} };
+            my %seen;
+            my $dup = grep { $seen{$_}++ } @got;
+            my $disorder = grep { $got[$_] < $got[$_ - 1] } 1 .. $#got;
+            my $missing = grep { !$seen{$_} && !$s->{refused_keys}{$_} }
+                1 .. $s->{sent};
+            $c{$p} = { got => scalar @got, missing => $missing,
+                doubled => $dup, disorder => $disorder };
+        }
+        $t{clients}{$r} = \%c;
+    }
+
+    return \%t;
 }
 
 
