@@ -103,6 +103,16 @@ IPC_SEEDS = {
     + ipc(0x83, str8(b'') + struct.pack('>Q', 0)) + b'\x00\x00',
 }
 
+JSON_SEEDS = {
+    'chat_ref': b'{"type":"chat","data":{"text":"hi"},"ref":"m-1"}',
+    'ref_first': b'{"ref":"a b","type":"chat","data":{}}',
+    'escaped': b'{"r\\u0065f":"a\\"b\\\\c","data":{"x":[1,{"ref":"n"}]}}',
+    'dup': b'{"ref":"a","ref":"b"}',
+    'not_string': b'{"ref":5}',
+    'deep': b'{"data":' + b'[' * 70 + b']' * 70 + b',"ref":"x"}',
+    'nonascii': '{"ref":"caf\u00e9"}'.encode(),
+}
+
 
 def write(kind, seeds):
     d = os.path.join(TOP, 'corpus', kind)
@@ -115,3 +125,4 @@ def write(kind, seeds):
 if __name__ == '__main__':
     write('frame', FRAME_SEEDS)
     write('ipc', IPC_SEEDS)
+    write('json', JSON_SEEDS)

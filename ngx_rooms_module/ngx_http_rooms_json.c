@@ -9,7 +9,9 @@
 #include "ngx_http_rooms_json.h"
 
 
-#define NGX_ROOMS_JSON_DEPTH  64
+/* as the sidecar's envelope rules: 64 levels, the top-level object's
+ * included */
+#define NGX_ROOMS_JSON_DEPTH  63
 
 
 typedef struct {
