@@ -168,7 +168,8 @@ sub start_sidecar {
 }
 
 
-# start_nginx(%opts).  Options: workers (default 2), log_level,
+# start_nginx(%opts).  Options: workers (default 2), connections
+# (worker_connections, default 1024), log_level,
 # main (snippet in the main context), http (in http{}), server (in
 # server{}), reuseport (spread clients over the workers; off by default:
 # with it, another test's nginx could bind the same port too), wait_link
@@ -180,6 +181,7 @@ sub start_nginx {
     my $dir = $self->{dir};
     my $port = $self->{port} //= free_port();
     my $workers = $opts{workers} // 2;
+    my $conns = $opts{connections} // 1024;
     my $level = $opts{log_level} || $ENV{ROOMS_TEST_LOG_LEVEL} || 'info';
     my $user = $> == 0 ? "user root;\n" : '';
     my $sock = $self->sidecar_socket;
@@ -200,7 +202,7 @@ pid $dir/nginx.pid;
 $main
 
 events {
-    worker_connections 1024;
+    worker_connections $conns;
 }
 
 http {
