@@ -46,6 +46,7 @@ static ngx_int_t ngx_http_rooms_add_header(ngx_http_request_t *r,
     char *name, size_t len, ngx_str_t *value);
 
 static void *ngx_http_rooms_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_rooms_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_rooms_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -76,6 +77,13 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
       ngx_http_rooms_sidecar,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("rooms_shutdown_spread"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_rooms_main_conf_t, shutdown_spread),
       NULL },
 
     { ngx_string("rooms_websocket"),
@@ -157,7 +165,7 @@ static ngx_http_module_t  ngx_http_rooms_module_ctx = {
     NULL,                                  /* postconfiguration */
 
     ngx_http_rooms_create_main_conf,       /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_rooms_init_main_conf,         /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -881,7 +889,20 @@ ngx_http_rooms_create_main_conf(ngx_conf_t *cf)
      *     rmcf->sidecar = NULL;
      */
 
+    rmcf->shutdown_spread = NGX_CONF_UNSET_MSEC;
+
     return rmcf;
+}
+
+
+static char *
+ngx_http_rooms_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_rooms_main_conf_t *rmcf = conf;
+
+    ngx_conf_init_msec_value(rmcf->shutdown_spread, 5000);
+
+    return NGX_CONF_OK;
 }
 
 
