@@ -13,6 +13,7 @@
 #    and idle timeout off): the old worker serves its clients as long as
 #    they stay, reconnects its link when the sidecar restarts meanwhile,
 #    and exits once the last one has left.
+# 3. rooms_shutdown_spread 0: the drain's end closes everyone at once.
 #
 # The harness checks error.log for [alert]/[crit].
 
@@ -31,11 +32,13 @@ my $SPREAD = 2;
 my $t = Rooms::Test->new(name => 'a');
 my $tb = Rooms::Test->new(name => 'b');
 my $tc = Rooms::Test->new(name => 'c');
+my $td = Rooms::Test->new(name => 'd');
 
 my $redis = $t->start_redis;
 $t->start_sidecar($redis);
 $tb->start_sidecar($redis);
 $tc->start_sidecar($redis);
+$td->start_sidecar($redis);
 
 $t->start_nginx(workers => 2, main => "worker_shutdown_timeout ${DRAIN}s;",
     http => "rooms_shutdown_spread ${SPREAD}s;");
@@ -98,6 +101,26 @@ ok(wait_until(sub { !process_alive($old) }, timeout => 5, interval => 0.02),
     'the last client left: the old worker exits');
 diag(sprintf('old worker gone %.2f s after its last client left',
     time - $left));
+
+
+# 3. All at once.
+
+$td->start_nginx(workers => 1, main => 'worker_shutdown_timeout 1s;',
+    http => 'rooms_shutdown_spread 0;');
+
+my @z = map { join_client($td, 'ONCE', "z$_") } 1 .. 4;
+ok(!grep({ !$_ } @z), 'four clients join (spread 0)') or BAIL_OUT('join');
+
+my $hup = time;
+ok(kill('HUP', $td->pid('nginx')), 'SIGHUP to the third nginx');
+ok(pump(\@z, sub { !grep { !$_->{closed_at} } @z }, 10),
+    'the clients are closed');
+
+my @at = sort { $a <=> $b } map { ($_->{closed_at} // 0) - $hup } @z;
+diag(sprintf('closed %.2f .. %.2f s after the signal', @at[0, -1]));
+cmp_ok($at[0], '>=', 1, 'not before worker_shutdown_timeout');
+cmp_ok($at[-1] - $at[0], '<', 0.3, 'all at once');
+is(scalar(grep { ($_->{close_code} // 0) == 1001 } @z), 4, 'with 1001');
 
 $_->close for map { $_->{c} } @{ $res->{all} || [] };
 

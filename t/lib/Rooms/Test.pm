@@ -270,32 +270,37 @@ sub wait_link {
 
 
 # The launcher of a daemon exits once the daemon is forked: the daemon,
-# reparented to this (subreaper) process, takes its place.
+# reparented to this (subreaper) process, takes its place.  On failure
+# the record names whatever may still run (the daemon, or the launcher),
+# so that it is stopped like the rest.
 sub _adopt_daemon {
     my ($self, $what, $pidfile) = @_;
 
     my $p = $self->{procs}{$what};
     my $deadline = time + $START_TIMEOUT;
-    my $pid;
+    my ($pid, $exited, $status);
 
     while (time < $deadline) {
-        if (!$p->{exited} && waitpid($p->{pid}, WNOHANG) == $p->{pid}) {
-            die "$what launcher failed (status $?): $p->{cmd}\n"
-                . tail($p->{log}, 30) if $?;
-            $p->{exited} = 1;
+        if (!$exited && waitpid($p->{pid}, WNOHANG) == $p->{pid}) {
+            ($exited, $status) = (1, $?);
         }
 
         $pid = read_pid($pidfile);
-        last if $p->{exited} && $pid && process_alive($pid);
+        $pid = undef unless $pid && process_alive($pid);
+        last if $exited && ($pid || $status);
         sleep 0.02;
     }
 
-    die "$what daemon did not start within ${START_TIMEOUT}s\n"
-        . tail($p->{log}, 30) unless $p->{exited} && $pid;
+    if ($pid) {
+        # the daemon leads its own session and process group
+        $self->{procs}{$what} = { %$p, pid => $pid, group => 1 };
+    } elsif ($exited) {
+        delete $self->{procs}{$what};
+    }
 
-    # the daemon leads its own session and process group
-    $self->{procs}{$what} = { %$p, pid => $pid, group => 1 };
-    delete $self->{procs}{$what}{exited};
+    die "$what daemon did not start (launcher status "
+        . ($status // 'running') . "): $p->{cmd}\n" . tail($p->{log}, 30)
+        unless $pid && $exited && !$status;
 
     return $pid;
 }
