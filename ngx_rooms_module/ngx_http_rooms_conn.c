@@ -13,6 +13,25 @@
 
 #define NGX_HTTP_ROOMS_RECV_SIZE   16384
 #define NGX_HTTP_ROOMS_CLOSE_WAIT  3000
+#define NGX_HTTP_ROOMS_HOLD        3600000
+
+
+/*
+ * A graceful shutdown (reload, binary upgrade) does not drop clients:
+ * a worker with clients keeps one non-cancelable timer, so that nginx
+ * lets it run until they leave.  When the drain ends (the shutdown timer
+ * of worker_shutdown_timeout sets c->close), the same timer closes the
+ * clients left one by one, spread over "rooms_shutdown_spread".
+ */
+
+typedef struct {
+    ngx_event_t                    event;
+    ngx_msec_t                     start;
+    ngx_msec_t                     spread;
+    ngx_uint_t                     total;      /* open clients at the end */
+    ngx_uint_t                     turn;       /* clients closed so far */
+    unsigned                       ending:1;
+} ngx_http_rooms_drain_t;
 
 
 static void ngx_http_rooms_conn_read_handler(ngx_event_t *rev);
@@ -29,10 +48,13 @@ static ngx_int_t ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
     ngx_uint_t opcode, u_char *data, size_t len);
 static ngx_int_t ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
     ngx_uint_t status, u_char *reason, size_t len);
+static ngx_int_t ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_conn_drain_end(void);
+static void ngx_http_rooms_conn_drain_handler(ngx_event_t *ev);
 
 
 static u_char        ngx_http_rooms_recv_buf[NGX_HTTP_ROOMS_RECV_SIZE];
@@ -40,6 +62,8 @@ static ngx_queue_t   ngx_http_rooms_dirty;
 static ngx_queue_t   ngx_http_rooms_live;
 static ngx_uint_t    ngx_http_rooms_queues_init;
 static ngx_chain_t  *ngx_http_rooms_free_out;
+
+static ngx_http_rooms_drain_t  ngx_http_rooms_drain;
 
 
 /*
@@ -71,6 +95,10 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
         ngx_queue_init(&ngx_http_rooms_dirty);
         ngx_queue_init(&ngx_http_rooms_live);
         ngx_http_rooms_queues_init = 1;
+
+        ngx_http_rooms_drain.event.handler = ngx_http_rooms_conn_drain_handler;
+        ngx_http_rooms_drain.event.data = &ngx_http_rooms_drain;
+        ngx_http_rooms_drain.event.log = ngx_cycle->log;
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
@@ -108,6 +136,12 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
     }
 
     ngx_queue_insert_tail(&ngx_http_rooms_live, &conn->live);
+
+    /* hold the worker through a graceful shutdown while it has clients */
+
+    if (!ngx_http_rooms_drain.event.timer_set) {
+        ngx_add_timer(&ngx_http_rooms_drain.event, NGX_HTTP_ROOMS_HOLD);
+    }
 
     ngx_http_rooms_conn_queue(conn, frame);
 
@@ -188,9 +222,12 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
     c->read->handler = ngx_http_rooms_conn_read_handler;
     c->write->handler = ngx_http_rooms_conn_write_handler;
 
-    /* nginx closes idle connections first on a graceful shutdown */
+    /*
+     * Not idle: a graceful shutdown must not close a WebSocket at once,
+     * the client is served until the drain ends (see above).
+     */
 
-    c->idle = 1;
+    c->idle = 0;
 
     if (conn->doomed) {
         ngx_free(in);
@@ -237,24 +274,23 @@ ngx_http_rooms_conn_read_handler(ngx_event_t *rev)
 
     if (c->close) {
 
-        /* a graceful shutdown, or its timer: tell the client, and go */
+        /*
+         * The shutdown timer (worker_shutdown_timeout) ends the drain.
+         * The client is served until its turn in the spread comes.
+         */
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "rooms: worker shutting down, client goes");
+                       "rooms: drain over, client waits for its turn");
 
-        if (ngx_http_rooms_conn_close_with(conn,
-                                           NGX_ROOMS_WS_CLOSE_GOING_AWAY,
-                                           (u_char *) "server shutting down",
-                                           sizeof("server shutting down")
-                                           - 1)
-            != NGX_ERROR)
-        {
-            (void) ngx_http_rooms_conn_flush(conn);
-        }
+        c->close = 0;
+        c->error = 0;
 
-        rc = NGX_ERROR;
+        ngx_http_rooms_conn_drain_end();
 
-    } else if (rev->timedout) {
+        return;
+    }
+
+    if (rev->timedout) {
         rev->timedout = 0;
         rc = ngx_http_rooms_conn_tick(conn);
 
@@ -572,6 +608,15 @@ ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
 }
 
 
+static ngx_int_t
+ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn)
+{
+    return ngx_http_rooms_conn_close_with(conn, NGX_ROOMS_WS_CLOSE_GOING_AWAY,
+                                          (u_char *) "server shutting down",
+                                          sizeof("server shutting down") - 1);
+}
+
+
 void
 ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn, ngx_uint_t status,
     u_char *reason, size_t len)
@@ -819,10 +864,6 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
     }
 
     if (conn->out) {
-        /* a send timeout also keeps a shutting down worker waiting */
-
-        c->idle = 0;
-
         if (!c->write->timer_set) {
             ngx_add_timer(c->write, conn->send_timeout);
         }
@@ -838,38 +879,20 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
         ngx_del_timer(c->write);
     }
 
-    c->idle = 1;
-
     if (!conn->close_sent) {
-
-        if (!ngx_exiting) {
-            return NGX_OK;
-        }
-
-        /* a shutting down worker tells the client once its queue is out */
-
-        if (ngx_http_rooms_conn_close_with(conn,
-                                           NGX_ROOMS_WS_CLOSE_GOING_AWAY,
-                                           (u_char *) "server shutting down",
-                                           sizeof("server shutting down")
-                                           - 1)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        return ngx_http_rooms_conn_flush(conn);
+        return NGX_OK;
     }
 
     /*
-     * The close frame is out.  Unless the client's came, wait for it.
-     * After a protocol error, end our side at once (FIN) and read and
-     * discard until the client closes: closing with unread input would
-     * reset the connection and could destroy the close frame before the
-     * client reads it.
+     * The close frame is out.  Unless the client's came, wait for it,
+     * also in a shutting down worker (the wait is bounded).  After a
+     * protocol error, end our side at once (FIN) and read and discard
+     * until the client closes: closing with unread input would reset the
+     * connection and could destroy the close frame before the client
+     * reads it.
      */
 
-    if (conn->close_received || ngx_exiting) {
+    if (conn->close_received) {
         return NGX_DONE;
     }
 
@@ -911,7 +934,9 @@ ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
 
 /*
  * The worker exits: whatever client is still open goes now, so that no
- * socket is left behind.
+ * socket is left behind.  After a graceful shutdown none is left; on a
+ * fast one (SIGTERM, SIGINT) a client gets 1001 if its socket takes it
+ * at once.
  */
 
 void
@@ -931,6 +956,12 @@ ngx_http_rooms_conn_exit(void)
 
         c = conn->connection;
 
+        if (conn->taken && !conn->close_sent
+            && ngx_http_rooms_conn_going_away(conn) == NGX_OK)
+        {
+            (void) ngx_http_rooms_conn_flush(conn);
+        }
+
         ngx_http_rooms_conn_detach(conn);
 
         if (!conn->taken) {
@@ -938,6 +969,130 @@ ngx_http_rooms_conn_exit(void)
         }
 
         ngx_http_close_connection(c);
+    }
+}
+
+
+/*
+ * The drain ends: the shutdown timer of worker_shutdown_timeout calls
+ * every connection's read handler with c->close set.  The clients still
+ * open are closed with 1001 one by one, the i-th of N at i * spread / N,
+ * so that they do not all reconnect at once; each is served until then.
+ */
+
+static void
+ngx_http_rooms_conn_drain_end(void)
+{
+    ngx_queue_t                 *q;
+    ngx_http_rooms_conn_t       *conn;
+    ngx_http_rooms_drain_t      *drain;
+    ngx_http_rooms_main_conf_t  *rmcf;
+
+    drain = &ngx_http_rooms_drain;
+
+    if (drain->ending) {
+        return;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_rooms_module);
+
+    drain->ending = 1;
+    drain->start = ngx_current_msec;
+    drain->spread = rmcf->shutdown_spread;
+
+    for (q = ngx_queue_head(&ngx_http_rooms_live);
+         q != ngx_queue_sentinel(&ngx_http_rooms_live);
+         q = ngx_queue_next(q))
+    {
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, live);
+
+        if (!conn->close_sent) {
+            drain->total++;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, drain->event.log, 0,
+                  "rooms: shutdown timeout, closing %ui clients over %Mms",
+                  drain->total, drain->spread);
+
+    /* the shutdown timer runs from the timers: this one runs right after */
+
+    if (drain->event.timer_set) {
+        ngx_del_timer(&drain->event);
+    }
+
+    ngx_add_timer(&drain->event, 0);
+}
+
+
+/*
+ * The timer that holds a worker with clients; once the drain is over, it
+ * closes every client whose turn has come (the first open one in the
+ * order they joined), and waits for the next turn.
+ */
+
+static void
+ngx_http_rooms_conn_drain_handler(ngx_event_t *ev)
+{
+    ngx_msec_t               at, elapsed, next;
+    ngx_queue_t             *q;
+    ngx_http_rooms_conn_t   *conn;
+    ngx_http_rooms_drain_t  *drain;
+
+    drain = &ngx_http_rooms_drain;
+    next = NGX_HTTP_ROOMS_HOLD;
+
+    while (drain->ending) {
+
+        for (q = ngx_queue_head(&ngx_http_rooms_live);
+             q != ngx_queue_sentinel(&ngx_http_rooms_live);
+             q = ngx_queue_next(q))
+        {
+            conn = ngx_queue_data(q, ngx_http_rooms_conn_t, live);
+
+            if (!conn->close_sent) {
+                break;
+            }
+        }
+
+        if (q == ngx_queue_sentinel(&ngx_http_rooms_live)) {
+            break;
+        }
+
+        /* a client that joined after the drain ended goes at once */
+
+        if (drain->turn < drain->total) {
+            at = (ngx_msec_t) ((uint64_t) drain->spread * drain->turn
+                               / drain->total);
+            elapsed = ngx_current_msec - drain->start;
+
+            if (at > elapsed) {
+                next = at - elapsed;
+                break;
+            }
+        }
+
+        drain->turn++;
+
+        /* the closing ones go last, behind those still waiting */
+
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&ngx_http_rooms_live, q);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, conn->connection->log, 0,
+                       "rooms: client %ui of %ui closed by the drain",
+                       drain->turn, drain->total);
+
+        if (ngx_http_rooms_conn_going_away(conn) == NGX_ERROR) {
+            ngx_http_rooms_conn_finalize(conn);
+        }
+    }
+
+    ngx_http_rooms_conn_flush_dirty();
+
+    if (!ngx_queue_empty(&ngx_http_rooms_live)) {
+        ngx_add_timer(ev, next);
     }
 }
 
@@ -964,6 +1119,14 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
     if (!ngx_queue_empty(&conn->live)) {
         ngx_queue_remove(&conn->live);
         ngx_queue_init(&conn->live);
+
+        /* the last client gone, a shutting down worker may exit */
+
+        if (ngx_queue_empty(&ngx_http_rooms_live)
+            && ngx_http_rooms_drain.event.timer_set)
+        {
+            ngx_del_timer(&ngx_http_rooms_drain.event);
+        }
     }
 
     if (conn->is_dirty) {

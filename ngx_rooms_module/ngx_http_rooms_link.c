@@ -98,6 +98,7 @@ typedef struct {
 
 static void ngx_http_rooms_link_connect(ngx_http_rooms_link_t *link);
 static void ngx_http_rooms_link_reconnect_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_http_rooms_link_wanted(ngx_http_rooms_link_t *link);
 static void ngx_http_rooms_link_connected_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link);
 static void ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link);
@@ -370,11 +371,32 @@ ngx_http_rooms_link_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_rooms_link_t  *link = ev->data;
 
-    if (ngx_exiting || ngx_terminate || ngx_quit) {
+    if (!ngx_http_rooms_link_wanted(link)) {
         return;
     }
 
     ngx_http_rooms_link_connect(link);
+}
+
+
+/*
+ * A shutting down worker keeps its link, and reconnects it, while it has
+ * clients: they are served until they leave or the drain ends.  Then the
+ * worker exits and ngx_http_rooms_link_exit() closes it.
+ */
+
+static ngx_uint_t
+ngx_http_rooms_link_wanted(ngx_http_rooms_link_t *link)
+{
+    if (ngx_terminate) {
+        return 0;
+    }
+
+    if (ngx_exiting || ngx_quit) {
+        return !ngx_queue_empty(&link->all);
+    }
+
+    return 1;
 }
 
 
@@ -407,9 +429,11 @@ ngx_http_rooms_link_connected_handler(ngx_event_t *ev)
     c->read->handler = ngx_http_rooms_link_read_handler;
     c->write->handler = ngx_http_rooms_link_write_handler;
 
-    /* nginx closes idle connections first on a graceful shutdown */
-
-    c->idle = 1;
+    /*
+     * Not idle: a graceful shutdown keeps the link while the worker has
+     * clients.  Its reconnect timer is cancelable: the link alone does
+     * not keep a shutting down worker.
+     */
 
     link->backoff = NGX_HTTP_ROOMS_BACKOFF_MIN;
 
@@ -620,7 +644,7 @@ ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
                                   NULL);
     }
 
-    if (retry && !ngx_exiting && !ngx_terminate && !ngx_quit) {
+    if (retry && ngx_http_rooms_link_wanted(link)) {
         ngx_add_timer(&link->reconnect, link->backoff);
         link->backoff = ngx_min(link->backoff * 2,
                                 NGX_HTTP_ROOMS_BACKOFF_MAX);
@@ -640,9 +664,19 @@ ngx_http_rooms_link_read_handler(ngx_event_t *ev)
     link = c->data;
 
     if (c->close) {
-        /* graceful shutdown */
-        ngx_http_rooms_link_down(link, 0);
-        return;
+
+        /*
+         * The shutdown timer (worker_shutdown_timeout): the clients left
+         * are closed one by one, and served until then.
+         */
+
+        if (!ngx_http_rooms_link_wanted(link)) {
+            ngx_http_rooms_link_down(link, 0);
+            return;
+        }
+
+        c->close = 0;
+        c->error = 0;
     }
 
     for ( ;; ) {

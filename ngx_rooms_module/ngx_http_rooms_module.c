@@ -93,6 +93,13 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
       offsetof(ngx_http_rooms_main_conf_t, hold_size),
       NULL },
 
+    { ngx_string("rooms_shutdown_spread"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_rooms_main_conf_t, shutdown_spread),
+      NULL },
+
     { ngx_string("rooms_websocket"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_rooms_set_handler,
@@ -898,6 +905,7 @@ ngx_http_rooms_create_main_conf(ngx_conf_t *cf)
 
     rmcf->hold_time = NGX_CONF_UNSET_MSEC;
     rmcf->hold_size = NGX_CONF_UNSET_SIZE;
+    rmcf->shutdown_spread = NGX_CONF_UNSET_MSEC;
 
     return rmcf;
 }
@@ -910,6 +918,7 @@ ngx_http_rooms_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(rmcf->hold_time, 5000);
     ngx_conf_init_size_value(rmcf->hold_size, 4 * 1024 * 1024);
+    ngx_conf_init_msec_value(rmcf->shutdown_spread, 5000);
 
     return NGX_CONF_OK;
 }

@@ -28,6 +28,7 @@ typedef struct {
     ngx_addr_t                    *sidecar;
     ngx_msec_t                     hold_time;
     size_t                         hold_size;
+    ngx_msec_t                     shutdown_spread; /* one per worker */
 } ngx_http_rooms_main_conf_t;
 
 

@@ -1,155 +1,127 @@
 #!/usr/bin/perl
 
-# Reload under load: clients chat on both workers, the nginx master gets
-# SIGHUP; every old client receives close 1001 "server shutting down",
-# the old workers exit within a bounded time, new clients land on new
-# workers and chat, and the sidecar no longer counts the old clients.
+# nginx -s reload (SIGHUP) drops no one (SPEC 5).
+#
+# 1. Under load: clients in a room on the old workers, a publisher on a
+#    second stack at 20 msg/s through the reload.  The old clients are
+#    served through the drain (both directions) until
+#    worker_shutdown_timeout; then they get 1001 spread over
+#    rooms_shutdown_spread, come back with since= and miss nothing; new
+#    clients land on new workers; the old workers exit; GET /rooms counts
+#    each connection once (see Rooms::Test::Drain).
+# 2. Without worker_shutdown_timeout, and with no per-client timer (pings
+#    and idle timeout off): the old worker serves its clients as long as
+#    they stay, reconnects its link when the sidecar restarts meanwhile,
+#    and exits once the last one has left.
+# 3. rooms_shutdown_spread 0: the drain's end closes everyone at once.
+#
 # The harness checks error.log for [alert]/[crit].
 
 use strict;
 use warnings;
 
-use JSON::PP ();
 use Test::More;
 use Time::HiRes qw(time);
 
-use Rooms::Test qw(wait_until http_get);
+use Rooms::Test qw(process_alive wait_until);
+use Rooms::Test::Drain qw(run_drain join_client pump);
 
-my $OLD = 6;
-my $NEW = 4;
+my $DRAIN = 3;
+my $SPREAD = 2;
 
-my $t = Rooms::Test->new;
-$t->start_redis;
-$t->start_sidecar;
-$t->start_nginx(workers => 2, main => 'worker_shutdown_timeout 10s;');
+my $t = Rooms::Test->new(name => 'a');
+my $tb = Rooms::Test->new(name => 'b');
+my $tc = Rooms::Test->new(name => 'c');
+my $td = Rooms::Test->new(name => 'd');
+
+my $redis = $t->start_redis;
+$t->start_sidecar($redis);
+$tb->start_sidecar($redis);
+$tc->start_sidecar($redis);
+$td->start_sidecar($redis);
+
+$t->start_nginx(workers => 2, main => "worker_shutdown_timeout ${DRAIN}s;",
+    http => "rooms_shutdown_spread ${SPREAD}s;");
+$tb->start_nginx(workers => 1);
 
 my $master = $t->pid('nginx');
 
-
-# join_room($name) -> ($client, $worker_pid)
-sub join_room {
-    my ($name) = @_;
-
-    my $c = $t->connect('RELOAD', $name);
-    return unless ref $c;
-
-    my $w = $c->recv_json(5);
-    return unless $w && ($w->{type} // '') eq 'welcome';
-
-    my ($pid) = ($w->{data}{you}{id} // '') =~ /\.(\d+)\.\d+$/;
-
-    # the room's history comes first: messages up to last_id
-    $c->{last_id} = $w->{data}{last_id} // 0;
-
-    return ($c, $pid);
-}
-
-my (@old, %old_pids);
-for my $i (1 .. $OLD) {
-    my ($c, $pid) = join_room("old$i");
-    ok($c, "old$i joins") or next;
-    push @old, $c;
-    $old_pids{$pid}++;
-}
-
-diag('old workers: ' . join(', ', sort keys %old_pids));
-
-# chat before the reload
-$_->send_json({ type => 'chat', data => { text => 'before' } }) for @old;
-my $all = 1;
-for my $c (@old) {
-    my @got = $c->collect(type => 'chat', count => scalar @old, timeout => 5);
-    $all = 0 unless @got == @old;
-}
-ok($all, 'every old client got every chat before the reload');
-
-# messages in flight while the signal arrives
-$_->send_json({ type => 'chat', data => { text => 'during' } }) for @old;
-
-ok(kill('HUP', $master), 'SIGHUP sent to the nginx master');
-
-my ($told, $clean) = (0, 0);
-for my $c (@old) {
-    my $deadline = time + 10;
-    while (time < $deadline && !$c->closed && $c->is_open) {
-        $c->recv_json($deadline - time);
-    }
-    $told++ if ($c->close_code // 0) == 1001
-        && ($c->{close_reason} // '') eq 'server shutting down';
-
-    # after its close frame the server hangs up
-    my $deadline2 = time + 5;
-    while (time < $deadline2 && !$c->{eof}) {
-        $c->_fill($deadline2) or last;
-    }
-    $clean++ if $c->{eof};
-}
-is($told, scalar @old,
-    'every old client got close 1001 "server shutting down"');
-is($clean, scalar @old, 'every old connection was closed by the server');
-
-my $gone = wait_until(sub { !grep { kill 0, $_ } keys %old_pids },
-    timeout => 15, interval => 0.1);
-ok($gone, 'old workers exited')
-    or diag('still running: ' . join ' ', grep { kill 0, $_ } keys %old_pids);
+my $res = run_drain(t => $t, pub => $tb, drain => $DRAIN, spread => $SPREAD,
+    room => 'RELOAD', trigger => sub {
+        ok(kill('HUP', $master), 'SIGHUP sent to the nginx master');
+        return time;
+    });
 
 ok(kill(0, $master), 'master still running');
 
-# New clients: on new workers.
-my (@new, %new_pids);
-for my $i (1 .. $NEW) {
-    my $ok = wait_until(sub {
-        my ($c, $pid) = join_room("new$i");
-        return 0 unless $c;
-        if ($old_pids{$pid}) {
-            $c->close;
-            return 0;
-        }
-        push @new, $c;
-        $new_pids{$pid}++;
-        return 1;
-    }, timeout => 10, interval => 0.1);
-    ok($ok, "new$i joins a new worker");
-}
 
-$_->send_json({ type => 'chat', data => { text => 'after' } }) for @new;
-$all = 1;
-for my $c (@new) {
-    my @got;
-    while (@got < @new) {
-        my $m = $c->wait_for(type => 'chat', timeout => 5) or last;
-        push @got, $m if ($m->{id} // 0) > $c->{last_id};
+# 2. The drain lasts as long as the clients stay.
+
+$tc->start_nginx(workers => 1,
+    http => "rooms_ping_interval 0;\n    rooms_idle_timeout 0;");
+
+my ($old) = $tc->workers('nginx');
+my @x = map { join_client($tc, 'STAY', "x$_") } 1 .. 2;
+ok(!grep({ !$_ } @x), 'two clients join (no pings, no idle timeout)')
+    or BAIL_OUT('join failed');
+
+ok(kill('HUP', $tc->pid('nginx')), 'SIGHUP to the second nginx');
+ok(pump(\@x, sub {
+    open my $fh, '<', "/proc/$old/cmdline" or return 1;
+    return <$fh> =~ /shutting down/;
+}, 10), 'its old worker is shutting down');
+
+$tc->stop_sidecar;
+$tc->start_sidecar($redis);
+
+# what is sent while the link is down may be refused: send until through
+
+my ($through, $k) = (0, 0);
+pump(\@x, sub {
+    return $through = 1 if grep { $_ eq "k$k" } @{ $x[1]{texts} };
+    if (!$x[0]{sent_at} || time - $x[0]{sent_at} > 0.5) {
+        $k++;
+        $x[0]{c}->send_json({ type => 'chat', data => { text => "k$k" } });
+        $x[0]{sent_at} = time;
     }
-    $all = 0 unless @got == @new && !grep { $_->{data}{text} ne 'after' } @got;
-}
-ok($all, 'new clients chat after the reload');
+    return 0;
+}, 10);
+ok($through, 'sidecar restarted: the old worker relinked, chat goes through');
+ok(!grep({ $_->{closed_at} } @x), 'no client was closed');
+ok(process_alive($old), 'the old worker serves them');
 
-# The sidecar counts only the new clients: no old connection leaked.
-my $count;
-wait_until(sub {
-    my ($s, undef, $body) = http_get($t->port, '/rooms');
-    return 0 unless defined $s && $s == 200;
-    my $rooms = eval { JSON::PP::decode_json($body) } || [];
-    ($count) = map { $_->{count} } grep { $_->{code} eq 'RELOAD' } @$rooms;
-    return defined $count && $count == @new;
-}, timeout => 5);
-is($count, scalar @new, 'GET /rooms counts only the new clients');
+$x[0]{c}->close;
+ok(!pump([ $x[1] ], sub { !process_alive($old) }, 1),
+    'one client left: the old worker stays for the other');
+ok(!$x[1]{closed_at}, '... which is still open');
 
-# A second reload, right away, with the new clients connected.
-my %second = %new_pids;
-ok(kill('HUP', $master), 'second SIGHUP');
-my $told2 = 0;
-for my $c (@new) {
-    my $deadline = time + 10;
-    while (time < $deadline && !$c->closed && $c->is_open) {
-        $c->recv_json($deadline - time);
-    }
-    $told2++ if ($c->close_code // 0) == 1001;
-}
-is($told2, scalar @new, 'second reload: clients told with 1001');
-ok(wait_until(sub { !grep { kill 0, $_ } keys %second }, timeout => 15,
-    interval => 0.1), 'second reload: old workers exited');
+$x[1]{c}->close;
+my $left = time;
+ok(wait_until(sub { !process_alive($old) }, timeout => 5, interval => 0.02),
+    'the last client left: the old worker exits');
+diag(sprintf('old worker gone %.2f s after its last client left',
+    time - $left));
 
-$_->close for @old, @new;
+
+# 3. All at once.
+
+$td->start_nginx(workers => 1, main => 'worker_shutdown_timeout 1s;',
+    http => 'rooms_shutdown_spread 0;');
+
+my @z = map { join_client($td, 'ONCE', "z$_") } 1 .. 4;
+ok(!grep({ !$_ } @z), 'four clients join (spread 0)') or BAIL_OUT('join');
+
+my $hup = time;
+ok(kill('HUP', $td->pid('nginx')), 'SIGHUP to the third nginx');
+ok(pump(\@z, sub { !grep { !$_->{closed_at} } @z }, 10),
+    'the clients are closed');
+
+my @at = sort { $a <=> $b } map { ($_->{closed_at} // 0) - $hup } @z;
+diag(sprintf('closed %.2f .. %.2f s after the signal', @at[0, -1]));
+cmp_ok($at[0], '>=', 1, 'not before worker_shutdown_timeout');
+cmp_ok($at[-1] - $at[0], '<', 0.3, 'all at once');
+is(scalar(grep { ($_->{close_code} // 0) == 1001 } @z), 4, 'with 1001');
+
+$_->close for map { $_->{c} } @{ $res->{all} || [] };
 
 $t->finish;

@@ -33,7 +33,8 @@ use Time::HiRes qw(time sleep);
 
 use Rooms::Test::Client;
 
-our @EXPORT_OK = qw(wait_until free_port http_get publish_paced);
+our @EXPORT_OK = qw(wait_until free_port http_get publish_paced
+    process_alive proc_stat);
 
 my $REPO = abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
 
@@ -174,7 +175,9 @@ sub start_sidecar {
 # server{}), reuseport (spread clients over the workers; off by default:
 # with it, another test's nginx could bind the same port too), wait_link
 # (default 1: if this stack's sidecar runs, wait until the workers answer
-# GET /rooms with 200).
+# GET /rooms with 200), daemon (run nginx as a daemon, "daemon on", as a
+# stock init script does; the master is then known by its pid file and,
+# the test process being made a subreaper, reaped like the others).
 sub start_nginx {
     my ($self, %opts) = @_;
 
@@ -190,11 +193,12 @@ sub start_nginx {
     my $http = $opts{http} // '';
     my $server = $opts{server} // '';
     my $reuseport = $opts{reuseport} ? ' reuseport' : '';
+    my $daemon = $opts{daemon} ? 'on' : 'off';
 
     my $conf = <<"EOF";
 load_module $MODULE;
 
-daemon off;
+daemon $daemon;
 master_process on;
 worker_processes $workers;
 ${user}error_log $dir/error.log $level;
@@ -232,8 +236,12 @@ EOF
 
     write_file("$dir/nginx.conf", $conf);
 
+    subreaper() if $opts{daemon};
+
     $self->_spawn('nginx', "$dir/nginx.out", 1, $NGINX,
         '-p', "$dir/", '-c', "$dir/nginx.conf", '-e', "$dir/error.log");
+
+    $self->_adopt_daemon('nginx', "$dir/nginx.pid") if $opts{daemon};
 
     $self->_wait_ready('nginx', sub { port_open($port) });
 
@@ -265,6 +273,171 @@ sub wait_link {
 }
 
 
+# The launcher of a daemon exits once the daemon is forked: the daemon,
+# reparented to this (subreaper) process, takes its place.  On failure
+# the record names whatever may still run (the daemon, or the launcher),
+# so that it is stopped like the rest.
+sub _adopt_daemon {
+    my ($self, $what, $pidfile) = @_;
+
+    my $p = $self->{procs}{$what};
+    my $deadline = time + $START_TIMEOUT;
+    my ($pid, $exited, $status);
+
+    while (time < $deadline) {
+        if (!$exited && waitpid($p->{pid}, WNOHANG) == $p->{pid}) {
+            ($exited, $status) = (1, $?);
+        }
+
+        $pid = read_pid($pidfile);
+        $pid = undef unless $pid && process_alive($pid);
+        last if $exited && ($pid || $status);
+        sleep 0.02;
+    }
+
+    if ($pid) {
+        # the daemon leads its own session and process group
+        $self->{procs}{$what} = { %$p, pid => $pid, group => 1 };
+    } elsif ($exited) {
+        delete $self->{procs}{$what};
+    }
+
+    die "$what daemon did not start (launcher status "
+        . ($status // 'running') . "): $p->{cmd}\n" . tail($p->{log}, 30)
+        unless $pid && $exited && !$status;
+
+    return $pid;
+}
+
+
+# upgrade_binary(): the first step of a binary upgrade: USR2 to this
+# stack's nginx master, which execs a new master (the same binary) that
+# inherits the listening sockets, writes nginx.pid and renames the old
+# file nginx.pid.oldbin.  Waits for that; the new master becomes 'nginx'
+# and the old one 'nginx_old' (send it WINCH and QUIT with signal(), reap
+# it with wait_exit()).  Both are stopped by PID like any process here:
+# the test process is made a subreaper, so that the new master becomes
+# its child once the old master is gone.  Returns the new master's pid.
+sub upgrade_binary {
+    my ($self) = @_;
+
+    subreaper();
+
+    my $old = $self->{procs}{nginx} or die "upgrade_binary: no nginx\n";
+    my $dir = $self->{dir};
+    my $new;
+
+    kill 'USR2', $old->{pid};
+
+    wait_until(sub {
+        $new = read_pid("$dir/nginx.pid");
+        return -e "$dir/nginx.pid.oldbin" && $new && $new != $old->{pid}
+            && process_alive($new);
+    }, timeout => $START_TIMEOUT) or die "upgrade_binary: no new master\n";
+
+    $self->{procs}{nginx_old} = delete $self->{procs}{nginx};
+
+    # the new master stays in the old one's process group
+    $self->{procs}{nginx} = {
+        pid => $new, log => $old->{log}, cmd => $old->{cmd},
+        pgid => (proc_stat($new))[2],
+    };
+
+    return $new;
+}
+
+
+# signal(what, signal): sends a signal to one of this stack's processes.
+sub signal {
+    my ($self, $what, $sig) = @_;
+
+    my $p = $self->{procs}{$what} or return 0;
+    return kill $sig, $p->{pid};
+}
+
+
+# wait_exit(what, timeout): waits for a process that was told to exit
+# (e.g. nginx_old after QUIT) and reaps it.  Returns its exit code (or
+# -signal), undef if it is still running after `timeout` seconds.
+sub wait_exit {
+    my ($self, $what, $timeout) = @_;
+
+    my $p = $self->{procs}{$what} or return;
+    my $deadline = time + ($timeout // $STOP_TIMEOUT);
+
+    while (time < $deadline) {
+        my $st = _reaped($p->{pid});
+        if (defined $st) {
+            delete $self->{procs}{$what};
+            return $st;
+        }
+        sleep 0.02;
+    }
+
+    return;
+}
+
+
+# Exit code (or -signal) of a process that is gone, undef while it runs;
+# one that was not our child has no status we can know.
+sub _reaped {
+    my ($pid) = @_;
+
+    my $r = waitpid($pid, WNOHANG);
+
+    return $? & 127 ? -($? & 127) : $? >> 8 if $r == $pid;
+    return 'gone, not our child' if $r == -1 && !process_alive($pid);
+    return;
+}
+
+
+# workers(what): pids of the children of this stack's nginx master
+# ('nginx' or 'nginx_old'), from /proc.
+sub workers {
+    my ($self, $what) = @_;
+
+    my $p = $self->{procs}{$what // 'nginx'} or return ();
+
+    my @pids = grep { ((proc_stat($_))[1] // 0) == $p->{pid} }
+        map { m{^/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
+
+    return sort { $a <=> $b } @pids;
+}
+
+
+# worker_of(client): the pid of the nginx worker of this stack that holds
+# the server side of the client's TCP connection (found by the socket's
+# inode in /proc/net/tcp and the workers' /proc/PID/fd), or undef.
+sub worker_of {
+    my ($self, $c) = @_;
+
+    my $sock = $c->{sock} or return;
+    my $local = sprintf '0100007F:%04X', $self->{port};
+    my $remote = sprintf '0100007F:%04X', $sock->sockport;
+    my $inode;
+
+    open my $fh, '<', '/proc/net/tcp' or return;
+    while (my $line = <$fh>) {
+        my @f = split ' ', $line;
+        next unless @f > 9 && $f[1] eq $local && $f[2] eq $remote;
+        $inode = $f[9];
+        last;
+    }
+    close $fh;
+
+    return unless $inode;
+
+    for my $pid (map { $self->workers($_) } qw(nginx nginx_old)) {
+        for my $fd (glob "/proc/$pid/fd/*") {
+            my $l = readlink $fd;
+            return $pid if defined $l && $l eq "socket:[$inode]";
+        }
+    }
+
+    return;
+}
+
+
 sub stop_nginx { $_[0]->_stop('nginx') }
 sub stop_sidecar { $_[0]->_stop('sidecar') }
 sub stop_redis { $_[0]->_stop('redis') }
@@ -278,7 +451,8 @@ sub kill_proc {
 
     my $p = delete $self->{procs}{$what} or return;
 
-    kill $sig // 'KILL', $p->{group} ? -$p->{pid} : $p->{pid};
+    kill $sig // 'KILL',
+        $p->{pgid} ? -$p->{pgid} : $p->{group} ? -$p->{pid} : $p->{pid};
     waitpid($p->{pid}, 0);
     $self->{killed}{$what} = 1;
 
@@ -290,7 +464,7 @@ sub stop_all {
     my ($self) = @_;
 
     my %st;
-    for my $what (qw(nginx sidecar redis)) {
+    for my $what (qw(nginx_old nginx sidecar redis)) {
         $st{$what} = $self->_stop($what) if $self->{procs}{$what};
     }
 
@@ -373,27 +547,20 @@ sub _stop {
     kill 'TERM', $pid;
 
     my $deadline = time + $STOP_TIMEOUT;
-    my $done = 0;
 
     while (time < $deadline) {
-        if (waitpid($pid, WNOHANG) == $pid) {
-            $done = 1;
-            last;
-        }
+        my $st = _reaped($pid);
+        return $st if defined $st;
         sleep 0.02;
     }
 
-    unless ($done) {
-        diag("stack $self->{name}: $what (pid $pid) ignored TERM for "
-            . "${STOP_TIMEOUT}s, killing it");
-        kill 'KILL', $p->{group} ? -$pid : $pid;
-        waitpid($pid, 0);
-        $self->{killed}{$what} = 1;
-        return -9;
-    }
+    diag("stack $self->{name}: $what (pid $pid) ignored TERM for "
+        . "${STOP_TIMEOUT}s, killing it");
+    kill 'KILL', $p->{pgid} ? -$p->{pgid} : $p->{group} ? -$pid : $pid;
+    waitpid($pid, 0);
+    $self->{killed}{$what} = 1;
 
-    return -($? & 127) if $? & 127;
-    return $? >> 8;
+    return -9;
 }
 
 
@@ -412,6 +579,9 @@ sub alerts {
 # each stopped cleanly and that no error.log has [alert]/[crit] lines,
 # and ends the test with done_testing.
 sub finish {
+    # an old master (binary upgrade) first: the new one is then our child
+    $_->_stop_quiet('nginx_old') for @STACKS;
+
     my %st = map { $_->{name} => $_->_stop_quiet('nginx') } @STACKS;
 
     for my $t (@STACKS) {
@@ -565,6 +735,59 @@ sub wait_until {
         return $r if time >= $deadline;
         sleep $interval;
     }
+}
+
+
+# Makes this process a child subreaper (Linux prctl PR_SET_CHILD_SUBREAPER):
+# a daemon, or a new nginx master whose parent exits, becomes its child,
+# so that it can be stopped and reaped by PID.
+my $SUBREAPER;
+
+sub subreaper {
+    return if $SUBREAPER;
+
+    # h2ph's syscall.ph defines SYS_* in the package that first loads it
+    my $nr = eval {
+        require 'syscall.ph';
+        (__PACKAGE__->can('SYS_prctl') || main->can('SYS_prctl'))->();
+    } // die "subreaper: no SYS_prctl in syscall.ph: $@\n";
+    syscall($nr, 36, 1, 0, 0, 0) == 0
+        or die "prctl(PR_SET_CHILD_SUBREAPER): $!\n";
+    $SUBREAPER = 1;
+}
+
+
+# (state, ppid, process group) of a process, from /proc/PID/stat; () if
+# there is no such process.
+sub proc_stat {
+    my ($pid) = @_;
+
+    open my $fh, '<', "/proc/$pid/stat" or return ();
+    my $line = <$fh> // '';
+    close $fh;
+
+    my ($rest) = $line =~ /\)\s+(.*)$/ or return ();
+    return (split ' ', $rest)[0 .. 2];
+}
+
+
+# Running (not gone, not a zombie).
+sub process_alive {
+    my ($pid) = @_;
+
+    my ($state) = proc_stat($pid);
+    return defined $state && $state ne 'Z';
+}
+
+
+sub read_pid {
+    my ($path) = @_;
+
+    open my $fh, '<', $path or return;
+    my $pid = <$fh> // '';
+    close $fh;
+
+    return $pid =~ /^(\d+)/ ? $1 : undef;
 }
 
 
