@@ -114,6 +114,7 @@ private:
     void start_heartbeat();
     void heartbeat();
     void reap(bool self);
+    void pause_reaping(const char* why);
     void reply_rooms(uint64_t link_id, uint64_t request,
                      const redisReply* reply);
     void reply_local_rooms(link& l, uint64_t request);
@@ -158,6 +159,7 @@ private:
     uint64_t sub_generation_ = 0;  // bumped when the subscriber is lost
     bool reaped_self_ = false;     // cleared what a previous run left
     bool heartbeat_seen_ = false;  // a heartbeat has been answered
+    uint64_t reap_paused_until_ = 0;  // uv_now(): no `reap dead` before
     std::string epoch_candidate_;  // this process's room epoch proposal
     std::vector<pending_leave> leaves_;  // not yet told to Redis
     state_throttle states_;
