@@ -116,8 +116,10 @@ $ta->start_sidecar(undef, args => [ '--redis-timeout', $TIMEOUT ]);
 $ta->start_nginx;
 
 my $a1 = $ta->connect('HANG', 'a1');
-ok(ref $a1, 'a1 joins') or BAIL_OUT("upgrade refused: $Rooms::Test::Client::LAST");
-is($a1->recv_json(5)->{type}, 'welcome', 'a1: welcome');
+ok(ref $a1, 'a1 joins')
+    or BAIL_OUT("upgrade refused: $Rooms::Test::Client::LAST");
+my $w = $a1->recv_json(5);
+is($w && $w->{type}, 'welcome', 'a1: welcome');
 $a1->send_json({ type => 'chat', data => { text => 'before' } });
 my $m = $a1->wait_for(type => 'chat', timeout => 5);
 is($m && $m->{data}{text}, 'before', 'a chat before the stop');

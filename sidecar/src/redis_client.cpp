@@ -215,30 +215,33 @@ void redis_connection::handshake() {
     // The handshake gets its own timeout, from now.
     uv_timer_start(timer_.get(), timer_cb, opts_.timeout_ms, 0);
 
+    auto queued = [this](int rc) {
+        if (rc == REDIS_OK) {
+            handshake_left_++;
+            sent();
+        }
+        return rc;
+    };
     int rc = REDIS_OK;
     if (!addr_.password.empty()) {
         if (!addr_.username.empty()) {
-            rc = redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s %s",
-                                   addr_.username.c_str(),
-                                   addr_.password.c_str());
+            rc = queued(redisAsyncCommand(ac_, handshake_cb, this,
+                                          "AUTH %s %s",
+                                          addr_.username.c_str(),
+                                          addr_.password.c_str()));
         } else {
-            rc = redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s",
-                                   addr_.password.c_str());
+            rc = queued(redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s",
+                                          addr_.password.c_str()));
         }
-        handshake_left_++;
-        sent();
     }
     if (rc == REDIS_OK && addr_.db != 0) {
-        rc = redisAsyncCommand(ac_, handshake_cb, this, "SELECT %d",
-                               addr_.db);
-        handshake_left_++;
-        sent();
+        rc = queued(redisAsyncCommand(ac_, handshake_cb, this, "SELECT %d",
+                                      addr_.db));
     }
     if (rc == REDIS_OK) {
-        rc = redisAsyncCommand(ac_, handshake_cb, this,
-                               role_ == role::command ? "TIME" : "PING");
-        handshake_left_++;
-        sent();
+        rc = queued(redisAsyncCommand(
+            ac_, handshake_cb, this,
+            role_ == role::command ? "TIME" : "PING"));
         last_time_sent_ = uv_now(loop_);
     }
     if (rc != REDIS_OK) {
@@ -472,7 +475,8 @@ void redis_client::clock_sample(uint64_t sent, uint64_t now,
     }
     // Redis read its clock about half the round trip before `now`.
     uint64_t rtt = now >= sent ? now - sent : 0;
-    int64_t redis_now = sec * 1000 + usec / 1000 + static_cast<int64_t>(rtt / 2);
+    int64_t redis_now =
+        sec * 1000 + usec / 1000 + static_cast<int64_t>(rtt / 2);
     clock_offset_ms_ = redis_now - static_cast<int64_t>(now);
     clock_known_ = true;
     log_debug("redis clock offset %lld ms (round trip %llu ms)",
