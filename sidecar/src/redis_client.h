@@ -122,8 +122,9 @@ public:
     public:
         // A connection became usable (subscriber: resubscribe now).
         virtual void on_redis_ready(redis_connection::role r) = 0;
-        // A usable connection was lost (subscriber: every subscription
-        // is gone).
+        // A usable connection was lost: closed, reset, or given up
+        // because Redis stopped answering (timed_out() is true then).
+        // Subscriber: every subscription is gone.
         virtual void on_redis_lost(redis_connection::role r) = 0;
         // Redis confirmed the latest SUBSCRIBE of this channel.
         virtual void on_subscribed(std::string_view channel) = 0;
@@ -136,8 +137,8 @@ public:
     };
 
     // A command's reply; nullptr when the command failed without one
-    // (the connection was lost with it in flight).  Not called once the
-    // client is stopped.
+    // (the connection was lost or given up with it in flight).  Not
+    // called once the client is stopped.
     using reply_fn = std::function<void(const redisReply*)>;
 
     // A barrier's outcome: true once the subscriber connection has
