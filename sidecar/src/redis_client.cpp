@@ -477,11 +477,17 @@ void redis_client::clock_sample(uint64_t sent, uint64_t now,
     uint64_t rtt = now >= sent ? now - sent : 0;
     int64_t redis_now =
         sec * 1000 + usec / 1000 + static_cast<int64_t>(rtt / 2);
-    clock_offset_ms_ = redis_now - static_cast<int64_t>(now);
+    int64_t offset = redis_now - static_cast<int64_t>(now);
+    // Logged when it moves more than the sampling noise (every probe
+    // would flood a debug log).
+    if (!clock_known_ || offset > clock_offset_ms_ + 5 ||
+        offset < clock_offset_ms_ - 5) {
+        log_debug("redis clock offset %lld ms (round trip %llu ms)",
+                  static_cast<long long>(offset),
+                  static_cast<unsigned long long>(rtt));
+    }
+    clock_offset_ms_ = offset;
     clock_known_ = true;
-    log_debug("redis clock offset %lld ms (round trip %llu ms)",
-              static_cast<long long>(clock_offset_ms_),
-              static_cast<unsigned long long>(rtt));
 }
 
 // Ends a backlog episode once half the outstanding commands are answered
