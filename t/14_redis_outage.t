@@ -64,14 +64,16 @@ for ([a1 => $a1], [b1 => $b1]) {
 $ta->start_redis(port => $port);
 diag(sprintf('Redis down for %.2fs', time - $t0));
 
-# b is back first: probe until b1's chat comes back to it.
+# b is back first: probe until b1's chat comes back to it.  An
+# `unavailable` comes back at once while b reconnects: probe at most
+# every 50 ms, so that the probes do not use up b1's rate limit.
 my @sent;
 my $back = wait_until(sub {
     $b1->send_json({ type => 'chat', data => { text => 'probe' } });
     my $m = $b1->wait_for(ignore => ['state', 'reset'], timeout => 0.3);
     push @sent, 'probe' if $m && $m->{type} eq 'chat';
     return $m && $m->{type} eq 'chat';
-}, timeout => 5, interval => 0);
+}, timeout => 5, interval => 0.05);
 ok($back, 'b publishes again after the restart');
 
 for my $n (1 .. 5) {

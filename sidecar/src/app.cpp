@@ -42,8 +42,11 @@ app::app(uv_loop_t* loop, const config& cfg)
     : loop_(loop),
       cfg_(cfg),
       links_(loop, *this),
-      redis_(loop, cfg_.redis, *this, cfg_.redis_backoff_min_ms,
-             cfg_.redis_backoff_max_ms) {
+      redis_(loop, cfg_.redis, *this,
+             {.backoff_min_ms = cfg_.redis_backoff_min_ms,
+              .backoff_max_ms = cfg_.redis_backoff_max_ms,
+              .timeout_ms = cfg_.redis_timeout_ms,
+              .max_pending = cfg_.redis_max_pending}) {
     std::random_device rd;
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
@@ -286,6 +289,7 @@ void app::room_emptied(const std::string& room) {
 
 void app::on_redis_ready(redis_connection::role r) {
     if (r == redis_connection::role::command) {
+        pause_reaping("the Redis command connection is back");
         // What a previous run of this server left is cleared once the
         // workers had time to resume their clients (their players keep
         // their entries): then only those nobody resumed go.

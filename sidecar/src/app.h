@@ -151,6 +151,7 @@ private:
     void heartbeat();
     void reap(bool stale);
     static void stale_reap_cb(uv_timer_t* t);
+    void pause_reaping(const char* why);
     void reply_rooms(uint64_t link_id, uint64_t request,
                      const redisReply* reply);
     void reply_local_rooms(link& l, uint64_t request);
@@ -197,6 +198,7 @@ private:
     bool stale_reap_armed_ = false;  // the resume grace has started
     uint64_t sync_backoff_ms_ = 0;   // next sync retry delay (0: none yet)
     bool heartbeat_seen_ = false;  // a heartbeat has been answered
+    uint64_t reap_paused_until_ = 0;  // uv_now(): no `reap dead` before
     std::string epoch_candidate_;  // this process's room epoch proposal,
                                    // and its run token in presence
     std::vector<pending_leave> leaves_;  // not yet told to Redis

@@ -3,6 +3,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include <nlohmann/json.hpp>
@@ -67,21 +68,42 @@ void app::start_heartbeat() {
 void app::heartbeat_cb(uv_timer_t* t) {
     auto* self = static_cast<app*>(t->data);
     self->heartbeat();
-    self->reap(false);
+    if (uv_now(self->loop_) >= self->reap_paused_until_) {
+        self->reap(false);
+    }
     self->prune_states();
+}
+
+// After Redis stalled (stopped, swapping, unreachable) or lost its data,
+// every server's alive key may have expired, not because the servers
+// died but because none of them could beat: reaping now would remove the
+// players of live servers.  So `reap dead` waits one heartbeat TTL, in
+// which every live server has reconnected and beaten again.  Paused when
+// our own key turns out to have expired, and whenever the command
+// connection comes back (a reconnect is how we usually notice a stall).
+void app::pause_reaping(const char* why) {
+    reap_paused_until_ = uv_now(loop_) + cfg_.heartbeat_ttl_ms;
+    log_info("not reaping dead servers for %llu ms: %s",
+             ull(cfg_.heartbeat_ttl_ms), why);
 }
 
 // Refreshes this server's alive key.  If it had expired (this server was
 // silent for longer than the TTL and may have been reaped) or Redis lost
-// it, every local player is registered again.
+// it, every local player is registered again.  A beat that comes late
+// (more than half the TTL, at least 1.5 intervals, after the previous
+// one) means a stall too; the script then stops our reaps in Redis.
 void app::heartbeat() {
     if (stopping_) {
         return;
     }
     const std::string& p = cfg_.key_prefix;
+    uint64_t late = std::max(cfg_.heartbeat_ttl_ms / 2,
+                             cfg_.heartbeat_interval_ms * 3 / 2);
     redis_.eval(script_heartbeat(),
-                {server_key(p, cfg_.server_id, "alive"), servers_key(p)},
-                {cfg_.server_id, std::to_string(cfg_.heartbeat_ttl_ms)},
+                {server_key(p, cfg_.server_id, "alive"), servers_key(p),
+                 server_key(p, cfg_.server_id, "stall")},
+                {cfg_.server_id, std::to_string(cfg_.heartbeat_ttl_ms),
+                 heartbeat_seen_ ? "1" : "0", std::to_string(late)},
                 [this](const redisReply* r) {
                     if (r == nullptr || r->type != REDIS_REPLY_INTEGER) {
                         return;
@@ -89,7 +111,12 @@ void app::heartbeat() {
                     if (r->integer == 0 && heartbeat_seen_) {
                         log_warn("heartbeat key was gone (expired or Redis "
                                  "lost it): registering players again");
+                        pause_reaping("our own heartbeat key had expired");
                         sync_all_rooms(true);
+                    } else if (r->integer == 2 && heartbeat_seen_) {
+                        log_warn("heartbeat came late: Redis or this "
+                                 "server stalled");
+                        pause_reaping("our heartbeat came late");
                     }
                     heartbeat_seen_ = true;
                 });
@@ -105,7 +132,9 @@ void app::reap(bool stale) {
     }
     const std::string& p = cfg_.key_prefix;
     bool self = stale;
-    redis_.eval(script_reap(), {servers_key(p), rooms_index_key(p)},
+    redis_.eval(script_reap(),
+                {servers_key(p), rooms_index_key(p),
+                 server_key(p, cfg_.server_id, "stall")},
                 {p, stale ? "stale" : "dead", cfg_.server_id,
                  epoch_candidate_},
                 [this, self](const redisReply* r) {

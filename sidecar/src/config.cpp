@@ -388,7 +388,8 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             cfg.rate.kick_after = static_cast<unsigned>(v);
         }
     } else if (k == "heartbeat_interval_ms" || k == "heartbeat_ttl_ms" ||
-               k == "redis_backoff_min_ms" || k == "redis_backoff_max_ms") {
+               k == "redis_backoff_min_ms" || k == "redis_backoff_max_ms" ||
+               k == "redis_timeout" || k == "redis_timeout_ms") {
         long v = 0;
         if (!parse_int(value, 10, 10, 3600000, v)) {
             err = k + ": 10-3600000 (milliseconds)";
@@ -401,8 +402,10 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             cfg.heartbeat_ttl_ms = ms;
         } else if (k == "redis_backoff_min_ms") {
             cfg.redis_backoff_min_ms = ms;
-        } else {
+        } else if (k == "redis_backoff_max_ms") {
             cfg.redis_backoff_max_ms = ms;
+        } else {
+            cfg.redis_timeout_ms = ms;
         }
     } else if (k == "resume_grace_ms") {
         long v = 0;
@@ -411,6 +414,13 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             return false;
         }
         cfg.resume_grace_ms = static_cast<uint64_t>(v);
+    } else if (k == "redis_max_pending") {
+        long v = 0;
+        if (!parse_int(value, 10, 1, 10000000, v)) {
+            err = "redis_max_pending: 1-10000000";
+            return false;
+        }
+        cfg.redis_max_pending = static_cast<size_t>(v);
     } else if (k == "state_ms_per_player" ||
                k == "state_max_interval_ms") {
         long v = 0;
@@ -590,8 +600,9 @@ const char* usage_text() {
            "  --rate-burst N (100)  --rate-kick N (100)\n"
            "  --heartbeat-interval-ms MS (1000)  --heartbeat-ttl-ms MS (5000)\n"
            "  --state-ms-per-player MS (1)  --state-max-interval-ms MS (2000)\n"
-           "  --redis-backoff-min-ms MS (100)  --redis-backoff-max-ms MS "
-           "(5000)\n"
+           "  --redis-backoff-min-ms MS (50)  --redis-backoff-max-ms MS "
+           "(1000)\n"
+           "  --redis-timeout MS (2000)  --redis-max-pending N (100000)\n"
            "  --redis-password P  --redis-db N\n";
 }
 

@@ -58,11 +58,15 @@ struct config {
     // clients before it removes the players of its previous run that
     // nobody resumed.
     uint64_t resume_grace_ms = 3000;
-    // A Redis that does not answer within this is treated as down.
-    uint64_t redis_timeout_ms = 2000;
     // Redis reconnect backoff.
-    uint64_t redis_backoff_min_ms = 100;
-    uint64_t redis_backoff_max_ms = 5000;
+    uint64_t redis_backoff_min_ms = 50;
+    uint64_t redis_backoff_max_ms = 1000;
+    // A Redis connection whose oldest request waited this long is given
+    // up and replaced (key redis_timeout, in ms).
+    uint64_t redis_timeout_ms = 2000;
+    // Commands outstanding on the command connection, at most; beyond,
+    // messages answer unavailable.
+    size_t redis_max_pending = 100000;
     // Override the URL's password and database when set.
     std::string redis_password;
     int redis_db = -1;

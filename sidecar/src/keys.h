@@ -16,7 +16,7 @@ std::string room_channel(std::string_view prefix, std::string_view room);
 std::string room_key(std::string_view prefix, std::string_view room,
                      std::string_view what);
 
-// <prefix>server:{ID}:<what>  (what: alive, rooms)
+// <prefix>server:{ID}:<what>  (what: alive, rooms, barrier, stall)
 std::string server_key(std::string_view prefix, std::string_view server_id,
                        std::string_view what);
 

@@ -5,6 +5,7 @@
 #include <hiredis/adapters/libuv.h>
 
 #include <algorithm>
+#include <charconv>
 #include <random>
 
 #include "log.h"
@@ -13,7 +14,9 @@ namespace rooms {
 
 namespace {
 
-constexpr uint64_t connect_timeout_ms = 3000;
+// The command connection sends TIME at least this often, also when it is
+// never idle, to keep redis_clock_offset_ms() fresh.
+constexpr uint64_t clock_refresh_ms = 10000;
 
 // The event hooks below replace the adapter's add/del functions, which all
 // restart the poll with redisLibuvPoll().  That callback ignores a poll
@@ -94,15 +97,13 @@ std::minstd_rand& jitter_rng() {
 
 redis_connection::redis_connection(uv_loop_t* loop, const redis_address& addr,
                                    role r, redis_client& owner,
-                                   uint64_t backoff_min_ms,
-                                   uint64_t backoff_max_ms)
+                                   const redis_options& opts)
     : loop_(loop),
       addr_(addr),
       role_(r),
       owner_(owner),
-      backoff_ms_(backoff_min_ms),
-      backoff_min_ms_(backoff_min_ms),
-      backoff_max_ms_(backoff_max_ms) {}
+      opts_(opts),
+      backoff_ms_(opts.backoff_min_ms) {}
 
 redis_connection::~redis_connection() {
     stop();
@@ -172,7 +173,8 @@ void redis_connection::connect() {
 
     ac_ = ac;
     state_ = state::connecting;
-    uv_timer_start(timer_.get(), timer_cb, connect_timeout_ms, 0);
+    pending_.clear();
+    uv_timer_start(timer_.get(), timer_cb, opts_.timeout_ms, 0);
     log_debug("redis %s: connecting to %s", name(), addr_.describe().c_str());
 }
 
@@ -202,36 +204,51 @@ void redis_connection::connect_failed(const char* why) {
     }
 }
 
+// AUTH and SELECT when configured, then TIME (command) or PING
+// (subscriber, not subscribed yet): the connection is ready only once
+// Redis answered them all.  A stopped Redis still accepts connects (the
+// kernel completes them from its listen backlog), so without the answer
+// we would call it ready, find it hung one timeout later, and so on.
 void redis_connection::handshake() {
     state_ = state::handshaking;
     handshake_left_ = 0;
+    // The handshake gets its own timeout, from now.
+    uv_timer_start(timer_.get(), timer_cb, opts_.timeout_ms, 0);
 
+    auto queued = [this](int rc) {
+        if (rc == REDIS_OK) {
+            handshake_left_++;
+            sent();
+        }
+        return rc;
+    };
     int rc = REDIS_OK;
     if (!addr_.password.empty()) {
         if (!addr_.username.empty()) {
-            rc = redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s %s",
-                                   addr_.username.c_str(),
-                                   addr_.password.c_str());
+            rc = queued(redisAsyncCommand(ac_, handshake_cb, this,
+                                          "AUTH %s %s",
+                                          addr_.username.c_str(),
+                                          addr_.password.c_str()));
         } else {
-            rc = redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s",
-                                   addr_.password.c_str());
+            rc = queued(redisAsyncCommand(ac_, handshake_cb, this, "AUTH %s",
+                                          addr_.password.c_str()));
         }
-        handshake_left_++;
     }
     if (rc == REDIS_OK && addr_.db != 0) {
-        rc = redisAsyncCommand(ac_, handshake_cb, this, "SELECT %d",
-                               addr_.db);
-        handshake_left_++;
+        rc = queued(redisAsyncCommand(ac_, handshake_cb, this, "SELECT %d",
+                                      addr_.db));
+    }
+    if (rc == REDIS_OK) {
+        rc = queued(redisAsyncCommand(
+            ac_, handshake_cb, this,
+            role_ == role::command ? "TIME" : "PING"));
+        last_time_sent_ = uv_now(loop_);
     }
     if (rc != REDIS_OK) {
         // We are inside hiredis's connect callback, where the context must
         // not be freed: let the timer give up on it right away.
-        log_error("redis %s: cannot queue AUTH/SELECT", name());
+        log_error("redis %s: cannot queue the handshake", name());
         uv_timer_start(timer_.get(), timer_cb, 0, 0);
-        return;
-    }
-    if (handshake_left_ == 0) {
-        became_ready();
     }
 }
 
@@ -242,8 +259,9 @@ void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
     if (reply == nullptr || c->ac_ != ac) {
         return;  // the context is going away
     }
+    c->took_reply(reply);
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_error("redis %s: AUTH/SELECT refused: %s", c->name(), reply->str);
+        log_error("redis %s: handshake refused: %s", c->name(), reply->str);
         // Disconnects once the pending replies are in; the disconnect
         // callback retries later.
         redisAsyncDisconnect(ac);
@@ -254,13 +272,69 @@ void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
     }
 }
 
+void redis_connection::probe_cb(redisAsyncContext* ac, void* r,
+                                void* privdata) {
+    auto* c = static_cast<redis_connection*>(privdata);
+    auto* reply = static_cast<redisReply*>(r);
+    if (reply != nullptr && c->ac_ == ac) {
+        c->took_reply(reply);
+    }
+}
+
+void redis_connection::took_reply(const redisReply* reply) {
+    uint64_t sent_at = pending_.oldest_sent();
+    pending_.pop();
+    if (role_ == role::command && reply->type == REDIS_REPLY_ARRAY) {
+        owner_.clock_sample(sent_at, uv_now(loop_), reply);  // TIME
+    }
+}
+
 void redis_connection::became_ready() {
     state_ = state::ready;
-    uv_timer_stop(timer_.get());
-    backoff_ms_ = backoff_min_ms_;
+    backoff_ms_ = opts_.backoff_min_ms;
     log_info("redis %s connected to %s", name(), addr_.describe().c_str());
     failures_ = 0;
+    // From now on the timer runs the health checks.
+    uv_timer_start(timer_.get(), timer_cb,
+                   deadline_tracker::probe_period(opts_.timeout_ms), 0);
     owner_.connection_ready(role_);
+}
+
+// Runs while ready: every timeout / 4, and when the oldest outstanding
+// request's time is up.  An idle connection is probed so that a hang is
+// found before anyone waits on it: TIME on the command connection (which
+// also samples Redis's clock); on the subscriber connection a barrier (a
+// SUBSCRIBE of the barrier channel).  Not PING there: once subscribed,
+// hiredis 0.14 queues a PING's callback among the "invalid" commands,
+// which it only runs for a reply that is not an array, but Redis answers
+// a PING in subscribed mode with the array ["pong", ""], which hiredis
+// then looks up as a message of channel "": the callback never runs.
+void redis_connection::check_health() {
+    uint64_t now = uv_now(loop_);
+    deadline_tracker::verdict v = pending_.check(now, opts_.timeout_ms);
+    if (v.what == deadline_tracker::action::hung) {
+        log_warn("redis %s connection not answering for %llu ms, "
+                 "reconnecting",
+                 name(),
+                 static_cast<unsigned long long>(pending_.oldest_age(now)));
+        // The reconnects log at debug level until one succeeds.
+        failures_ = 1;
+        owner_.timed_out_ = true;
+        abandon();
+        owner_.timed_out_ = false;
+        return;
+    }
+    bool probe = v.what == deadline_tracker::action::probe;
+    if (role_ == role::command &&
+        (probe || now - last_time_sent_ >= clock_refresh_ms)) {
+        if (redisAsyncCommand(ac_, probe_cb, this, "TIME") == REDIS_OK) {
+            sent();
+            last_time_sent_ = now;
+        }
+    } else if (probe) {
+        owner_.barrier([](bool) {});
+    }
+    uv_timer_start(timer_.get(), timer_cb, v.next_ms, 0);
 }
 
 void redis_connection::disconnect_cb(const redisAsyncContext* ac,
@@ -271,6 +345,7 @@ void redis_connection::disconnect_cb(const redisAsyncContext* ac,
     }
     // hiredis frees the context after this callback.
     c->ac_ = nullptr;
+    c->pending_.clear();
     bool was_ready = c->state_ == state::ready;
     if (status != REDIS_OK) {
         log_warn("redis %s connection lost: %s", c->name(), ac->errstr);
@@ -287,6 +362,7 @@ void redis_connection::abandon() {
     redisAsyncContext* ac = ac_;
     bool was_ready = state_ == state::ready;
     ac_ = nullptr;
+    pending_.clear();
     retry_later();
     if (ac != nullptr) {
         redisAsyncFree(ac);
@@ -308,7 +384,7 @@ void redis_connection::retry_later() {
     uv_timer_start(timer_.get(), timer_cb, delay, 0);
     log_debug("redis %s: reconnecting in %llu ms", name(),
               static_cast<unsigned long long>(delay));
-    backoff_ms_ = std::min(backoff_ms_ * 2, backoff_max_ms_);
+    backoff_ms_ = std::min(backoff_ms_ * 2, opts_.backoff_max_ms);
 }
 
 void redis_connection::timer_cb(uv_timer_t* t) {
@@ -319,8 +395,13 @@ void redis_connection::timer_cb(uv_timer_t* t) {
         break;
     case state::connecting:
     case state::handshaking:
-        c->connect_failed("timed out");
+        c->connect_failed(c->state_ == state::connecting
+                              ? "timed out"
+                              : "no answer to the handshake");
         c->abandon();
+        break;
+    case state::ready:
+        c->check_health();
         break;
     default:
         break;
@@ -330,14 +411,12 @@ void redis_connection::timer_cb(uv_timer_t* t) {
 /* redis_client */
 
 redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
-                           handler& h, uint64_t backoff_min_ms,
-                           uint64_t backoff_max_ms)
+                           handler& h, const redis_options& opts)
     : handler_(h),
       addr_(addr),
-      cmd_(loop, addr_, redis_connection::role::command, *this,
-           backoff_min_ms, backoff_max_ms),
-      sub_(loop, addr_, redis_connection::role::subscriber, *this,
-           backoff_min_ms, backoff_max_ms) {}
+      opts_(opts),
+      cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
+      sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
 
 void redis_client::start() {
     log_info("redis at %s", addr_.describe().c_str());
@@ -368,6 +447,8 @@ void redis_client::connection_lost(redis_connection::role r) {
     if (r == redis_connection::role::subscriber) {
         unconfirmed_.clear();
         failed.swap(barriers_);
+    } else {
+        check_backlog();
     }
     if (stopped_) {
         return;
@@ -375,6 +456,49 @@ void redis_client::connection_lost(redis_connection::role r) {
     handler_.on_redis_lost(r);
     for (barrier_fn& cb : failed) {
         cb(false);
+    }
+}
+
+void redis_client::clock_sample(uint64_t sent, uint64_t now,
+                                const redisReply* r) {
+    if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+    int64_t sec = 0;
+    int64_t usec = 0;
+    const char* s = r->element[0]->str;
+    const char* u = r->element[1]->str;
+    if (std::from_chars(s, s + r->element[0]->len, sec).ec != std::errc() ||
+        std::from_chars(u, u + r->element[1]->len, usec).ec != std::errc()) {
+        return;
+    }
+    // Redis read its clock about half the round trip before `now`.
+    uint64_t rtt = now >= sent ? now - sent : 0;
+    int64_t redis_now =
+        sec * 1000 + usec / 1000 + static_cast<int64_t>(rtt / 2);
+    int64_t offset = redis_now - static_cast<int64_t>(now);
+    // Logged when it moves more than the sampling noise (every probe
+    // would flood a debug log).
+    if (!clock_known_ || offset > clock_offset_ms_ + 5 ||
+        offset < clock_offset_ms_ - 5) {
+        log_debug("redis clock offset %lld ms (round trip %llu ms)",
+                  static_cast<long long>(offset),
+                  static_cast<unsigned long long>(rtt));
+    }
+    clock_offset_ms_ = offset;
+    clock_known_ = true;
+}
+
+// Ends a backlog episode once half the outstanding commands are answered
+// (or the connection is gone).
+void redis_client::check_backlog() {
+    if (backlogged_ && cmd_.outstanding() <= opts_.max_pending / 2) {
+        log_info("redis command connection: accepting commands again "
+                 "(refused %llu)",
+                 static_cast<unsigned long long>(refused_));
+        backlogged_ = false;
+        refused_ = 0;
     }
 }
 
@@ -418,6 +542,18 @@ bool redis_client::send(std::unique_ptr<call> c) {
     if (!cmd_.ready() || stopped_) {
         return false;
     }
+    if (cmd_.outstanding() >= opts_.max_pending) {
+        // Redis is far behind: answer "unavailable" rather than queue
+        // without bound.
+        if (!backlogged_) {
+            log_warn("redis command connection has %zu commands "
+                     "outstanding: refusing more until half are answered",
+                     cmd_.outstanding());
+            backlogged_ = true;
+        }
+        refused_++;
+        return false;
+    }
     std::vector<const char*> argv;
     std::vector<size_t> lens;
     argv.reserve(c->argv.size());
@@ -433,6 +569,7 @@ bool redis_client::send(std::unique_ptr<call> c) {
     if (rc != REDIS_OK) {
         return false;
     }
+    cmd_.sent();
     c.release();  // owned by hiredis until command_cb
     return true;
 }
@@ -458,6 +595,10 @@ void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
     std::unique_ptr<call> c(static_cast<call*>(privdata));
     auto* reply = static_cast<redisReply*>(r);
     redis_client* self = c->self;
+    if (reply != nullptr) {
+        self->cmd_.answered();
+        self->check_backlog();
+    }
     if (self->stopped_) {
         return;
     }
@@ -496,6 +637,7 @@ bool redis_client::subscribe(std::string_view channel) {
     if (rc != REDIS_OK) {
         return false;
     }
+    sub_.sent();
     unconfirmed_[std::string(channel)]++;
     log_debug("redis SUBSCRIBE %.*s", static_cast<int>(channel.size()),
               channel.data());
@@ -524,6 +666,7 @@ bool redis_client::barrier(barrier_fn cb) {
     if (rc != REDIS_OK) {
         return false;
     }
+    sub_.sent();
     barriers_.push_back(std::move(cb));
     return true;
 }
@@ -553,6 +696,13 @@ void redis_client::subscribe_cb(redisAsyncContext*, void* r, void* privdata) {
                                                        payload->len));
         }
         return;
+    }
+
+    // Every SUBSCRIBE (of a room or a barrier) is confirmed, in order.
+    // UNSUBSCRIBEs are not counted: hiredis runs no callback for the reply
+    // of one whose channel it no longer lists.
+    if (kind == "subscribe") {
+        self->sub_.answered();
     }
 
     if (kind == "subscribe" && channel == self->barrier_channel_) {

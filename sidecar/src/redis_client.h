@@ -8,6 +8,15 @@
 // context itself after its disconnect callback and after a failed
 // connect).  The owner learns when each connection becomes usable or is
 // lost, and resubscribes its rooms then.
+//
+// A Redis that stops answering (stopped, swapping, a network path that
+// drops packets) is noticed within `timeout_ms`: every connection keeps
+// the send times of its outstanding requests (deadline_tracker.h) and
+// probes when idle; one whose oldest request waited for the timeout is
+// abandoned (its pending callbacks get a NULL reply), reported lost like a
+// dropped one, and replaced.  A new connection counts as ready only once
+// Redis answered its handshake: a stopped Redis still accepts TCP
+// connects (the kernel's listen backlog).
 
 #include <uv.h>
 
@@ -22,6 +31,7 @@
 #include <vector>
 
 #include "config.h"
+#include "deadline_tracker.h"
 #include "redis_scripts.h"
 #include "uv_handle.h"
 
@@ -32,13 +42,20 @@ namespace rooms {
 
 class redis_client;
 
+// Reconnects and timeouts (docs/sidecar.md).
+struct redis_options {
+    uint64_t backoff_min_ms = 50;    // first reconnect delay, doubling
+    uint64_t backoff_max_ms = 1000;  // largest reconnect delay
+    uint64_t timeout_ms = 2000;      // a connect, a handshake, any reply
+    size_t max_pending = 100000;     // commands outstanding, at most
+};
+
 class redis_connection {
 public:
     enum class role { command, subscriber };
 
     redis_connection(uv_loop_t* loop, const redis_address& addr, role r,
-                     redis_client& owner, uint64_t backoff_min_ms,
-                     uint64_t backoff_max_ms);
+                     redis_client& owner, const redis_options& opts);
     ~redis_connection();
 
     redis_connection(const redis_connection&) = delete;
@@ -47,10 +64,16 @@ public:
     void start();
     void stop();
 
-    // Connected and past AUTH/SELECT.
+    // Connected, past AUTH/SELECT, and Redis answered the handshake.
     bool ready() const { return state_ == state::ready; }
     redisAsyncContext* context() const { return ac_; }
     const char* name() const;
+
+    // Every request sent with a reply to come calls sent(), and its
+    // callback answered() when the reply (not a NULL one) is in.
+    void sent() { pending_.push(uv_now(loop_)); }
+    void answered() { pending_.pop(); }
+    size_t outstanding() const { return pending_.size(); }
 
 private:
     enum class state { idle, connecting, handshaking, ready, waiting,
@@ -60,6 +83,7 @@ private:
     void connect_failed(const char* why);
     void handshake();
     void became_ready();
+    void check_health();
     void retry_later();
     void abandon();
 
@@ -67,19 +91,28 @@ private:
     static void disconnect_cb(const redisAsyncContext* ac, int status);
     static void handshake_cb(redisAsyncContext* ac, void* reply,
                              void* privdata);
+    static void probe_cb(redisAsyncContext* ac, void* reply,
+                         void* privdata);
     static void timer_cb(uv_timer_t* t);
+
+    // Handshake and probe replies: pops the request, and takes a TIME
+    // reply as a clock sample.
+    void took_reply(const redisReply* reply);
 
     uv_loop_t* loop_;
     const redis_address& addr_;
     role role_;
     redis_client& owner_;
+    const redis_options& opts_;
     state state_ = state::idle;
     redisAsyncContext* ac_ = nullptr;
+    // Connect and handshake timeout, reconnect delay, and while ready the
+    // health checks.
     uv_ptr<uv_timer_t> timer_;
+    deadline_tracker pending_;
+    uint64_t last_time_sent_ = 0;  // command: the last TIME (uv_now)
     unsigned handshake_left_ = 0;
     uint64_t backoff_ms_;
-    uint64_t backoff_min_ms_;
-    uint64_t backoff_max_ms_;
     unsigned failures_ = 0;
 };
 
@@ -89,8 +122,9 @@ public:
     public:
         // A connection became usable (subscriber: resubscribe now).
         virtual void on_redis_ready(redis_connection::role r) = 0;
-        // A usable connection was lost (subscriber: every subscription
-        // is gone).
+        // A usable connection was lost: closed, reset, or given up
+        // because Redis stopped answering (timed_out() is true then).
+        // Subscriber: every subscription is gone.
         virtual void on_redis_lost(redis_connection::role r) = 0;
         // Redis confirmed the latest SUBSCRIBE of this channel.
         virtual void on_subscribed(std::string_view channel) = 0;
@@ -103,8 +137,8 @@ public:
     };
 
     // A command's reply; nullptr when the command failed without one
-    // (the connection was lost with it in flight).  Not called once the
-    // client is stopped.
+    // (the connection was lost or given up with it in flight).  Not
+    // called once the client is stopped.
     using reply_fn = std::function<void(const redisReply*)>;
 
     // A barrier's outcome: true once the subscriber connection has
@@ -113,8 +147,7 @@ public:
     using barrier_fn = std::function<void(bool ok)>;
 
     redis_client(uv_loop_t* loop, const redis_address& addr, handler& h,
-                 uint64_t backoff_min_ms = 100,
-                 uint64_t backoff_max_ms = 5000);
+                 const redis_options& opts = {});
 
     redis_client(const redis_client&) = delete;
     redis_client& operator=(const redis_client&) = delete;
@@ -123,21 +156,30 @@ public:
     void stop();
 
     bool commands_ready() const { return cmd_.ready(); }
-
-    // True while the NULL-reply callbacks of a command connection that
-    // was given up for not answering are being run (the lead's stub; the
-    // redis timeout work fills it in).
-    bool timed_out() const { return false; }
-
-    // Redis's wall clock in ms minus uv_now(), once measured.
-    bool clock_known() const { return false; }
-    int64_t redis_clock_offset_ms() const { return 0; }
     bool subscriber_ready() const { return sub_.ready(); }
+
+    // True while the NULL-reply callbacks (and on_redis_lost(), and the
+    // failed barriers) of a connection abandoned because Redis stopped
+    // answering run; false for a connection Redis closed or reset.  So a
+    // callback can tell "Redis hung: the command may still run later"
+    // from "the connection dropped".
+    bool timed_out() const { return timed_out_; }
+
+    // Redis's wall clock (unix ms) minus this loop's uv_now(), measured by
+    // TIME on the command connection (in its handshake, when idle, and at
+    // least every 10 s) and corrected by half the round trip: uv_now() +
+    // offset is Redis's clock now, e.g. for a deadline a script checks
+    // against redis.call('TIME').  Meaningful once clock_known().
+    int64_t redis_clock_offset_ms() const { return clock_offset_ms_; }
+    bool clock_known() const { return clock_known_; }
 
     // Runs a script on the command connection: EVALSHA once its SCRIPT
     // LOAD answered, EVAL before that, and EVAL again (which reloads it)
-    // after a NOSCRIPT.  False when the command connection is not usable
-    // (cb is not called then).  Commands run in the order they are given.
+    // after a NOSCRIPT.  False when the command connection is not usable,
+    // or already has max_pending commands outstanding (cb is not called
+    // then).  Commands run in the order they are given.  Once sent, cb is
+    // called exactly once: with the reply, or with nullptr if the
+    // connection is lost or abandoned first (timed_out() tells which).
     bool eval(const lua_script& script, const std::vector<std::string>& keys,
               const std::vector<std::string>& args, reply_fn cb);
 
@@ -169,6 +211,8 @@ private:
 
     void connection_ready(redis_connection::role r);
     void connection_lost(redis_connection::role r);
+    void clock_sample(uint64_t sent, uint64_t now, const redisReply* reply);
+    void check_backlog();
 
     struct call;
 
@@ -182,7 +226,15 @@ private:
 
     handler& handler_;
     redis_address addr_;
+    redis_options opts_;
     bool stopped_ = false;
+    bool timed_out_ = false;
+    bool clock_known_ = false;
+    int64_t clock_offset_ms_ = 0;
+    // Refusing commands since the command connection reached max_pending
+    // outstanding (logged once; over once half of them are answered).
+    bool backlogged_ = false;
+    uint64_t refused_ = 0;
     redis_connection cmd_;
     redis_connection sub_;
 

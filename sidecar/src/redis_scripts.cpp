@@ -250,10 +250,6 @@ return removed
     return s;
 }
 
-// KEYS: alive servers
-// ARGV: server_id ttl_ms
-// -> 1 if the alive key still existed (0: first beat, or it expired, or
-//    Redis lost it: the caller registers its players again)
 // KEYS: seq presence
 // ARGV: channel code
 // -> { id, players }: the room's state, built from the presence hash and
@@ -266,20 +262,44 @@ return { id, n }
     return s;
 }
 
+// KEYS: alive servers stall
+// ARGV: server_id ttl_ms seen late_ms
+//   seen: 1 once this process had a beat answered
+// -> 1: the alive key still existed, refreshed in time
+//    0: it was gone (first beat, or it expired, or Redis lost it: the
+//       caller registers its players again)
+//    2: it existed, but the previous beat was more than late_ms ago
+// With seen, 0 and 2 mean that Redis (or this server) stalled: other
+// servers' keys may have expired only because they could not beat
+// either.  The stall key then stops this server's `reap dead` for one
+// TTL, in Redis, so that also the reaps this server queued before it
+// noticed (executed when Redis resumes, right after this beat) spare
+// them (docs/redis.md "Presence and state").
 const lua_script& script_heartbeat() {
     static const lua_script s = make("heartbeat", R"lua(
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[2]))
+local ttl = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ttl)
 redis.call('SADD', KEYS[2], ARGV[1])
-return existed
+local result = 1
+if left == -2 then
+    result = 0
+elseif left >= 0 and ttl - left > tonumber(ARGV[4]) then
+    result = 2
+end
+if result ~= 1 and ARGV[3] == '1' then
+    redis.call('SET', KEYS[3], '1', 'PX', ttl)
+end
+return result
 )lua");
     return s;
 }
 
-// KEYS: servers rooms
+// KEYS: servers rooms stall (the caller's)
 // ARGV: prefix mode server_id run
 //   mode "dead":   every server of the set whose alive key is gone
-//                  (server_id: the caller, never reaped)
+//                  (server_id: the caller, never reaped); nothing while
+//                  the caller's stall key exists (`heartbeat`)
 //   mode "stale":  the caller's players of other runs than `run`: what a
 //                  previous run left and no worker resumed (a restarted
 //                  sidecar runs it once the workers had time to come back)
@@ -291,6 +311,9 @@ const lua_script& script_reap() {
     static const lua_script s = make("reap", R"lua(
 local prefix, mode, me, run = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local victims = {}
+if mode == 'dead' and redis.call('EXISTS', KEYS[3]) == 1 then
+    return {}
+end
 if mode == 'stale' then
     victims[1] = me
 else

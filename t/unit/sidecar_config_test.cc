@@ -264,12 +264,52 @@ TEST(SidecarConfig, RoomSettings) {
     EXPECT_EQ(cfg.redis.password, "pw");
     EXPECT_EQ(cfg.redis.db, 3);
     EXPECT_EQ(cfg.redis_backoff_min_ms, 1000u);
-    EXPECT_EQ(cfg.redis_backoff_max_ms, 5000u);
+    // The default maximum (1000) is raised to the minimum when below it.
+    EXPECT_EQ(cfg.redis_backoff_max_ms, 1000u);
     EXPECT_EQ(cfg.max_message_bytes, 0u);
 
     config none;
     ASSERT_EQ(parse({"--kept-types", "none"}, none, err), parse_status::ok);
     EXPECT_TRUE(none.kept_types.empty());
+}
+
+TEST(SidecarConfig, RedisTimeouts) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({}, cfg, err), parse_status::ok) << err;
+    EXPECT_EQ(cfg.redis_timeout_ms, 2000u);
+    EXPECT_EQ(cfg.redis_max_pending, 100000u);
+    EXPECT_EQ(cfg.redis_backoff_min_ms, 50u);
+    EXPECT_EQ(cfg.redis_backoff_max_ms, 1000u);
+
+    config flags;
+    ASSERT_EQ(parse({"--redis-timeout", "1000", "--redis-max-pending", "5"},
+                    flags, err),
+              parse_status::ok)
+        << err;
+    EXPECT_EQ(flags.redis_timeout_ms, 1000u);
+    EXPECT_EQ(flags.redis_max_pending, 5u);
+
+    // File keys, `_` or `-`; `redis_timeout_ms` as the other ms settings.
+    for (const char* key :
+         {"redis_timeout", "redis-timeout", "redis_timeout_ms"}) {
+        config file;
+        ASSERT_TRUE(rooms::apply_setting(file, key, "750", err)) << key << err;
+        EXPECT_EQ(file.redis_timeout_ms, 750u) << key;
+    }
+
+    for (const char* bad : {"0", "9", "-1", "x", "", "3600001"}) {
+        config c;
+        EXPECT_EQ(parse({"--redis-timeout", bad}, c, err),
+                  parse_status::error)
+            << bad;
+    }
+    for (const char* bad : {"0", "-1", "x", "10000001"}) {
+        config c;
+        EXPECT_EQ(parse({"--redis-max-pending", bad}, c, err),
+                  parse_status::error)
+            << bad;
+    }
 }
 
 TEST(SidecarConfig, BadRoomSettings) {

@@ -1,0 +1,324 @@
+// redis_client against a real redis-server (skipped when there is none in
+// PATH): a Redis that stops answering (SIGSTOP) fails each command in
+// flight exactly once, with nullptr and timed_out(), within the timeout;
+// one that dies fails them without timed_out(); the command connection
+// refuses commands beyond max_pending; TIME gives Redis's clock.
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "log.h"
+#include "redis_client.h"
+
+using rooms::redis_client;
+using rooms::redis_connection;
+using rooms::redis_options;
+
+namespace {
+
+bool in_path(const char* prog) {
+    const char* path = std::getenv("PATH");
+    std::string p = path != nullptr ? path : "";
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t end = p.find(':', start);
+        std::string dir = p.substr(start, end - start);
+        if (!dir.empty() && access((dir + "/" + prog).c_str(), X_OK) == 0) {
+            return true;
+        }
+        if (end == std::string::npos) {
+            break;
+        }
+        start = end + 1;
+    }
+    return false;
+}
+
+int free_port() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+        port = ntohs(a.sin_port);
+    }
+    close(fd);
+    return port;
+}
+
+bool port_open(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+// A redis-server on a free loopback port, stopped (SIGCONT, SIGKILL) and
+// reaped whatever happens.
+class redis_server {
+public:
+    bool start() {
+        port_ = free_port();
+        char dir[] = "/tmp/rooms-unit-redis-XXXXXX";
+        if (port_ < 0 || mkdtemp(dir) == nullptr) {
+            return false;
+        }
+        dir_ = dir;
+        pid_ = fork();
+        if (pid_ == 0) {
+            std::string port = std::to_string(port_);
+            if (freopen("/dev/null", "w", stdout) == nullptr) {
+                _exit(126);
+            }
+            execlp("redis-server", "redis-server", "--port", port.c_str(),
+                   "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                   "no", "--dir", dir, static_cast<char*>(nullptr));
+            _exit(127);
+        }
+        for (int i = 0; i < 500 && pid_ > 0; i++) {
+            if (port_open(port_)) {
+                return true;
+            }
+            usleep(10000);
+        }
+        return false;
+    }
+
+    void signal(int sig) { kill(pid_, sig); }
+
+    ~redis_server() {
+        if (pid_ > 0) {
+            kill(pid_, SIGCONT);
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+        if (!dir_.empty()) {
+            rmdir(dir_.c_str());
+        }
+    }
+
+    rooms::redis_address address() const {
+        rooms::redis_address a;
+        a.port = port_;
+        return a;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int port_ = -1;
+    std::string dir_;
+};
+
+struct events : redis_client::handler {
+    int ready[2] = {0, 0};
+    int lost[2] = {0, 0};
+    bool lost_timed_out = false;
+    redis_client* client = nullptr;
+
+    void on_redis_ready(redis_connection::role r) override {
+        ready[static_cast<int>(r)]++;
+    }
+    void on_redis_lost(redis_connection::role r) override {
+        lost[static_cast<int>(r)]++;
+        lost_timed_out = client->timed_out();
+    }
+    void on_subscribed(std::string_view) override {}
+    void on_message(std::string_view, std::string_view) override {}
+};
+
+constexpr int command = static_cast<int>(redis_connection::role::command);
+
+// Runs the loop until done() or 5 s.
+bool run_until(uv_loop_t* loop, const std::function<bool()>& done) {
+    uint64_t deadline = uv_now(loop) + 5000;
+    while (!done()) {
+        if (uv_now(loop) > deadline) {
+            return false;
+        }
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(1000);
+        uv_update_time(loop);
+    }
+    return true;
+}
+
+// What one command's callback saw.
+struct outcome {
+    int calls = 0;
+    bool null_reply = false;
+    bool timed_out = false;
+    uint64_t at = 0;
+};
+
+class RedisClient : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!in_path("redis-server")) {
+            GTEST_SKIP() << "redis-server not in PATH";
+        }
+        rooms::set_log_level(rooms::log_level::error);
+        ASSERT_EQ(uv_loop_init(&loop_), 0);
+        ASSERT_TRUE(redis_.start());
+    }
+
+    void TearDown() override {
+        if (client_) {
+            client_->stop();
+            client_.reset();
+            uv_run(&loop_, UV_RUN_DEFAULT);  // the handles' close callbacks
+            EXPECT_EQ(uv_loop_close(&loop_), 0);
+        }
+    }
+
+    void start(const redis_options& opts) {
+        addr_ = redis_.address();
+        client_ = std::make_unique<redis_client>(&loop_, addr_, events_, opts);
+        events_.client = client_.get();
+        client_->set_barrier_channel("barrier");
+        client_->start();
+        ASSERT_TRUE(run_until(&loop_, [&] {
+            return client_->commands_ready() && client_->subscriber_ready();
+        }));
+        // Every SCRIPT LOAD is answered once a later command is.
+        bool pong = false;
+        ASSERT_TRUE(client_->command({"PING"}, [&](const redisReply* r) {
+            pong = r != nullptr;
+        }));
+        ASSERT_TRUE(run_until(&loop_, [&] { return pong; }));
+    }
+
+    redis_client::reply_fn record(outcome& o) {
+        return [this, &o](const redisReply* r) {
+            o.calls++;
+            o.null_reply = r == nullptr;
+            o.timed_out = client_->timed_out();
+            o.at = uv_now(&loop_);
+        };
+    }
+
+    uv_loop_t loop_{};
+    redis_server redis_;
+    rooms::redis_address addr_;
+    events events_;
+    std::unique_ptr<redis_client> client_;
+};
+
+TEST_F(RedisClient, HungRedisFailsEachCommandOnce) {
+    start({.backoff_min_ms = 20, .backoff_max_ms = 100, .timeout_ms = 300});
+    EXPECT_EQ(events_.ready[command], 1);
+
+    redis_.signal(SIGSTOP);
+    uint64_t sent = uv_now(&loop_);
+    std::vector<outcome> out(3);
+    for (outcome& o : out) {
+        ASSERT_TRUE(client_->command({"INCR", "n"}, record(o)));
+    }
+    ASSERT_TRUE(run_until(&loop_, [&] { return events_.lost[command] > 0; }));
+    EXPECT_TRUE(events_.lost_timed_out);
+    EXPECT_FALSE(client_->timed_out());
+    EXPECT_FALSE(client_->commands_ready());
+    for (const outcome& o : out) {
+        EXPECT_EQ(o.calls, 1);
+        EXPECT_TRUE(o.null_reply);
+        EXPECT_TRUE(o.timed_out);
+        // The oldest request outstanding may be a probe sent up to one
+        // period (75 ms) before these.
+        EXPECT_GE(o.at - sent, 300u - 75u);
+        EXPECT_LE(o.at - sent, 300u + 100u);
+    }
+    EXPECT_FALSE(client_->command({"INCR", "n"}, nullptr));
+
+    // Stopped, Redis still completes connects: still not ready.
+    uint64_t t = uv_now(&loop_) + 700;
+    run_until(&loop_, [&] { return uv_now(&loop_) >= t; });
+    EXPECT_FALSE(client_->commands_ready());
+    EXPECT_EQ(events_.ready[command], 1);
+
+    redis_.signal(SIGCONT);
+    ASSERT_TRUE(run_until(&loop_, [&] { return client_->commands_ready(); }));
+    EXPECT_EQ(events_.ready[command], 2);
+    outcome after;
+    ASSERT_TRUE(client_->command({"GET", "n"}, record(after)));
+    ASSERT_TRUE(run_until(&loop_, [&] { return after.calls > 0; }));
+    EXPECT_FALSE(after.null_reply);
+    EXPECT_FALSE(after.timed_out);
+    for (const outcome& o : out) {
+        EXPECT_EQ(o.calls, 1);  // never again
+    }
+}
+
+TEST_F(RedisClient, DeadRedisIsNotTimedOut) {
+    start({.timeout_ms = 5000});
+    redis_.signal(SIGSTOP);
+    outcome o;
+    ASSERT_TRUE(client_->command({"INCR", "n"}, record(o)));
+    redis_.signal(SIGKILL);  // the kernel closes its sockets
+    ASSERT_TRUE(run_until(&loop_, [&] { return o.calls > 0; }));
+    EXPECT_EQ(o.calls, 1);
+    EXPECT_TRUE(o.null_reply);
+    EXPECT_FALSE(o.timed_out);
+    ASSERT_TRUE(run_until(&loop_, [&] { return events_.lost[command] > 0; }));
+    EXPECT_FALSE(events_.lost_timed_out);
+}
+
+TEST_F(RedisClient, MaxPendingRefusesBeyondTheBound) {
+    start({.timeout_ms = 5000, .max_pending = 20});
+    redis_.signal(SIGSTOP);
+    std::vector<outcome> out(25);
+    size_t accepted = 0;
+    for (outcome& o : out) {
+        if (client_->command({"INCR", "n"}, record(o))) {
+            accepted++;
+        }
+    }
+    EXPECT_EQ(accepted, 20u);
+    rooms::lua_script script{"t", "return 1"};
+    EXPECT_FALSE(client_->eval(script, {}, {}, nullptr));
+
+    redis_.signal(SIGCONT);
+    ASSERT_TRUE(run_until(&loop_, [&] { return out[19].calls > 0; }));
+    for (size_t i = 0; i < out.size(); i++) {
+        EXPECT_EQ(out[i].calls, i < 20 ? 1 : 0) << i;
+        EXPECT_FALSE(out[i].null_reply) << i;
+    }
+    outcome again;
+    EXPECT_TRUE(client_->command({"GET", "n"}, record(again)));
+}
+
+TEST_F(RedisClient, ClockOffset) {
+    start({});
+    ASSERT_TRUE(client_->clock_known());
+    int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+    uv_update_time(&loop_);
+    int64_t redis_now = static_cast<int64_t>(uv_now(&loop_)) +
+                        client_->redis_clock_offset_ms();
+    EXPECT_NEAR(static_cast<double>(redis_now), static_cast<double>(wall),
+                50.0);
+}
+
+}  // namespace
