@@ -16,6 +16,7 @@
 #include "log.h"
 #include "redis_scripts.h"
 #include "sd_notify.h"
+#include "socket_activation.h"
 
 namespace rooms {
 
@@ -59,12 +60,26 @@ app::~app() {
     stop();
 }
 
-bool app::start(std::string& err) {
+bool app::start(int listen_fd, std::string& err) {
     if (!install_signal(sigterm_, SIGTERM, err) ||
         !install_signal(sigint_, SIGINT, err)) {
         return false;
     }
-    if (!links_.listen(cfg_.listen, cfg_.socket_mode, err)) {
+    std::string where = cfg_.listen;
+    std::string how = "bound here";
+    if (listen_fd >= 0) {
+        if (!check_listen_socket(listen_fd, where, err) ||
+            !links_.adopt(listen_fd, err)) {
+            err = "socket activation: " + err;
+            return false;
+        }
+        how = "socket activation, inherited fd " + std::to_string(listen_fd);
+        if (where != cfg_.listen) {
+            log_warn("the inherited socket is %s, not listen %s: "
+                     "rooms_sidecar in nginx.conf must name the former",
+                     where.c_str(), cfg_.listen.c_str());
+        }
+    } else if (!links_.listen(cfg_.listen, cfg_.socket_mode, err)) {
         return false;
     }
     started_ = true;
@@ -81,8 +96,8 @@ bool app::start(std::string& err) {
     }
     redis_.start();
 
-    log_info("ready: listening on %s server_id=%s key_prefix=\"%s\"",
-             cfg_.listen.c_str(), cfg_.server_id.c_str(),
+    log_info("ready: listening on %s (%s) server_id=%s key_prefix=\"%s\"",
+             where.c_str(), how.c_str(), cfg_.server_id.c_str(),
              cfg_.key_prefix.c_str());
     sd_notify_send("READY=1");
     return true;

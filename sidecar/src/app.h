@@ -56,8 +56,9 @@ public:
     app(const app&) = delete;
     app& operator=(const app&) = delete;
 
-    // Listens, installs the signal handlers, starts Redis, reports ready.
-    bool start(std::string& err);
+    // Listens (on listen_fd if systemd passed one, else on cfg.listen),
+    // installs the signal handlers, starts Redis, reports ready.
+    bool start(int listen_fd, std::string& err);
 
     // Closes everything so that the loop runs empty.  Idempotent.
     void stop();

@@ -393,10 +393,36 @@ bool link_server::listen(const std::string& path, unsigned mode,
         close();
         return false;
     }
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_.get()), 511,
-                   connection_cb);
+    return start_listening(path, err);
+}
+
+bool link_server::adopt(int fd, std::string& err) {
+    int rc = 0;
+    listener_ = make_uv_handle<uv_pipe_t>(
+        [&](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); }, rc, this);
+    if (!listener_) {
+        err = std::string("uv_pipe_init: ") + uv_strerror(rc);
+        return false;
+    }
+    // From here the handle owns fd: closing it closes our copy only.
+    rc = uv_pipe_open(listener_.get(), fd);
     if (rc < 0) {
-        err = "cannot listen on " + path + ": " + uv_strerror(rc);
+        err = "cannot use fd " + std::to_string(fd) + ": " + uv_strerror(rc);
+        listener_.reset();
+        ::close(fd);
+        return false;
+    }
+    return start_listening("fd " + std::to_string(fd), err);
+}
+
+// listen(2) again on a passed socket is harmless: it only sets the
+// backlog.
+bool link_server::start_listening(const std::string& what,
+                                  std::string& err) {
+    int rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_.get()),
+                       link_listen_backlog, connection_cb);
+    if (rc < 0) {
+        err = "cannot listen on " + what + ": " + uv_strerror(rc);
         close();
         return false;
     }

@@ -39,6 +39,13 @@ constexpr size_t link_out_high_water = 8u << 20;
 constexpr size_t link_out_low_water = 1u << 20;
 constexpr size_t link_out_limit = 256u << 20;
 
+// listen(2) backlog: a connect() waits there while no sidecar accepts
+// (socket activation: during a restart).  Each nginx worker keeps one
+// link, so this covers 255 workers through a binary upgrade.  It also
+// replaces the backlog of a socket passed by systemd: Backlog= in
+// conf/rooms-sidecar.socket says the same number.
+constexpr int link_listen_backlog = 511;
+
 class link_server;
 
 class link {
@@ -149,7 +156,13 @@ public:
     // a live process still listens on), sets its mode and listens.
     bool listen(const std::string& path, unsigned mode, std::string& err);
 
-    // Stops listening, closes every link, removes the socket file.
+    // Accepts on fd, a listening socket passed by systemd (socket
+    // activation) and checked with check_listen_socket().  Its file, mode
+    // and lifetime are systemd's: never chmod'ed or removed here.
+    bool adopt(int fd, std::string& err);
+
+    // Stops listening, closes every link, removes the socket file if
+    // listen() made it.
     void close();
 
     link* find(uint64_t id);
@@ -158,6 +171,7 @@ public:
 private:
     friend class link;
 
+    bool start_listening(const std::string& what, std::string& err);
     void on_connection(int status);
     void mark_dirty(link& l);
     void flush_all();

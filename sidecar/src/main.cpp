@@ -9,6 +9,7 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "socket_activation.h"
 
 int main(int argc, char** argv) {
     // A worker that goes away mid-write must not kill the sidecar.
@@ -29,6 +30,19 @@ int main(int argc, char** argv) {
     }
     rooms::set_log_level(cfg.level);
 
+    // Socket activation: a listening socket held by systemd across our
+    // restarts (conf/rooms-sidecar.socket), else --listen.
+    int nfds = rooms::take_listen_fds(err);
+    if (nfds < 0) {
+        rooms::log_error("socket activation: %s", err.c_str());
+        return 1;
+    }
+    if (nfds > 1) {
+        rooms::log_warn("socket activation: %d sockets passed, using fd %d "
+                        "only", nfds, rooms::listen_fds_start);
+    }
+    int listen_fd = nfds > 0 ? rooms::listen_fds_start : -1;
+
     uv_loop_t loop;
     int rc = uv_loop_init(&loop);
     if (rc < 0) {
@@ -39,7 +53,7 @@ int main(int argc, char** argv) {
     int status = 0;
     {
         rooms::app app(&loop, cfg);
-        if (!app.start(err)) {
+        if (!app.start(listen_fd, err)) {
             rooms::log_error("%s", err.c_str());
             status = 1;
             app.stop();

@@ -26,8 +26,9 @@ use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
-use POSIX qw(:sys_wait_h _exit);
-use Socket qw(SOCK_STREAM);
+use Fcntl qw(F_SETFD);
+use POSIX qw(:sys_wait_h _exit dup2);
+use Socket qw(SOCK_DGRAM SOCK_STREAM);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -127,7 +128,7 @@ sub start_redis {
     my $dir = "$self->{dir}/redis";
     -d $dir or mkdir $dir or die "mkdir $dir: $!";
 
-    $self->_spawn('redis', "$self->{dir}/redis.log", 0,
+    $self->_spawn('redis', "$self->{dir}/redis.log", {},
         which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
         '--save', '', '--appendonly', $opts{aof} ? 'yes' : 'no',
         '--appendfsync', 'always', '--daemonize', 'no',
@@ -143,7 +144,10 @@ sub start_redis {
 
 
 # start_sidecar(redis_url, %opts); the URL defaults to this stack's Redis.
-# Options: server_id, log_level, args => [ extra arguments ].
+# Options: server_id, log_level, args => [ extra arguments ], listen_fd
+# (socket activation as systemd does it: the sidecar gets listen_socket()
+# as fd 3 with LISTEN_FDS=1 and LISTEN_PID, and is ready when it says
+# READY=1 on NOTIFY_SOCKET; a restarted sidecar gets the same socket).
 sub start_sidecar {
     my ($self, $url, %opts) = @_;
 
@@ -151,21 +155,79 @@ sub start_sidecar {
     $self->{server_id} = $opts{server_id} if defined $opts{server_id};
 
     my $sock = $self->sidecar_socket;
+    my %child;
+    my $ready = sub {
+        my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $sock);
+        return 0 unless $s;
+        close $s;
+        return 1;
+    };
 
-    $self->_spawn('sidecar', $self->sidecar_log, 0, $SIDECAR,
+    if ($opts{listen_fd}) {
+        # a connect() to a held socket succeeds before anyone accepts
+        my $notify = $self->_notify_socket;
+        $child{fd3} = $self->listen_socket;
+        $child{env} = { NOTIFY_SOCKET => $notify->hostpath };
+        $ready = sub { notified($notify, 'READY=1') };
+    }
+
+    $self->_spawn('sidecar', $self->sidecar_log, \%child, $SIDECAR,
         '--listen', $sock, '--redis', $url,
         '--server-id', $self->{server_id},
         '--log-level', $opts{log_level} || 'debug',
         @{ $opts{args} || [] });
 
-    $self->_wait_ready('sidecar', sub {
-        my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $sock);
-        return 0 unless $s;
-        close $s;
-        return 1;
-    });
+    $self->_wait_ready('sidecar', $ready);
 
     return $sock;
+}
+
+
+# The listening socket at sidecar_socket that start_sidecar(listen_fd => 1)
+# passes on: made on first use and kept, as systemd's socket unit keeps
+# it, for the life of the stack.
+sub listen_socket {
+    my ($self) = @_;
+
+    return $self->{listen_socket} //= do {
+        my $path = $self->sidecar_socket;
+        unlink $path;
+        IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $path,
+            Listen => 511) or die "listen on $path: $!\n";
+    };
+}
+
+
+# The datagram socket a sidecar started with listen_fd reports to, as
+# systemd's NOTIFY_SOCKET; emptied of older reports.
+sub _notify_socket {
+    my ($self) = @_;
+
+    my $s = $self->{notify_socket} //= do {
+        my $path = "$self->{dir}/notify.sock";
+        IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $path)
+            or die "notify socket $path: $!\n";
+    };
+    notified($s, '');
+
+    return $s;
+}
+
+
+# True if a datagram waiting on $s has a line equal to $state; reads
+# every waiting datagram, never blocks.
+sub notified {
+    my ($s, $state) = @_;
+
+    my $sel = IO::Select->new($s);
+    my $seen = 0;
+    while ($sel->can_read(0)) {
+        my $msg;
+        defined $s->recv($msg, 4096) or last;
+        $seen = 1 if grep { $_ eq $state } split /\n/, $msg;
+    }
+
+    return $seen;
 }
 
 
@@ -238,7 +300,7 @@ EOF
 
     subreaper() if $opts{daemon};
 
-    $self->_spawn('nginx', "$dir/nginx.out", 1, $NGINX,
+    $self->_spawn('nginx', "$dir/nginx.out", { group => 1 }, $NGINX,
         '-p', "$dir/", '-c', "$dir/nginx.conf", '-e', "$dir/error.log");
 
     $self->_adopt_daemon('nginx', "$dir/nginx.pid") if $opts{daemon};
@@ -484,8 +546,12 @@ sub pid {
 }
 
 
+# _spawn(what, log, { group => 1, fd3 => $socket, env => { k => v } },
+# command...): group puts the process in a process group of its own; fd3
+# passes a listening socket as systemd does (fd 3, LISTEN_FDS=1,
+# LISTEN_PID the child's pid, which exec keeps).
 sub _spawn {
-    my ($self, $what, $log, $own_group, @cmd) = @_;
+    my ($self, $what, $log, $child, @cmd) = @_;
 
     die "$what already running in stack $self->{name}\n"
         if $self->{procs}{$what};
@@ -494,10 +560,19 @@ sub _spawn {
 
     if ($pid == 0) {
         eval {
-            setpgrp(0, 0) if $own_group;
+            setpgrp(0, 0) if $child->{group};
             open STDIN, '<', '/dev/null' or die "stdin: $!";
             open STDOUT, '>>', $log or die "$log: $!";
             open STDERR, '>&', \*STDOUT or die "stderr: $!";
+            if (my $fd3 = $child->{fd3}) {
+                fileno($fd3) == 3 or defined dup2(fileno($fd3), 3)
+                    or die "dup2: $!";
+                # dup2 to itself keeps perl's close-on-exec flag
+                open my $h, '<&=', 3 or die "fd 3: $!";
+                fcntl($h, F_SETFD, 0) or die "fd 3: $!";
+                @ENV{qw(LISTEN_FDS LISTEN_PID)} = (1, $$);
+            }
+            %ENV = (%ENV, %{ $child->{env} || {} });
             exec { $cmd[0] } @cmd or die "exec $cmd[0]: $!";
         };
         print STDERR $@;
@@ -505,7 +580,7 @@ sub _spawn {
     }
 
     $self->{procs}{$what} = {
-        pid => $pid, log => $log, group => $own_group, cmd => "@cmd",
+        pid => $pid, log => $log, group => $child->{group}, cmd => "@cmd",
     };
 
     return $pid;
