@@ -370,14 +370,10 @@ bool link_server::listen(const std::string& path, unsigned mode,
         log_info("removed stale socket %s", path.c_str());
     }
 
-    int rc = 0;
-    listener_ = make_uv_handle<uv_pipe_t>(
-        [&](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); }, rc, this);
-    if (!listener_) {
-        err = std::string("uv_pipe_init: ") + uv_strerror(rc);
+    if (!init_listener(err)) {
         return false;
     }
-    rc = uv_pipe_bind(listener_.get(), path.c_str());
+    int rc = uv_pipe_bind(listener_.get(), path.c_str());
     if (rc < 0) {
         err = "cannot bind " + path + ": " + uv_strerror(rc);
         listener_.reset();
@@ -397,15 +393,12 @@ bool link_server::listen(const std::string& path, unsigned mode,
 }
 
 bool link_server::adopt(int fd, std::string& err) {
-    int rc = 0;
-    listener_ = make_uv_handle<uv_pipe_t>(
-        [&](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); }, rc, this);
-    if (!listener_) {
-        err = std::string("uv_pipe_init: ") + uv_strerror(rc);
+    if (!init_listener(err)) {
         return false;
     }
-    // From here the handle owns fd: closing it closes our copy only.
-    rc = uv_pipe_open(listener_.get(), fd);
+    // Once opened, the handle owns fd: closing it closes our copy only,
+    // not the one systemd keeps.
+    int rc = uv_pipe_open(listener_.get(), fd);
     if (rc < 0) {
         err = "cannot use fd " + std::to_string(fd) + ": " + uv_strerror(rc);
         listener_.reset();
@@ -413,6 +406,17 @@ bool link_server::adopt(int fd, std::string& err) {
         return false;
     }
     return start_listening("fd " + std::to_string(fd), err);
+}
+
+bool link_server::init_listener(std::string& err) {
+    int rc = 0;
+    listener_ = make_uv_handle<uv_pipe_t>(
+        [&](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); }, rc, this);
+    if (!listener_) {
+        err = std::string("uv_pipe_init: ") + uv_strerror(rc);
+        return false;
+    }
+    return true;
 }
 
 // listen(2) again on a passed socket is harmless: it only sets the

@@ -171,6 +171,7 @@ public:
 private:
     friend class link;
 
+    bool init_listener(std::string& err);
     bool start_listening(const std::string& what, std::string& err);
     void on_connection(int status);
     void mark_dirty(link& l);
