@@ -127,6 +127,13 @@ is($m && $m->{data}{text}, 'before', 'a chat before the stop');
 my $from = -s $ta->sidecar_log;
 my $t_stop = stop_redis($ta);
 
+# A chat that reaches the stopped Redis: answered `unavailable` within
+# the timeout, and never published, although Redis runs the command it
+# had read once it resumes (the publish script refuses it: past its
+# deadline).
+$a1->send_json({ type => 'chat', data => { text => 'in-flight' },
+    ref => 'r-inflight' });
+
 my %noticed;
 for my $conn (qw(command subscriber)) {
     my $at = log_time($ta, $from,
@@ -143,6 +150,14 @@ for my $conn (qw(command subscriber)) {
 }
 diag(sprintf('SIGSTOP -> "not answering": command %.3fs, subscriber %.3fs',
     $noticed{command} // -1, $noticed{subscriber} // -1));
+
+my $inflight = $a1->wait_for(type => 'error', timeout => 3);
+my $t_answer = time;
+is($inflight && $inflight->{data}{code}, 'unavailable',
+    'the chat in flight to the stopped Redis: unavailable');
+is($inflight && $inflight->{data}{ref}, 'r-inflight', '... with its ref');
+cmp_ok($t_answer - $t_stop, '<=', $TIMEOUT / 1000 + $SLACK,
+    '... within the timeout');
 
 # Meanwhile a message is refused at once instead of waiting on Redis.
 $a1->send_json({ type => 'chat', data => { text => 'during' } });
@@ -183,6 +198,10 @@ wait_until(sub {
 my $t_chat = time;
 ok($chat, 'a chat sent after SIGCONT is delivered');
 ok(!$a1->closed, 'a1 stayed connected');
+my $hist = redis_cmd($ta->redis_port, 'LRANGE', 'room:{HANG}:history', 0, -1);
+ok(ref $hist && grep(/"after-/, @$hist), 'the history has the later chat');
+ok(ref $hist && !grep(/in-flight/, @$hist),
+    'the chat answered unavailable was never published');
 diag(sprintf('SIGCONT -> connected: command %.3fs, subscriber %.3fs; '
     . '-> chat delivered %.3fs (%d sent)', $back{command}, $back{subscriber},
     $t_chat - $t_cont, $n));
