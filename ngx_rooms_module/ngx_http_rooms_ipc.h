@@ -50,6 +50,7 @@ extern "C" {
 
 /* MESSAGE flags */
 #define NGX_ROOMS_IPC_F_EXPIRED      0x01
+#define NGX_ROOMS_IPC_F_RESENT       0x02
 
 /* ngx_rooms_ipc_decode() results other than a frame length */
 #define NGX_ROOMS_IPC_INCOMPLETE     0

@@ -49,10 +49,12 @@ typedef struct {
 
 typedef struct {
     ngx_queue_t                    queue;       /* conn->unanswered */
-    ngx_queue_t                    held;        /* link->held, while unsent */
+    ngx_queue_t                    held;        /* link->held while unsent,
+                                                   then link->sent */
     ngx_http_rooms_conn_t         *conn;
     uint64_t                       seq;
     ngx_msec_t                     time;        /* when the client sent it */
+    ngx_msec_t                     sent_at;     /* to the current sidecar */
     unsigned                       sent:1;      /* to some sidecar */
     size_t                         len;
     u_char                         data[1];
@@ -70,6 +72,8 @@ typedef struct {
     u_char                         token[12];   /* of this worker's ids */
 
     ngx_queue_t                    held;        /* unsent messages, by age */
+    ngx_queue_t                    sent;        /* sent, unanswered, by
+                                                   sent_at */
     size_t                         held_size;   /* unanswered bytes */
     ngx_msec_t                     hold_time;
     size_t                         hold_size;
@@ -101,7 +105,8 @@ static void ngx_http_rooms_link_reconnect_handler(ngx_event_t *ev);
 static ngx_uint_t ngx_http_rooms_link_wanted(ngx_http_rooms_link_t *link);
 static void ngx_http_rooms_link_connected_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link);
-static void ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link);
+static ngx_int_t ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link);
+static void ngx_http_rooms_link_arm_hold(ngx_http_rooms_link_t *link);
 static void ngx_http_rooms_link_token(ngx_http_rooms_link_t *link);
 static ngx_int_t ngx_http_rooms_link_send_msg(ngx_http_rooms_link_t *link,
     ngx_http_rooms_msg_t *m, ngx_uint_t flags);
@@ -126,7 +131,7 @@ static ngx_int_t ngx_http_rooms_link_queue(ngx_http_rooms_link_t *link,
 static ngx_int_t ngx_http_rooms_link_announce(ngx_http_rooms_link_t *link,
     ngx_http_rooms_conn_t *conn, ngx_uint_t flags);
 static ngx_int_t ngx_http_rooms_link_input(ngx_http_rooms_link_t *link);
-static void ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
+static ngx_int_t ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
     ngx_rooms_ipc_msg_t *msg);
 static ngx_http_rooms_conn_t *ngx_http_rooms_link_find(
     ngx_http_rooms_link_t *link, uint64_t id);
@@ -176,6 +181,7 @@ ngx_http_rooms_link_init(ngx_cycle_t *cycle,
     ngx_queue_init(&link->all);
     ngx_queue_init(&link->pending);
     ngx_queue_init(&link->held);
+    ngx_queue_init(&link->sent);
 
     link->reconnect.handler = ngx_http_rooms_link_reconnect_handler;
     link->reconnect.data = link;
@@ -489,7 +495,7 @@ ngx_http_rooms_link_hello(ngx_http_rooms_link_t *link)
  * and does not publish it late).
  */
 
-static void
+static ngx_int_t
 ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
 {
     ngx_uint_t              flags;
@@ -499,7 +505,7 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
     ngx_http_rooms_msg_t   *m;
 
     if (link->up) {
-        return;
+        return NGX_OK;
     }
 
     link->up = 1;
@@ -535,7 +541,7 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
         flags = conn->room ? NGX_ROOMS_IPC_F_RESUME : 0;
 
         if (ngx_http_rooms_link_announce(link, conn, flags) != NGX_OK) {
-            goto failed;
+            return NGX_ERROR;
         }
 
         for (mq = ngx_queue_head(&conn->unanswered);
@@ -545,7 +551,9 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
             mnext = ngx_queue_next(mq);
             m = ngx_queue_data(mq, ngx_http_rooms_msg_t, queue);
 
-            flags = 0;
+            /* not rate limited: the client sent it at its own pace */
+
+            flags = NGX_ROOMS_IPC_F_RESENT;
 
             if (now - m->time >= link->hold_time) {
                 if (!m->sent) {
@@ -559,24 +567,18 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
                     continue;
                 }
 
-                flags = NGX_ROOMS_IPC_F_EXPIRED;
+                flags |= NGX_ROOMS_IPC_F_EXPIRED;
             }
 
             if (ngx_http_rooms_link_send_msg(link, m, flags) != NGX_OK) {
-                goto failed;
+                return NGX_ERROR;
             }
         }
     }
 
-    if (ngx_queue_empty(&link->held) && link->hold.timer_set) {
-        ngx_del_timer(&link->hold);
-    }
+    ngx_http_rooms_link_arm_hold(link);
 
-    return;
-
-failed:
-
-    ngx_http_rooms_link_down(link, 1);
+    return NGX_OK;
 }
 
 
@@ -742,7 +744,9 @@ ngx_http_rooms_link_input(ngx_http_rooms_link_t *link)
             break;
         }
 
-        ngx_http_rooms_link_dispatch(link, &msg);
+        if (ngx_http_rooms_link_dispatch(link, &msg) != NGX_OK) {
+            return NGX_ERROR;
+        }
 
         p += n;
     }
@@ -776,7 +780,7 @@ ngx_http_rooms_link_input(ngx_http_rooms_link_t *link)
 }
 
 
-static void
+static ngx_int_t
 ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
     ngx_rooms_ipc_msg_t *msg)
 {
@@ -787,8 +791,7 @@ ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
     switch (msg->type) {
 
     case NGX_ROOMS_IPC_HELLO_ACK:
-        ngx_http_rooms_link_ready(link);
-        break;
+        return ngx_http_rooms_link_ready(link);
 
     case NGX_ROOMS_IPC_SEND:
         conn = ngx_http_rooms_link_find(link, msg->id);
@@ -861,6 +864,8 @@ ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
                        (ngx_int_t) msg->type);
         break;
     }
+
+    return NGX_OK;
 }
 
 
@@ -1204,9 +1209,15 @@ ngx_http_rooms_link_send_msg(ngx_http_rooms_link_t *link,
         return NGX_ERROR;
     }
 
-    if (!m->sent) {
-        ngx_queue_remove(&m->held);
-        m->sent = 1;
+    /* the sidecar answers within hold_time, or is not answering */
+
+    ngx_queue_remove(&m->held);
+    ngx_queue_insert_tail(&link->sent, &m->held);
+    m->sent = 1;
+    m->sent_at = ngx_current_msec;
+
+    if (!link->hold.timer_set) {
+        ngx_add_timer(&link->hold, link->hold_time);
     }
 
     return NGX_OK;
@@ -1245,10 +1256,7 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
     ngx_http_rooms_msg_t *m)
 {
     ngx_queue_remove(&m->queue);
-
-    if (!m->sent) {
-        ngx_queue_remove(&m->held);
-    }
+    ngx_queue_remove(&m->held);
 
     link->held_size -= m->len;
 
@@ -1259,7 +1267,11 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
 /*
  * Messages held past hold_time while no sidecar takes them: the clients
  * get "unavailable".  Held messages are in the order they came, so the
- * oldest is first.
+ * oldest is first.  And a sidecar that has not answered a message in
+ * hold_time is not answering (it answers within its redis_timeout when
+ * it works): the link is dropped and made again, so that the messages
+ * go, in doubt, to whichever sidecar answers HELLO next, and new ones
+ * are held, and refused, meanwhile.
  */
 
 static void
@@ -1279,7 +1291,6 @@ ngx_http_rooms_link_hold_handler(ngx_event_t *ev)
         age = ngx_current_msec - m->time;
 
         if (age < link->hold_time) {
-            ngx_add_timer(&link->hold, link->hold_time - age);
             break;
         }
 
@@ -1289,7 +1300,66 @@ ngx_http_rooms_link_hold_handler(ngx_event_t *ev)
         ngx_http_rooms_link_refuse(link, m);
     }
 
+    if (link->up && !ngx_queue_empty(&link->sent)) {
+        q = ngx_queue_head(&link->sent);
+        m = ngx_queue_data(q, ngx_http_rooms_msg_t, held);
+
+        age = ngx_current_msec - m->sent_at;
+
+        if (age >= link->hold_time) {
+            ngx_log_error(NGX_LOG_ERR, link->log, 0,
+                          "rooms: sidecar at \"%V\" has not answered a "
+                          "message for %Mms, reconnecting",
+                          &link->addr->name, age);
+
+            ngx_http_rooms_link_down(link, 1);
+        }
+    }
+
+    ngx_http_rooms_link_arm_hold(link);
+
     ngx_http_rooms_conn_flush_dirty();
+}
+
+
+/*
+ * The hold timer, for the oldest held message, or the oldest sent and
+ * unanswered one while a sidecar has the link.
+ */
+
+static void
+ngx_http_rooms_link_arm_hold(ngx_http_rooms_link_t *link)
+{
+    ngx_msec_t             next, age;
+    ngx_http_rooms_msg_t  *m;
+
+    next = 0;
+
+    if (!ngx_queue_empty(&link->held)) {
+        m = ngx_queue_data(ngx_queue_head(&link->held),
+                           ngx_http_rooms_msg_t, held);
+        age = ngx_current_msec - m->time;
+        next = age < link->hold_time ? link->hold_time - age : 1;
+    }
+
+    if (link->up && !ngx_queue_empty(&link->sent)) {
+        m = ngx_queue_data(ngx_queue_head(&link->sent),
+                           ngx_http_rooms_msg_t, held);
+        age = ngx_current_msec - m->sent_at;
+        age = age < link->hold_time ? link->hold_time - age : 1;
+
+        if (next == 0 || age < next) {
+            next = age;
+        }
+    }
+
+    if (link->hold.timer_set) {
+        ngx_del_timer(&link->hold);
+    }
+
+    if (next) {
+        ngx_add_timer(&link->hold, next);
+    }
 }
 
 

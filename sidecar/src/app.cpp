@@ -259,7 +259,7 @@ void app::on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg) {
     }
     log_info("close link=%llu conn=%llu room=%s id=%s", ull(l.id()),
              ull(msg.id), res.room.c_str(), res.player_id.c_str());
-    presence_leave(res.room, res.player_id, res.room_empty);
+    presence_leave(res.room, res.player_id, res.room_empty, true);
     if (res.room_empty) {
         room_emptied(res.room);
     }
@@ -286,7 +286,7 @@ void app::on_link_closed(link& l) {
                  ull(l.id()), l.pid(), left.size());
     }
     for (const auto& res : left) {
-        presence_leave(res.room, res.player_id, res.room_empty);
+        presence_leave(res.room, res.player_id, res.room_empty, false);
         if (res.room_empty) {
             room_emptied(res.room);
         }
@@ -295,6 +295,7 @@ void app::on_link_closed(link& l) {
 
 void app::room_emptied(const std::string& room) {
     log_debug("room empty, unsubscribing room=%s", room.c_str());
+    waiting_.erase(room);  // their senders are gone
     if (!stopping_) {
         redis_.unsubscribe(room_channel(cfg_.key_prefix, room));
     }
@@ -337,6 +338,14 @@ void app::on_redis_lost(redis_connection::role r) {
     // subscription is back is filled from history then (app_sync.cpp).
     sub_generation_++;
     rooms_.unsubscribe_all();
+    // No confirmation will come: what waited for one goes now.
+    std::vector<std::string> rooms;
+    for (const auto& [room, msgs] : waiting_) {
+        rooms.push_back(room);
+    }
+    for (const std::string& room : rooms) {
+        release_waiting(room);
+    }
 }
 
 void app::on_subscribed(std::string_view channel) {
@@ -348,7 +357,9 @@ void app::on_subscribed(std::string_view channel) {
     log_debug("subscribed room=%.*s pending=%zu", len(room), room.data(),
               pending.size());
     rooms_.requeue(room, pending);
-    sync_room(std::string(room));
+    std::string code(room);
+    sync_room(code);
+    release_waiting(code);
 }
 
 void app::on_message(std::string_view channel, std::string_view payload) {

@@ -30,9 +30,11 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "config.h"
@@ -78,6 +80,20 @@ private:
     void on_hello(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_open(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg);
+    void process_message(link& l, uint64_t conn, uint64_t seq,
+                         unsigned flags, std::string_view payload);
+    void release_waiting(const std::string& room);
+
+    // A client message that waits for its room's subscription to be
+    // confirmed (a restarted sidecar, a new room): published before it,
+    // its copy would not come back live.
+    struct waiting_message {
+        uint64_t link = 0;
+        uint64_t conn = 0;
+        uint64_t seq = 0;
+        unsigned flags = 0;
+        std::string payload;
+    };
 
     // One client message on its way to Redis, until it is answered.
     struct publish_ctx {
@@ -88,6 +104,7 @@ private:
         std::string player;
         std::string ref;
         uint64_t deadline = 0;  // uv_now() after which Redis refuses it
+        bool agree = false;     // shows the player ready once published
     };
 
     // app_publish.cpp: answers (docs/redis.md "Answers").
@@ -130,10 +147,13 @@ private:
     void sync_failed(const sync_request& req, room_sync& rs);
     void apply_sync(const sync_request& req, const sync_snapshot& copy,
                     room_sync& rs);
-    void admit(const member_key& key, const room_snapshot& snap,
-               const room_sync& rs, size_t start);
+    // Returns the id the member was attached at, none if not admitted.
+    std::optional<uint64_t> admit(const member_key& key, const room_snapshot& snap,
+                   const room_sync& rs, size_t start);
     void gap_fill(const sync_request& req, const room_snapshot& snap,
                   room_sync& rs, bool restarted);
+    void note_position(const std::string& room, room_sync& rs,
+                       uint64_t link_id, uint64_t at);
     void broadcast(std::string_view room, std::string_view payload,
                    uint64_t id);
     void broadcast_to(const std::vector<uint64_t>& links,
@@ -145,8 +165,11 @@ private:
     void sync_all_rooms(bool register_all);
 
     // app_presence.cpp: leaves, heartbeat, dead servers, /rooms.
+    // closed: the client said goodbye (CLOSE), its dedup record goes too;
+    // not when its worker's link was lost (it may come back and resend).
     void presence_leave(const std::string& room,
-                        const std::string& player_id, bool last_local);
+                        const std::string& player_id, bool last_local,
+                        bool closed);
     void flush_leaves();
     void start_heartbeat();
     void heartbeat();
@@ -193,6 +216,7 @@ private:
         std::string room;
         std::string player_id;
         bool last_local = false;
+        bool closed = false;
     };
 
     uint64_t sub_generation_ = 0;  // bumped when the subscriber is lost
@@ -200,8 +224,9 @@ private:
     uint64_t sync_backoff_ms_ = 0;   // next sync retry delay (0: none yet)
     bool heartbeat_seen_ = false;  // a heartbeat has been answered
     uint64_t reap_paused_until_ = 0;  // uv_now(): no `reap dead` before
-    std::string epoch_candidate_;  // this process's room epoch proposal,
-                                   // and its run token in presence
+    std::string epoch_candidate_;  // this process's run token (presence),
+                                   // and its room epoch proposals' prefix
+    uint64_t epoch_serial_ = 0;    // makes each epoch proposal unique
     std::vector<pending_leave> leaves_;  // not yet told to Redis
     state_throttle states_;
     std::set<std::string> unsent_states_;  // Redis was down: retry
@@ -212,6 +237,8 @@ private:
     // Messages whose Redis stopped answering: "unavailable" once their
     // deadline passed (Redis refuses them after it), in deadline order.
     std::deque<publish_ctx> late_;
+    // Per room, messages waiting for its subscription, in arrival order.
+    std::unordered_map<std::string, std::deque<waiting_message>> waiting_;
 };
 
 }  // namespace rooms

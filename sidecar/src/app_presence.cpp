@@ -17,7 +17,8 @@
 namespace rooms {
 
 void app::presence_leave(const std::string& room,
-                         const std::string& player_id, bool last_local) {
+                         const std::string& player_id, bool last_local,
+                         bool closed) {
     if (stopping_) {
         return;
     }
@@ -27,8 +28,9 @@ void app::presence_leave(const std::string& room,
                                      server_key(p, cfg_.server_id, "rooms"),
                                      room_key(p, room, "senders")};
     std::vector<std::string> args = {room, player_id,
-                                     last_local ? "1" : "0"};
-    pending_leave pl{room, player_id, last_local};
+                                     last_local ? "1" : "0",
+                                     closed ? "1" : "0"};
+    pending_leave pl{room, player_id, last_local, closed};
     bool sent = redis_.eval(script_leave(), keys, args,
                             [this, pl](const redisReply* r) {
                                 if (r == nullptr && !stopping_) {
@@ -49,7 +51,7 @@ void app::flush_leaves() {
                  todo.size());
     }
     for (const pending_leave& pl : todo) {
-        presence_leave(pl.room, pl.player_id, pl.last_local);
+        presence_leave(pl.room, pl.player_id, pl.last_local, pl.closed);
     }
 }
 

@@ -11,10 +11,16 @@
 // - the command connection drops with it in flight: it is "in doubt"; once
 //   Redis is back, the `settle` script says whether it was published, and
 //   makes sure it never will be if it was not;
-// - Redis stops answering (redis_timeout): each message carries a deadline
-//   in Redis's clock, past which the script refuses it, so the sidecar
-//   answers "unavailable" once the deadline has passed, whatever Redis
-//   does with it later.
+// - Redis stops answering (redis_timeout T): each message carries a
+//   deadline, T/2 after it was sent, in Redis's clock; a script that runs
+//   later refuses it.  When the sidecar gives up the connection (its
+//   oldest command waited T), Redis had run none of the commands behind
+//   that one (a connection's commands run in order), so each can only run
+//   when Redis resumes.  If Redis answers again (a new connection is
+//   ready) before a message is answered, `settle` tells the truth;
+//   otherwise the message is answered "unavailable" T/4 after its
+//   deadline (3T/4 after it was sent): Redis was still silent then, and
+//   whenever it resumes, the script refuses it.
 
 #include <hiredis/hiredis.h>
 
@@ -59,13 +65,56 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
         return;
     }
 
-    std::string_view payload = view(msg.payload);
+    // Until the room's SUBSCRIBE is confirmed (it is on its way: the
+    // subscriber connection is up), its messages wait, in order.
+    auto w = waiting_.find(m->room);
+    if (w != waiting_.end() ||
+        (!rooms_.is_subscribed(m->room) && redis_.subscriber_ready())) {
+        if (w == waiting_.end()) {
+            w = waiting_.emplace(m->room, std::deque<waiting_message>())
+                    .first;
+        }
+        w->second.push_back(waiting_message{
+            l.id(), msg.id, msg.seq, msg.flags,
+            std::string(view(msg.payload))});
+        return;
+    }
+    process_message(l, msg.id, msg.seq, msg.flags, view(msg.payload));
+}
+
+// The room is subscribed (or will not be soon): its waiting messages go.
+void app::release_waiting(const std::string& room) {
+    auto w = waiting_.find(room);
+    if (w == waiting_.end()) {
+        return;
+    }
+    std::deque<waiting_message> todo = std::move(w->second);
+    waiting_.erase(w);
+    for (const waiting_message& wm : todo) {
+        if (link* l = links_.find(wm.link)) {
+            process_message(*l, wm.conn, wm.seq, wm.flags, wm.payload);
+        }
+    }
+}
+
+void app::process_message(link& l, uint64_t conn, uint64_t seq,
+                          unsigned flags, std::string_view payload) {
+    member* m = rooms_.find_mutable(member_key{l.id(), conn});
+    if (m == nullptr || m->kicked) {
+        return;
+    }
+
     publish_ctx ctx;
     ctx.link = l.id();
-    ctx.conn = msg.id;
-    ctx.seq = msg.seq;
+    ctx.conn = conn;
+    ctx.seq = seq;
     ctx.room = m->room;
     ctx.player = m->id;
+
+    ngx_rooms_ipc_msg_t msg{};
+    msg.id = conn;
+    msg.seq = seq;
+    msg.flags = flags;
 
     if (msg.flags & NGX_ROOMS_IPC_F_EXPIRED) {
         // Held by the worker past its bound after an earlier sidecar took
@@ -75,7 +124,12 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
         return;
     }
 
-    switch (m->limiter.take(cfg_.rate, uv_now(loop_))) {
+    // A burst the worker held while no sidecar was there is not the
+    // client's doing.
+    auto verdict = (msg.flags & NGX_ROOMS_IPC_F_RESENT)
+                       ? rate_limiter::verdict::ok
+                       : m->limiter.take(cfg_.rate, uv_now(loop_));
+    switch (verdict) {
     case rate_limiter::verdict::ok:
         break;
     case rate_limiter::verdict::limited:
@@ -115,20 +169,17 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
 }
 
 // The `publish` (or `agree`) script with the message's player, seq and
-// deadline.  The deadline is in Redis's clock: the local deadline plus
-// the measured offset, less a margin for the reply's way back, so that a
-// reply that arrives before the local deadline is never one Redis would
-// have refused, and one Redis executes late is refused.
+// deadline (in Redis's clock: the local one plus the measured offset).
 void app::publish(member& m, const publish_ctx& base, std::string&& body,
                   const std::string& type) {
     publish_ctx ctx = base;
     uint64_t now = uv_now(loop_);
-    uint64_t timeout = cfg_.redis_timeout_ms;
-    ctx.deadline = now + timeout;
+    ctx.deadline = now + cfg_.redis_timeout_ms / 2;
+    ctx.agree = type == "agree";
 
     std::string redis_deadline = "0";
     if (redis_.clock_known()) {
-        int64_t d = static_cast<int64_t>(now + timeout - timeout / 4) +
+        int64_t d = static_cast<int64_t>(ctx.deadline) +
                     redis_.redis_clock_offset_ms();
         redis_deadline = std::to_string(d > 0 ? d : 1);
     }
@@ -161,10 +212,6 @@ void app::publish(member& m, const publish_ctx& base, std::string&& body,
         ack_unavailable(ctx);
         return;
     }
-    if (agree) {
-        m.ready = true;
-        state_changed(m.room);  // after the agree, shows it ready
-    }
     log_debug("publish link=%llu conn=%llu seq=%llu room=%s type=%s",
               ull(ctx.link), ull(ctx.conn), ull(ctx.seq), m.room.c_str(),
               type.c_str());
@@ -176,8 +223,8 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
     }
     if (r == nullptr) {
         if (redis_.timed_out()) {
-            // Redis stopped answering: refused by Redis itself after the
-            // deadline, answered then.
+            // Redis stopped answering: `settle` if it answers again soon,
+            // else refused by its deadline (answer_late).
             late_.push_back(ctx);
             answer_late();
         } else {
@@ -191,6 +238,14 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
         return;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        if (ctx.agree) {
+            // shows the player ready, after the agree
+            if (member* m = rooms_.find_mutable(member_key{ctx.link,
+                                                           ctx.conn})) {
+                m->ready = true;
+            }
+            state_changed(ctx.room);
+        }
         ack(ctx.link, ctx.conn, ctx.seq);  // published: its copy comes
         return;
     }
@@ -249,8 +304,14 @@ void app::settle(const publish_ctx& ctx) {
     }
 }
 
+// Redis answers again: every message in doubt, or given up with a hung
+// connection and not answered yet, is settled.
 void app::settle_in_doubt() {
     std::vector<publish_ctx> todo = std::exchange(in_doubt_, {});
+    for (publish_ctx& ctx : late_) {
+        todo.push_back(std::move(ctx));
+    }
+    late_.clear();
     if (!todo.empty()) {
         log_info("settling %zu messages in doubt", todo.size());
     }
@@ -259,11 +320,13 @@ void app::settle_in_doubt() {
     }
 }
 
-// "unavailable" for each late message whose deadline has passed; the
-// timer is armed for the next one.
+// "unavailable" for each late message T/4 past its deadline (Redis gave
+// no sign of life since: the script will refuse it); the timer is armed
+// for the next one.
 void app::answer_late() {
     uint64_t now = uv_now(loop_);
-    while (!late_.empty() && late_.front().deadline <= now) {
+    uint64_t grace = cfg_.redis_timeout_ms / 4;
+    while (!late_.empty() && late_.front().deadline + grace <= now) {
         publish_ctx ctx = std::move(late_.front());
         late_.pop_front();
         ack_unavailable(ctx);
@@ -272,7 +335,7 @@ void app::answer_late() {
         return;
     }
     uv_timer_start(late_timer_.get(), late_timer_cb,
-                   late_.front().deadline - now, 0);
+                   late_.front().deadline + grace - now, 0);
 }
 
 void app::late_timer_cb(uv_timer_t* t) {

@@ -65,7 +65,12 @@ void app::sync_room(const std::string& code, bool register_all) {
         rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
         room_key(p, code, "epoch")};
     std::vector<std::string> args = {room_channel(p, code), code,
-                                     cfg_.server_id, epoch_candidate_,
+                                     cfg_.server_id,
+                                     // unique per call: a Redis that lost
+                                     // the room's keys gets an epoch no
+                                     // server has seen before
+                                     epoch_candidate_ + "." +
+                                         std::to_string(++epoch_serial_),
                                      epoch_candidate_};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
@@ -252,12 +257,42 @@ void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
     size_t start = req.start > rs.buffer_base ? req.start - rs.buffer_base
                                               : 0;
     for (const member_key& key : req.joiners) {
-        admit(key, snap, rs, start);
+        std::optional<uint64_t> at = admit(key, snap, rs, start);
+        if (at && rs.resync) {
+            note_position(req.room, rs, key.link, *at);
+        }
     }
     if (!rs.resync) {
         rs.last_id = std::max(rs.last_id, snap.seq);
     }
     drop_buffer_if_idle(rs);
+}
+
+// A member was attached at `at` while a gap fill is still to come for
+// the room (a sync of its attached members is in flight).  The fill goes
+// to a link as a whole: alone on its link, the member's position is the
+// link's; with others, the link keeps the lowest (nobody misses a
+// message; the newcomer may see a few ids again, which it can drop by
+// id).
+void app::note_position(const std::string& room, room_sync& rs,
+                        uint64_t link_id, uint64_t at) {
+    size_t on_link = 0;
+    if (const auto* targets = rooms_.attached_links(room)) {
+        for (const link_members& t : *targets) {
+            if (t.link == link_id) {
+                on_link = t.attached;
+            }
+        }
+    }
+    auto it = std::find_if(rs.resume_from.begin(), rs.resume_from.end(),
+                           [&](const auto& lf) {
+                               return lf.first == link_id;
+                           });
+    if (it != rs.resume_from.end()) {
+        it->second = std::min(it->second, at);
+    } else if (on_link <= 1) {
+        rs.resume_from.emplace_back(link_id, at);
+    }
 }
 
 // The attached members of each link get what they missed since their
@@ -337,12 +372,13 @@ void app::gap_fill(const sync_request& req, const room_snapshot& snap,
 // welcome (not when resuming), reset, backfill, the buffered live
 // messages newer than the snapshot, ATTACH: all before ATTACH on the one
 // ordered link, so nothing is missing or doubled.
-void app::admit(const member_key& key, const room_snapshot& snap,
-                const room_sync& rs, size_t start) {
+std::optional<uint64_t> app::admit(const member_key& key,
+                                   const room_snapshot& snap,
+                                   const room_sync& rs, size_t start) {
     member* m = rooms_.find_mutable(key);
     link* l = links_.find(key.link);
     if (m == nullptr || l == nullptr || m->attached) {
-        return;
+        return std::nullopt;
     }
     size_t backfilled = 0;
     bool reset = false;
@@ -381,6 +417,7 @@ void app::admit(const member_key& key, const room_snapshot& snap,
               "backfill=%zu live=%zu%s",
               ull(key.link), ull(key.conn), m->room.c_str(), ull(snap.seq),
               backfilled, live, reset ? " reset" : "");
+    return last_id;
 }
 
 void app::drop_buffer_if_idle(room_sync& rs) {

@@ -235,12 +235,17 @@ return { seq, trimmed, epoch, hist, changed }
 }
 
 // KEYS: presence rooms server_rooms senders
-// ARGV: code player_id last_local
+// ARGV: code player_id last_local closed
+// The player's senders entry goes only when it closed itself: a player
+// whose worker link was lost may be resumed on a new link and send its
+// unanswered messages again, which must not be published twice.
 // -> 1 if the player was there
 const lua_script& script_leave() {
     static const lua_script s = make("leave", R"lua(
 local removed = redis.call('HDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[4], ARGV[2])
+if ARGV[4] == '1' then
+    redis.call('HDEL', KEYS[4], ARGV[2])
+end
 if ARGV[3] == '1' then
     redis.call('SREM', KEYS[3], ARGV[1])
 end
@@ -332,7 +337,6 @@ for _, id in ipairs(victims) do
     local changed = {}
     for _, code in ipairs(redis.call('SMEMBERS', rooms_key)) do
         local pres = prefix .. 'room:{' .. code .. '}:presence'
-        local senders = prefix .. 'room:{' .. code .. '}:senders'
         local all = redis.call('HGETALL', pres)
         local n, kept = 0, 0
         for i = 1, #all, 2 do
@@ -342,7 +346,6 @@ for _, id in ipairs(victims) do
                     kept = kept + 1
                 else
                     redis.call('HDEL', pres, all[i])
-                    redis.call('HDEL', senders, all[i])
                     n = n + 1
                 end
             end
