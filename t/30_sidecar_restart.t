@@ -3,7 +3,10 @@
 # A sidecar restart loses nothing (SPEC 5, issue 8).  Stack a: five
 # clients in a room and a publisher (20 msg/s); stack b, on the same
 # Redis: a publisher (40 msg/s).  a's sidecar is killed (kill -9, back
-# 0.5 s later; then SIGTERM, back at once) under that traffic.  Exact
+# 0.5 s later; SIGTERM, back at once; kill -9, back after 3 s with a's
+# publisher at 50 msg/s: 150 held messages, more than a rate-limit burst,
+# and more than the default history, which is raised here) under that
+# traffic.  Exact
 # accounting: nobody is disconnected; every client gets every published
 # chat once, in id order (b's published while a's sidecar was away come
 # from history); each of a's publisher's messages is answered once,
@@ -22,8 +25,9 @@ use Rooms::Test::Traffic;
 my $ta = Rooms::Test->new(name => 'a');
 my $tb = Rooms::Test->new(name => 'b');
 my $redis = $ta->start_redis;
-$ta->start_sidecar($redis);
-$tb->start_sidecar($redis);
+my @args = (args => [ '--history-length', 500 ]);
+$ta->start_sidecar($redis, @args);
+$tb->start_sidecar($redis, @args);
 $ta->start_nginx;
 $tb->start_nginx;
 
@@ -69,20 +73,26 @@ $_->{frames} = [] for map { $tr->client($_) } @receivers, qw(pa pb);
 my %events = (
     'kill -9, back after 0.5 s' => {
         0.8 => sub { $ta->kill_proc('sidecar', 'KILL') },
-        1.3 => sub { $ta->start_sidecar($redis) },
+        1.3 => sub { $ta->start_sidecar($redis, @args) },
     },
     'SIGTERM, back at once' => {
         0.8 => sub {
             $ta->kill_proc('sidecar', 'TERM');
-            $ta->start_sidecar($redis);
+            $ta->start_sidecar($redis, @args);
         },
+    },
+    'kill -9, back after 3 s, 50 msg/s' => {
+        0.8 => sub { $ta->kill_proc('sidecar', 'KILL') },
+        3.8 => sub { $ta->start_sidecar($redis, @args) },
     },
 );
 
 for my $what (sort keys %events) {
     my $log_from = -s $ta->sidecar_log;
+    my $long = $what =~ /3 s/;
+    $tr->client('pa')->{rate} = $long ? 50 : 20;
 
-    $tr->run(3, at => $events{$what});
+    $tr->run($long ? 5 : 3, at => $events{$what});
     $tr->drain(1);
 
     note("--- $what");
@@ -95,6 +105,8 @@ for my $what (sort keys %events) {
             . "refused $s->{refused}, lost $s->{lost}");
     }
     is($st->{pb}{refused}, 0, "$what: nothing of b's was refused");
+    is($st->{pa}{refused}, 0, "$what: nothing of a's was refused (held, "
+        . 'then published in order, not rate limited)');
 
     my $log = Rooms::Test::tail($ta->sidecar_log, 400);
     like($log, qr/open link=\d+ conn=\d+ room=RESTART id=\S+ name="a1" resume/,

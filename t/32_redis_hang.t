@@ -24,6 +24,7 @@ use IO::Select;
 use IO::Socket::INET;
 
 use Rooms::Test qw(http_get wait_until);
+use Rooms::Test::Traffic;
 
 my $TIMEOUT = 1000;   # --redis-timeout, ms
 my $INTERVAL = 200;   # --heartbeat-interval-ms
@@ -316,5 +317,44 @@ sub two_stacks {
 
 two_stacks($TIMEOUT);
 two_stacks(5000);
+
+# --- answers across a short stall ----------------------------------------
+
+# Redis resumes right after the sidecar gave its connections up: the
+# commands it had read on them still run.  A chat every 50 ms through it:
+# each is answered once, delivered or `unavailable`, never both (a
+# message given up with the connection is settled on the new one if
+# Redis answers again in time, and refused by its deadline otherwise).
+{
+    my $th = Rooms::Test->new(name => 'h');
+    $th->start_redis;
+    $th->start_sidecar(undef, args => [ '--redis-timeout', $TIMEOUT ]);
+    $th->start_nginx;
+
+    my $tr = Rooms::Test::Traffic->new;
+    for my $n (qw(h1 hp)) {
+        my $c = $th->connect('SHORT', $n);
+        ref $c or BAIL_OUT("$n: upgrade refused");
+        my $w = $c->recv_json(5);
+        $tr->add($n => $c, welcome => $w, rate => $n eq 'hp' ? 20 : 0);
+    }
+    $tr->drain(0.3);
+    $_->{frames} = [] for map { $tr->client($_) } qw(h1 hp);
+
+    my $from = -s $th->sidecar_log;
+    my $stopped;
+    $tr->run(4, at => {
+        0.5 => sub { $stopped = stop_redis($th) },
+        # just after "not answering" (about the timeout after the stop)
+        0.5 + $TIMEOUT / 1000 * 1.1 => sub { cont_redis() },
+    });
+    $tr->drain(1.5);
+
+    like(log_since($th, $from), qr/command connection not answering/,
+        'short stall: the sidecar gave its connection up');
+    my $st = $tr->check_room(receivers => ['h1'], publishers => ['hp']);
+    diag(sprintf('short stall: sent %d, delivered %d, refused %d, lost %d',
+        @{ $st->{hp} }{qw(sent delivered refused lost)}));
+}
 
 $ta->finish;

@@ -39,39 +39,59 @@ end
 
 -- Exactly-once publishing (docs/redis.md "Answers"): a room's senders
 -- hash keeps, per player, the seq of its newest message that reached
--- Redis, with an "x" when it was refused.  A message sent again (its
--- sidecar died before it could answer) is not published twice; a message
--- past its deadline (Redis stalled, the sidecar answered "unavailable")
--- is refused and remembered as refused.
-local function last_sent(senders_key, player)
+-- Redis, and the seqs it refused since (after "|": past their deadline,
+-- or settled as never published), so that a message sent again (its
+-- sidecar died before it could answer) is not published twice, and its
+-- fate can be told later: a seq not above the newest was published
+-- unless it is in the refused list.  The list keeps the last 1000
+-- refusals.
+local function sender_state(senders_key, player)
     local v = redis.call('HGET', senders_key, player)
     if not v then
-        return 0, false
+        return 0, ''
     end
-    return tonumber(string.match(v, '^%d+')) or 0, string.sub(v, -1) == 'x'
+    local last, refused = string.match(v, '^(%d+)|?(.*)$')
+    return tonumber(last) or 0, refused or ''
+end
+
+local function was_refused(refused, seq)
+    return string.find(',' .. refused .. ',', ',' .. seq .. ',', 1, true)
+        ~= nil
+end
+
+local function set_sender(senders_key, player, last, refused)
+    redis.call('HSET', senders_key, player, refused == '' and
+        string.format('%d', last) or string.format('%d|%s', last, refused))
+end
+
+-- Marks seq (above the newest) refused for good.
+local function refuse(senders_key, player, seq, refused)
+    local list = refused == '' and tostring(seq) or refused .. ',' .. seq
+    local _, n = string.gsub(list, ',', '')
+    if n >= 1000 then
+        list = string.match(list, '^[^,]*,(.*)$')
+    end
+    set_sender(senders_key, player, seq, list)
 end
 
 -- -> 1 publish now, 0 published already, -1 past its deadline (refused
 --    now), -2 refused already
 local function admit(senders_key, player, seq, deadline)
+    local last, refused = 0, ''
     if seq > 0 then
-        local last, refused = last_sent(senders_key, player)
-        if seq < last then
-            return 0
-        end
-        if seq == last then
-            return refused and -2 or 0
+        last, refused = sender_state(senders_key, player)
+        if seq <= last then
+            return was_refused(refused, seq) and -2 or 0
         end
     end
     if deadline > 0 and now_ms() > deadline then
         if seq > 0 then
-            redis.call('HSET', senders_key, player,
-                string.format('%dx', seq))
+            refuse(senders_key, player, seq, refused)
         end
         return -1
     end
     if seq > 0 then
-        redis.call('HSET', senders_key, player, string.format('%d', seq))
+        set_sender(senders_key, player, seq, refused)
     end
     return 1
 end
@@ -180,14 +200,11 @@ return id
 const lua_script& script_settle() {
     static const lua_script s = make("settle", R"lua(
 local seq = tonumber(ARGV[2])
-local last, refused = last_sent(KEYS[1], ARGV[1])
-if seq < last then
-    return 1
+local last, refused = sender_state(KEYS[1], ARGV[1])
+if seq <= last then
+    return was_refused(refused, seq) and 0 or 1
 end
-if seq == last then
-    return refused and 0 or 1
-end
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%dx', seq))
+refuse(KEYS[1], ARGV[1], seq, refused)
 return 0
 )lua");
     return s;
