@@ -4,9 +4,12 @@
 # is bounded.  Every client message waits in the worker until the
 # sidecar answers it; past rooms_hold_size (here 1m) of unanswered
 # messages the worker refuses new ones with `unavailable` (logging why)
-# instead of queueing more, and the client stays connected.  Once the
-# sidecar reads again it answers every message it took, and the client
-# chats again.  (The link's own 64 MiB cap stays as a last resort.)
+# instead of queueing more, and the client stays connected.  A sidecar
+# that answers nothing for rooms_hold_time (here 2s) loses its link: the
+# worker connects again and holds what comes meanwhile (then refuses it
+# past the hold time).  Once the sidecar reads again it answers, and the
+# client chats again.  (The link's own 64 MiB cap stays as a last
+# resort.)
 
 use strict;
 use warnings;
@@ -25,7 +28,8 @@ sub not_reading {
 my $t = Rooms::Test->new;
 $t->start_redis;
 $t->start_sidecar(undef, args => [ '--rate-limit', 0 ]);
-my $port = $t->start_nginx(workers => 1, http => 'rooms_hold_size 1m;');
+my $port = $t->start_nginx(workers => 1,
+    http => "rooms_hold_size 1m;\nrooms_hold_time 2s;");
 
 my $c = Rooms::Test::Raw->connect(port => $port, room => 'OVF',
     name => 'flood');
@@ -56,6 +60,18 @@ while (my $m = $c->wait_json(type => 'error', timeout => 1)) {
     last if $refused >= 100;
 }
 ok($refused >= 100, "the client got unavailable ($refused)");
+
+ok(wait_until(sub {
+    open my $fh, '<', $t->error_log or return 0;
+    return scalar grep { /has not answered a message for/ } <$fh>;
+}, timeout => 5), 'a sidecar that answers nothing loses its link');
+
+$c->send_json({ type => 'chat', data => { text => 'held' },
+    ref => 'r-held' });
+my $held = $c->wait_json(type => 'error', timeout => 4,
+    match => sub { ($_[0]{data}{ref} // '') eq 'r-held' });
+is($held && $held->{data}{ref}, 'r-held',
+    'a message sent meanwhile is held, then refused past the hold time');
 
 ok(kill('CONT', $sidecar), 'sidecar reads again (SIGCONT)');
 
