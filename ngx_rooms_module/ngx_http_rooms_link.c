@@ -557,13 +557,7 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
 
             if (now - m->time >= link->hold_time) {
                 if (!m->sent) {
-                    ngx_http_rooms_link_refuse(link, m);
-
-                    if (!conn->registered) {
-                        /* the answer was too much for a slow client */
-                        break;
-                    }
-
+                    /* refused by the hold timer, armed below */
                     continue;
                 }
 
