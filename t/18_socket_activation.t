@@ -85,8 +85,18 @@ ok(!$m && $alice->is_open, 'sidecar dead: Alice stays connected')
     or diag(defined $m ? "got $m->{type}" : 'closed, code '
         . ($alice->close_code // 'none'));
 
+# sent while no sidecar runs: held by the worker, published by the next
+# one once its Redis is connected (it answers the workers only then)
+$alice->send_json({ type => 'chat', data => { text => 'held' },
+    ref => 'r-held' });
+
 $t->start_sidecar(undef, listen_fd => 1);
 isnt($t->pid('sidecar'), $old, 'a new sidecar runs on the same socket');
+for ([Alice => $alice], [Bob => $bob]) {
+    my $h = $_->[1]->wait_for(timeout => 5, ignore => ['state']);
+    is($h && $h->{type} . ':' . ($h->{data}{text} // $h->{data}{code}),
+        'chat:held', "$_->[0] gets the chat sent while no sidecar ran");
+}
 @ready = log_text($t->sidecar_log) =~ /$inherited/g;
 is(scalar @ready, 2, 'the new sidecar logs that it uses the inherited socket');
 

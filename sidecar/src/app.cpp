@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -86,7 +87,8 @@ bool app::start(int listen_fd, std::string& err) {
     start_heartbeat();
     start_state_timer();
     int rc = 0;
-    for (uv_ptr<uv_timer_t>* t : {&sync_retry_, &stale_reap_, &late_timer_}) {
+    for (uv_ptr<uv_timer_t>* t :
+         {&sync_retry_, &stale_reap_, &late_timer_, &startup_timer_}) {
         *t = make_uv_handle<uv_timer_t>(
             [&](uv_timer_t* h) { return uv_timer_init(loop_, h); }, rc, this);
         if (!*t) {
@@ -94,6 +96,8 @@ bool app::start(int listen_fd, std::string& err) {
             return false;
         }
     }
+    uv_timer_start(startup_timer_.get(), startup_timer_cb,
+                   cfg_.redis_timeout_ms, 0);
     redis_.start();
 
     log_info("ready: listening on %s (%s) server_id=%s key_prefix=\"%s\"",
@@ -119,6 +123,7 @@ void app::stop() {
     sync_retry_.reset();
     stale_reap_.reset();
     late_timer_.reset();
+    startup_timer_.reset();
     sigterm_.reset();
     sigint_.reset();
 }
@@ -192,10 +197,40 @@ void app::on_hello(link& l, const ngx_rooms_ipc_msg_t& msg) {
     l.greet(msg.pid);
     log_info("hello link=%llu pid=%u", ull(l.id()), msg.pid);
 
+    if (!links_open_) {
+        unanswered_hellos_.push_back(l.id());
+        return;
+    }
+    send_hello_ack(l);
+}
+
+void app::send_hello_ack(link& l) {
     ngx_rooms_ipc_msg_t ack = ipc_msg(NGX_ROOMS_IPC_HELLO_ACK, 0);
     ack.version = NGX_ROOMS_IPC_VERSION;
     ack.pid = static_cast<uint32_t>(getpid());
     l.send(ack);
+}
+
+void app::open_links(const char* why) {
+    if (links_open_) {
+        return;
+    }
+    links_open_ = true;
+    if (startup_timer_) {
+        uv_timer_stop(startup_timer_.get());
+    }
+    log_info("answering workers (%zu waiting): %s",
+             unanswered_hellos_.size(), why);
+    for (uint64_t id : std::exchange(unanswered_hellos_, {})) {
+        if (link* l = links_.find(id)) {
+            send_hello_ack(*l);
+        }
+    }
+}
+
+void app::startup_timer_cb(uv_timer_t* t) {
+    static_cast<app*>(t->data)->open_links(
+        "Redis not connected yet, serving without it");
 }
 
 void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
@@ -304,6 +339,9 @@ void app::room_emptied(const std::string& room) {
 /* Redis */
 
 void app::on_redis_ready(redis_connection::role r) {
+    if (redis_.commands_ready() && redis_.subscriber_ready()) {
+        open_links("Redis is connected");
+    }
     if (r == redis_connection::role::command) {
         pause_reaping("the Redis command connection is back");
         // What a previous run of this server left is cleared once the

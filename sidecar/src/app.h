@@ -78,6 +78,9 @@ private:
                     std::string_view payload) override;
 
     void on_hello(link& l, const ngx_rooms_ipc_msg_t& msg);
+    void send_hello_ack(link& l);
+    void open_links(const char* why);
+    static void startup_timer_cb(uv_timer_t* t);
     void on_open(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg);
     void process_message(link& l, uint64_t conn, uint64_t seq,
@@ -209,6 +212,14 @@ private:
     uv_ptr<uv_timer_t> sync_retry_;   // failed syncs, with backoff
     uv_ptr<uv_timer_t> stale_reap_;   // once, after the resume grace
     uv_ptr<uv_timer_t> late_timer_;   // the earliest late answer
+    uv_ptr<uv_timer_t> startup_timer_;  // links wait for Redis this long
+
+    // Until both Redis connections are up after the start (at most
+    // redis_timeout), HELLOs are not answered: a worker resuming its
+    // clients after a restart holds their messages meanwhile, rather than
+    // have them refused or published before the rooms are subscribed.
+    bool links_open_ = false;
+    std::vector<uint64_t> unanswered_hellos_;
     bool started_ = false;
     bool stopping_ = false;
 
