@@ -551,7 +551,7 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
             mnext = ngx_queue_next(mq);
             m = ngx_queue_data(mq, ngx_http_rooms_msg_t, queue);
 
-            /* not rate limited: the client sent it at its own pace */
+            /* a burst the worker made: the sidecar does not rate limit it */
 
             flags = NGX_ROOMS_IPC_F_RESENT;
 
