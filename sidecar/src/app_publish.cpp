@@ -111,12 +111,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     ctx.room = m->room;
     ctx.player = m->id;
 
-    ngx_rooms_ipc_msg_t msg{};
-    msg.id = conn;
-    msg.seq = seq;
-    msg.flags = flags;
-
-    if (msg.flags & NGX_ROOMS_IPC_F_EXPIRED) {
+    if (flags & NGX_ROOMS_IPC_F_EXPIRED) {
         // Held by the worker past its bound after an earlier sidecar took
         // it: never published late; answered by what Redis knows.
         ctx.ref = client_ref(payload);
@@ -126,7 +121,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
 
     // A burst the worker held while no sidecar was there is not the
     // client's doing.
-    auto verdict = (msg.flags & NGX_ROOMS_IPC_F_RESENT)
+    auto verdict = (flags & NGX_ROOMS_IPC_F_RESENT)
                        ? rate_limiter::verdict::ok
                        : m->limiter.take(cfg_.rate, uv_now(loop_));
     switch (verdict) {
@@ -134,8 +129,8 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
         break;
     case rate_limiter::verdict::limited:
         log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
-                  ull(msg.id), m->room.c_str());
-        ack(l.id(), msg.id, msg.seq,
+                  ull(conn), m->room.c_str());
+        ack(l.id(), conn, seq,
             make_error("rate_limited",
                        "too many messages, this one was dropped",
                        client_ref(payload)));
@@ -143,9 +138,9 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     case rate_limiter::verdict::kick: {
         log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
                  "id=%s",
-                 ull(l.id()), ull(msg.id), m->room.c_str(), m->id.c_str());
+                 ull(l.id()), ull(conn), m->room.c_str(), m->id.c_str());
         m->kicked = true;
-        ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, msg.id);
+        ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, conn);
         k.status = 1008;
         k.payload = ipc_str("rate limit exceeded");
         l.send(k);
@@ -159,9 +154,9 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     if (env.status != envelope_status::ok) {
         const char* code = envelope_error_code(env.status);
         log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
-                 ull(l.id()), ull(msg.id), m->room.c_str(), code,
+                 ull(l.id()), ull(conn), m->room.c_str(), code,
                  env.message.c_str());
-        ack(l.id(), msg.id, msg.seq, make_error(code, env.message, env.ref));
+        ack(l.id(), conn, seq, make_error(code, env.message, env.ref));
         return;
     }
 
