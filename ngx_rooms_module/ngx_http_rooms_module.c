@@ -476,18 +476,22 @@ ngx_http_rooms_get_value(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
         return NGX_ERROR;
     }
 
-    value->data = dst;
-    src = raw.data;
+    /*
+     * A query string's "+" is a space, "%2B" a plus: the "+"s are turned
+     * into spaces before the percent-decoding, never after it.
+     */
+
+    for (src = raw.data; src < raw.data + raw.len; src++) {
+        *dst++ = (*src == '+') ? ' ' : *src;
+    }
+
+    value->data = dst - raw.len;
+    src = value->data;
+    dst = value->data;
 
     ngx_unescape_uri(&dst, &src, raw.len, 0);
 
     value->len = dst - value->data;
-
-    for (dst = value->data; dst < value->data + value->len; dst++) {
-        if (*dst == '+') {
-            *dst = ' ';
-        }
-    }
 
     while (value->len
            && (value->data[0] == ' ' || value->data[0] == '\t'))

@@ -262,6 +262,12 @@ for my $b (@bad) {
     $c = $t->connect('R', 'é' x 32);
     ok(ref $c, 'name of 32 code points (64 bytes) is accepted');
     $c->close if ref $c;
+
+    # "+" is a space, "%2B" a plus
+    $c = $t->connect(undef, undef, path => '/ws?room=R&name=a%2Bb+c');
+    $w = ref $c ? $c->recv_json(5) : undef;
+    is($w && $w->{data}{you}{name}, 'a+b c', 'name: %2B is a plus, + a space');
+    $c->close if ref $c;
 }
 
 # --- 403: origin ------------------------------------------------------------
