@@ -239,8 +239,9 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
     std::string_view player = view(msg.player);
     member_key key{l.id(), msg.id};
 
-    if (room.empty() || name.empty() || !valid_player_id(player)) {
-        log_error("OPEN without room, name or player id link=%llu "
+    if (!valid_room_code(room) || !valid_player_name(name) ||
+        !valid_player_id(player)) {
+        log_error("OPEN with a bad room, name or player id link=%llu "
                   "conn=%llu",
                   ull(l.id()), ull(msg.id));
         l.close_later("bad OPEN");

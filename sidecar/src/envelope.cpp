@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ngx_http_rooms_utf8.h"
+
 namespace rooms {
 
 namespace {
@@ -82,6 +84,29 @@ bool valid_envelope_type(std::string_view type) {
 bool reserved_envelope_type(std::string_view type) {
     return type == "state" || type == "error" || type == "welcome" ||
            type == "reset";
+}
+
+bool valid_room_code(std::string_view room) {
+    if (room.empty() || room.size() > 32) {
+        return false;
+    }
+    for (char c : room) {
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool valid_player_name(std::string_view name) {
+    if (name.empty() || name.size() > 128) {
+        return false;
+    }
+    size_t n = ngx_rooms_utf8_text_len(
+        reinterpret_cast<const uint8_t*>(name.data()), name.size());
+    return n != static_cast<size_t>(-1) && n >= 1 && n <= 32;
 }
 
 bool valid_ref(std::string_view ref) {

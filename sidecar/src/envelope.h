@@ -46,6 +46,13 @@ envelope_result process_client_envelope(std::string_view payload,
 // True for a valid ref: 1-64 characters, each printable ASCII.
 bool valid_ref(std::string_view ref);
 
+// SPEC 2.1, as the module normalises them: a room code of 1-32 chars of
+// [A-Z0-9_-]; a name of 1-32 code points (at most 128 bytes) of UTF-8
+// text without control characters.  The sidecar checks OPEN with them:
+// a worker that sends anything else is broken.
+bool valid_room_code(std::string_view room);
+bool valid_player_name(std::string_view name);
+
 // The id of an envelope completed by a Redis script: the N of its tail
 // `,"id":N,"ts":T}`; 0 when the payload does not end that way.  Looks at
 // the last few dozen bytes only (no JSON parsing on the delivery path).

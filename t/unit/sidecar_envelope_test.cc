@@ -295,3 +295,28 @@ TEST(SidecarEnvelopeRef, InvalidRefIsABadEnvelope) {
               rooms::envelope_status::bad_envelope);
 }
 
+TEST(SidecarOpenRules, RoomCodes) {
+    EXPECT_TRUE(rooms::valid_room_code("ABCD"));
+    EXPECT_TRUE(rooms::valid_room_code("A-_9"));
+    EXPECT_TRUE(rooms::valid_room_code(std::string(32, 'Z')));
+    EXPECT_FALSE(rooms::valid_room_code(""));
+    EXPECT_FALSE(rooms::valid_room_code(std::string(33, 'Z')));
+    EXPECT_FALSE(rooms::valid_room_code("abcd"));
+    EXPECT_FALSE(rooms::valid_room_code("A B"));
+    EXPECT_FALSE(rooms::valid_room_code("A{B}"));
+}
+
+TEST(SidecarOpenRules, PlayerNames) {
+    EXPECT_TRUE(rooms::valid_player_name("Alice"));
+    EXPECT_TRUE(rooms::valid_player_name("Zo\xc3\xab \xf0\x9f\x98\x80"));
+    std::string e32;
+    for (int i = 0; i < 32; i++) {
+        e32 += "\xc3\xa9";
+    }
+    EXPECT_TRUE(rooms::valid_player_name(e32));
+    EXPECT_FALSE(rooms::valid_player_name(e32 + "x"));
+    EXPECT_FALSE(rooms::valid_player_name(""));
+    EXPECT_FALSE(rooms::valid_player_name("a\tb"));
+    EXPECT_FALSE(rooms::valid_player_name("a\x7f"));
+    EXPECT_FALSE(rooms::valid_player_name("\xc3"));
+}
