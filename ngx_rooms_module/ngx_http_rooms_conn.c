@@ -825,6 +825,7 @@ ngx_http_rooms_conn_write_handler(ngx_event_t *wev)
 static ngx_int_t
 ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
 {
+    off_t                  sent;
     ngx_chain_t           *cl, *next;
     ngx_connection_t      *c;
     ngx_http_rooms_out_t  *out;
@@ -835,6 +836,7 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
     }
 
     c = conn->connection;
+    sent = c->sent;
 
     if (conn->out) {
 
@@ -864,7 +866,11 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
     }
 
     if (conn->out) {
-        if (!c->write->timer_set) {
+
+        /* as nginx's own writers: send_timeout counts from the last write
+         * that made progress, not from the first byte left pending */
+
+        if (c->sent > sent || !c->write->timer_set) {
             ngx_add_timer(c->write, conn->send_timeout);
         }
 
