@@ -13,6 +13,11 @@
 
 #define NGX_HTTP_ROOMS_RECV_SIZE   16384
 #define NGX_HTTP_ROOMS_CLOSE_WAIT  3000
+#define NGX_HTTP_ROOMS_FREE_OUT    1024
+
+/* what a queued frame holds: its bytes and its queue entry */
+#define NGX_HTTP_ROOMS_OUT_COST(len)                                          \
+    ((len) + sizeof(ngx_http_rooms_out_t) + sizeof(ngx_http_rooms_frame_t))
 #define NGX_HTTP_ROOMS_HOLD        3600000
 
 
@@ -53,6 +58,10 @@ static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
+static ngx_int_t ngx_http_rooms_conn_pong(ngx_http_rooms_conn_t *conn,
+    u_char *data, size_t len);
+static void ngx_http_rooms_conn_unqueue(ngx_http_rooms_conn_t *conn,
+    ngx_http_rooms_out_t *out);
 static void ngx_http_rooms_conn_drain_end(void);
 static void ngx_http_rooms_conn_drain_handler(ngx_event_t *ev);
 
@@ -62,6 +71,7 @@ static ngx_queue_t   ngx_http_rooms_dirty;
 static ngx_queue_t   ngx_http_rooms_live;
 static ngx_uint_t    ngx_http_rooms_queues_init;
 static ngx_chain_t  *ngx_http_rooms_free_out;
+static ngx_uint_t    ngx_http_rooms_free_out_n;
 
 static ngx_http_rooms_drain_t  ngx_http_rooms_drain;
 
@@ -496,10 +506,8 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
 
     case NGX_ROOMS_WS_OP_PING:
         if (!conn->close_sent) {
-            return ngx_http_rooms_conn_send_control(conn,
-                                                    NGX_ROOMS_WS_OP_PONG,
-                                                    (u_char *) ev->data,
-                                                    ev->len);
+            return ngx_http_rooms_conn_pong(conn, (u_char *) ev->data,
+                                            ev->len);
         }
 
         break;
@@ -692,7 +700,8 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
         return;
     }
 
-    if (conn->out_size + frame->len > conn->out_limit
+    if (conn->out_size + NGX_HTTP_ROOMS_OUT_COST(frame->len)
+        > conn->out_limit
         && frame->data[0] != (0x80 | NGX_ROOMS_WS_OP_CLOSE))
     {
         ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
@@ -713,6 +722,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
 
     if (cl) {
         ngx_http_rooms_free_out = cl->next;
+        ngx_http_rooms_free_out_n--;
         out = (ngx_http_rooms_out_t *) cl;
 
     } else {
@@ -748,7 +758,11 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
 
     *conn->last_out = &out->cl;
     conn->last_out = &out->cl.next;
-    conn->out_size += frame->len;
+    conn->out_size += NGX_HTTP_ROOMS_OUT_COST(frame->len);
+
+    if (frame->data[0] == (0x80 | NGX_ROOMS_WS_OP_PONG)) {
+        conn->pong = out;
+    }
 
     if (!conn->is_dirty) {
         conn->is_dirty = 1;
@@ -851,11 +865,7 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
             next = conn->out->next;
             out = (ngx_http_rooms_out_t *) conn->out;
 
-            conn->out_size -= out->frame->len;
-            ngx_http_rooms_frame_release(out->frame);
-
-            out->cl.next = ngx_http_rooms_free_out;
-            ngx_http_rooms_free_out = &out->cl;
+            ngx_http_rooms_conn_unqueue(conn, out);
 
             conn->out = next;
         }
@@ -1111,8 +1121,7 @@ ngx_http_rooms_conn_drain_handler(ngx_event_t *ev)
 static void
 ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
 {
-    ngx_chain_t           *cl, *next;
-    ngx_http_rooms_out_t  *out;
+    ngx_chain_t  *cl, *next;
 
     if (conn->detached) {
         return;
@@ -1142,12 +1151,7 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
 
     for (cl = conn->out; cl; cl = next) {
         next = cl->next;
-        out = (ngx_http_rooms_out_t *) cl;
-
-        ngx_http_rooms_frame_release(out->frame);
-
-        out->cl.next = ngx_http_rooms_free_out;
-        ngx_http_rooms_free_out = &out->cl;
+        ngx_http_rooms_conn_unqueue(conn, (ngx_http_rooms_out_t *) cl);
     }
 
     conn->out = NULL;
@@ -1158,4 +1162,75 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
         ngx_free(conn->parser.buf);
         conn->parser.buf = NULL;
     }
+}
+
+
+/*
+ * A ping is answered by a pong, but only the latest one (RFC 6455, 5.5.3):
+ * a pong still queued and not started yet takes the new payload, so that
+ * a ping flood costs at most one pending pong.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_pong(ngx_http_rooms_conn_t *conn, u_char *data,
+    size_t len)
+{
+    ngx_http_rooms_out_t    *out;
+    ngx_http_rooms_frame_t  *frame;
+
+    frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_PONG, data, len,
+                                        conn->connection->log);
+    if (frame == NULL) {
+        return NGX_ERROR;
+    }
+
+    out = conn->pong;
+
+    if (out == NULL || out->buf.pos != out->buf.start) {
+        ngx_http_rooms_conn_queue(conn, frame);
+        return NGX_OK;
+    }
+
+    conn->out_size -= NGX_HTTP_ROOMS_OUT_COST(out->frame->len);
+    ngx_http_rooms_frame_release(out->frame);
+
+    frame->refs = 1;
+
+    out->frame = frame;
+    out->buf.pos = frame->data;
+    out->buf.last = frame->data + frame->len;
+    out->buf.start = out->buf.pos;
+    out->buf.end = out->buf.last;
+
+    conn->out_size += NGX_HTTP_ROOMS_OUT_COST(frame->len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Takes a written or dropped entry off the connection's accounting and
+ * back to the free list, which keeps at most NGX_HTTP_ROOMS_FREE_OUT
+ * entries: what a burst needed goes back to the allocator.
+ */
+
+static void
+ngx_http_rooms_conn_unqueue(ngx_http_rooms_conn_t *conn,
+    ngx_http_rooms_out_t *out)
+{
+    conn->out_size -= NGX_HTTP_ROOMS_OUT_COST(out->frame->len);
+    ngx_http_rooms_frame_release(out->frame);
+
+    if (conn->pong == out) {
+        conn->pong = NULL;
+    }
+
+    if (ngx_http_rooms_free_out_n >= NGX_HTTP_ROOMS_FREE_OUT) {
+        ngx_free(out);
+        return;
+    }
+
+    out->cl.next = ngx_http_rooms_free_out;
+    ngx_http_rooms_free_out = &out->cl;
+    ngx_http_rooms_free_out_n++;
 }

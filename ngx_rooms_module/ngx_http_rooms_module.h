@@ -87,7 +87,9 @@ typedef struct {
 
     ngx_chain_t                   *out;
     ngx_chain_t                  **last_out;
-    size_t                         out_size;
+    size_t                         out_size;    /* memory held, see
+                                                   NGX_HTTP_ROOMS_OUT_COST */
+    void                          *pong;        /* queued, not started */
     size_t                         out_limit;
     ngx_msec_t                     send_timeout;
     ngx_msec_t                     ping_interval;

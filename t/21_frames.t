@@ -221,7 +221,10 @@ for my $case ([ 'close 1000', pack('n', 1000), 1000 ],
         push @pongs, $f->{payload} if $f->{op} == 10;
     }
     unshift @pongs, @{ $c->{pongs} || [] };
-    is_deeply(\@pongs, [ 'p1', 'p2' ], 'pongs for both interleaved pings');
+    # both, or only p2 if both pings came in one read (RFC 6455 5.5.3)
+    ok("@pongs" eq 'p1 p2' || "@pongs" eq 'p2',
+        'interleaved pings answered, the last one surely')
+        or diag("pongs: @pongs");
 
     # an empty text message and an empty fragmented one: not JSON
     $c->send_raw(frame(payload => '') . frame(payload => '', fin => 0)
@@ -310,9 +313,18 @@ for my $case ([ 'close 1000', pack('n', 1000), 1000 ],
             [ map { "c$_" } 1 .. $N ],
             "pipelined: all $N messages relayed in order");
 
+        # RFC 6455 5.5.3: pings that arrive before their pongs are sent
+        # may be answered by one pong for the latest; so: pongs for some
+        # of them, in order, each once, the last one answered
         my @pongs = @{ $c->{pongs} || [] };
-        is_deeply(\@pongs, [ map { "p$_" } grep { !($_ % 7) } 1 .. $N ],
-            'pipelined: every ping answered in order');
+        my @pings = map { "p$_" } grep { !($_ % 7) } 1 .. $N;
+        my %rank = map { $pings[$_] => $_ } 0 .. $#pings;
+        my @bad = grep { !defined $rank{$pongs[$_]}
+            || ($_ && $rank{$pongs[$_]} <= $rank{$pongs[$_ - 1]}) }
+            0 .. $#pongs;
+        ok(@pongs && !@bad && $pongs[-1] eq $pings[-1],
+            'pipelined: pings answered in order, the last one surely')
+            or diag("pongs: @pongs");
 
         # and once more on the open connection, in one write
         $c->{pongs} = [];
