@@ -537,6 +537,31 @@ static ngx_int_t
 ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn, size_t size)
 {
     u_char  *buf;
+    size_t   need, max;
+
+    /*
+     * Geometric growth, up to the message limit: a message sent in many
+     * small fragments costs time linear in its size, not quadratic.
+     */
+
+    need = size;
+    max = conn->parser.max_message;
+
+    if (size < 2 * conn->parser.buf_size) {
+        size = 2 * conn->parser.buf_size;
+    }
+
+    if (size < 1024) {
+        size = 1024;
+    }
+
+    if (max && size > max) {
+        size = max;
+    }
+
+    if (size < need) {
+        size = need;
+    }
 
     buf = ngx_alloc(size, conn->connection->log);
     if (buf == NULL) {
