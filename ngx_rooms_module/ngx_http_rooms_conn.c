@@ -49,8 +49,6 @@ static ngx_int_t ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
     ngx_rooms_ws_event_t *ev);
 static ngx_int_t ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn,
     size_t size);
-static ngx_int_t ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
-    ngx_uint_t opcode, u_char *data, size_t len);
 static ngx_int_t ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
     ngx_uint_t status, u_char *reason, size_t len);
 static ngx_int_t ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn);
@@ -398,7 +396,7 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
     next = conn->ping_interval;
 
     if (conn->ping_interval && idle >= conn->ping_interval) {
-        if (ngx_http_rooms_conn_send_control(conn, NGX_ROOMS_WS_OP_PING,
+        if (ngx_http_rooms_conn_send(conn, NGX_ROOMS_WS_OP_PING,
                                              NULL, 0)
             != NGX_OK)
         {
@@ -580,8 +578,13 @@ ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn, size_t size)
 }
 
 
-static ngx_int_t
-ngx_http_rooms_conn_send_control(ngx_http_rooms_conn_t *conn,
+/*
+ * One frame built for this client alone (a control frame, a reply of the
+ * worker's own); NGX_ERROR if it cannot be built.
+ */
+
+ngx_int_t
+ngx_http_rooms_conn_send(ngx_http_rooms_conn_t *conn,
     ngx_uint_t opcode, u_char *data, size_t len)
 {
     ngx_http_rooms_frame_t  *frame;
@@ -624,7 +627,7 @@ ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
         ngx_memcpy(payload + 2, reason, len);
     }
 
-    if (ngx_http_rooms_conn_send_control(conn, NGX_ROOMS_WS_OP_CLOSE,
+    if (ngx_http_rooms_conn_send(conn, NGX_ROOMS_WS_OP_CLOSE,
                                          payload, len + 2)
         != NGX_OK)
     {
@@ -707,10 +710,11 @@ ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame)
 /*
  * Queues a frame on a connection (taking a reference) and marks the
  * connection to be flushed by ngx_http_rooms_conn_flush_dirty().  A
- * client whose queue is over its limit is closed with 1008.
+ * client whose queue is over its limit is closed with 1008.  Returns the
+ * queue entry, or NULL if the frame was not queued.
  */
 
-void
+ngx_http_rooms_out_t *
 ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     ngx_http_rooms_frame_t *frame)
 {
@@ -722,7 +726,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
             ngx_free(frame);
         }
 
-        return;
+        return NULL;
     }
 
     if (conn->out_size + NGX_HTTP_ROOMS_OUT_COST(frame->len)
@@ -740,7 +744,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
         ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_POLICY,
                                  (u_char *) "slow consumer",
                                  sizeof("slow consumer") - 1);
-        return;
+        return NULL;
     }
 
     cl = ngx_http_rooms_free_out;
@@ -759,7 +763,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
             }
 
             ngx_http_rooms_conn_finalize(conn);
-            return;
+            return NULL;
         }
     }
 
@@ -785,14 +789,12 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     conn->last_out = &out->cl.next;
     conn->out_size += NGX_HTTP_ROOMS_OUT_COST(frame->len);
 
-    if (frame->data[0] == (0x80 | NGX_ROOMS_WS_OP_PONG)) {
-        conn->pong = out;
-    }
-
     if (!conn->is_dirty) {
         conn->is_dirty = 1;
         ngx_queue_insert_tail(&ngx_http_rooms_dirty, &conn->dirty);
     }
+
+    return out;
 }
 
 
@@ -1212,7 +1214,7 @@ ngx_http_rooms_conn_pong(ngx_http_rooms_conn_t *conn, u_char *data,
     out = conn->pong;
 
     if (out == NULL || out->buf.pos != out->buf.start) {
-        ngx_http_rooms_conn_queue(conn, frame);
+        conn->pong = ngx_http_rooms_conn_queue(conn, frame);
         return NGX_OK;
     }
 

@@ -119,6 +119,8 @@ static void ngx_http_rooms_link_refuse(ngx_http_rooms_link_t *link,
     ngx_http_rooms_msg_t *m);
 static void ngx_http_rooms_link_unavailable(ngx_http_rooms_conn_t *conn,
     u_char *data, size_t len);
+static u_char *ngx_http_rooms_link_unavailable_json(u_char *buf,
+    u_char *data, size_t len);
 static void ngx_http_rooms_link_send_text(ngx_http_rooms_conn_t *conn,
     u_char *data, size_t len);
 static void ngx_http_rooms_link_down(ngx_http_rooms_link_t *link,
@@ -148,6 +150,14 @@ static void ngx_http_rooms_list_cleanup(void *data);
 
 
 static ngx_http_rooms_link_t  ngx_http_rooms_link;
+
+static u_char  ngx_http_rooms_unavailable_head[] =
+    "{\"type\":\"error\",\"data\":{\"code\":\"unavailable\","
+    "\"message\":\"the room service is unavailable, message not sent\"";
+
+/* the head, ,"ref":"<escaped ref>", and }} */
+#define NGX_HTTP_ROOMS_UNAVAILABLE_LEN                                        \
+    (sizeof(ngx_http_rooms_unavailable_head) + 9 + 2 * NGX_ROOMS_REF_MAX + 2)
 
 
 ngx_int_t
@@ -1366,47 +1376,46 @@ static void
 ngx_http_rooms_link_refuse(ngx_http_rooms_link_t *link,
     ngx_http_rooms_msg_t *m)
 {
-    u_char                  data[sizeof("{\"ref\":\"\"}")
-                                 + 2 * NGX_ROOMS_REF_MAX];
-    u_char                  ref[NGX_ROOMS_REF_MAX], *p;
-    size_t                  ref_len;
+    u_char                  buf[NGX_HTTP_ROOMS_UNAVAILABLE_LEN], *p;
     ngx_http_rooms_conn_t  *conn;
 
     conn = m->conn;
-    p = data;
-
-    if (ngx_rooms_json_ref(m->data, m->len, ref, &ref_len)) {
-        p = ngx_cpymem(p, "{\"ref\":\"", sizeof("{\"ref\":\"") - 1);
-        p = ngx_rooms_json_escape_ascii(p, ref, ref_len);
-        *p++ = '"';
-        *p++ = '}';
-    }
+    p = ngx_http_rooms_link_unavailable_json(buf, m->data, m->len);
 
     ngx_http_rooms_link_free_msg(link, m);
 
-    ngx_http_rooms_link_unavailable(conn, data, p - data);
+    ngx_http_rooms_link_send_text(conn, buf, p - buf);
 }
 
-
-/*
- * {"type":"error","data":{"code":"unavailable",...,"ref":R}} to a client
- * whose message no sidecar took; the ref is the message's, if it has one.
- */
 
 static void
 ngx_http_rooms_link_unavailable(ngx_http_rooms_conn_t *conn, u_char *data,
     size_t len)
 {
-    u_char   buf[256], ref[NGX_ROOMS_REF_MAX], *p;
-    size_t   ref_len;
+    u_char  buf[NGX_HTTP_ROOMS_UNAVAILABLE_LEN], *p;
 
-    static u_char  head[] =
-        "{\"type\":\"error\",\"data\":{\"code\":\"unavailable\","
-        "\"message\":\"the room service is unavailable, message not sent\"";
+    p = ngx_http_rooms_link_unavailable_json(buf, data, len);
 
-    p = ngx_cpymem(buf, head, sizeof(head) - 1);
+    ngx_http_rooms_link_send_text(conn, buf, p - buf);
+}
 
-    if (data != NULL && ngx_rooms_json_ref(data, len, ref, &ref_len)) {
+
+/*
+ * {"type":"error","data":{"code":"unavailable",...,"ref":R}} for a
+ * client message no sidecar took; the ref is the message's, if it has
+ * one.  buf holds NGX_HTTP_ROOMS_UNAVAILABLE_LEN bytes.
+ */
+
+static u_char *
+ngx_http_rooms_link_unavailable_json(u_char *buf, u_char *data, size_t len)
+{
+    u_char  ref[NGX_ROOMS_REF_MAX], *p;
+    size_t  ref_len;
+
+    p = ngx_cpymem(buf, ngx_http_rooms_unavailable_head,
+                   sizeof(ngx_http_rooms_unavailable_head) - 1);
+
+    if (ngx_rooms_json_ref(data, len, ref, &ref_len)) {
         p = ngx_cpymem(p, ",\"ref\":\"", sizeof(",\"ref\":\"") - 1);
         p = ngx_rooms_json_escape_ascii(p, ref, ref_len);
         *p++ = '"';
@@ -1415,7 +1424,7 @@ ngx_http_rooms_link_unavailable(ngx_http_rooms_conn_t *conn, u_char *data,
     *p++ = '}';
     *p++ = '}';
 
-    ngx_http_rooms_link_send_text(conn, buf, p - buf);
+    return p;
 }
 
 
@@ -1423,16 +1432,11 @@ static void
 ngx_http_rooms_link_send_text(ngx_http_rooms_conn_t *conn, u_char *data,
     size_t len)
 {
-    ngx_http_rooms_frame_t  *frame;
-
-    frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT, data, len,
-                                        conn->connection->log);
-    if (frame == NULL) {
+    if (ngx_http_rooms_conn_send(conn, NGX_ROOMS_WS_OP_TEXT, data, len)
+        != NGX_OK)
+    {
         ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_INTERNAL, NULL, 0);
-        return;
     }
-
-    ngx_http_rooms_conn_queue(conn, frame);
 }
 
 

@@ -89,7 +89,7 @@ typedef struct {
     ngx_chain_t                  **last_out;
     size_t                         out_size;    /* memory held, see
                                                    NGX_HTTP_ROOMS_OUT_COST */
-    void                          *pong;        /* queued, not started */
+    ngx_http_rooms_out_t          *pong;        /* queued, not started */
     size_t                         out_limit;
     ngx_msec_t                     send_timeout;
     ngx_msec_t                     ping_interval;
@@ -140,8 +140,10 @@ ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
 ngx_http_rooms_frame_t *ngx_http_rooms_frame_create(ngx_uint_t opcode,
     u_char *payload, size_t len, ngx_log_t *log);
 void ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame);
-void ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
-    ngx_http_rooms_frame_t *frame);
+ngx_http_rooms_out_t *ngx_http_rooms_conn_queue(
+    ngx_http_rooms_conn_t *conn, ngx_http_rooms_frame_t *frame);
+ngx_int_t ngx_http_rooms_conn_send(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t opcode, u_char *data, size_t len);
 void ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn,
     ngx_uint_t status, u_char *reason, size_t len);
 void ngx_http_rooms_conn_flush_dirty(void);
