@@ -437,17 +437,34 @@ void app::broadcast(std::string_view room, std::string_view payload,
     if (targets == nullptr) {
         return;
     }
-    std::vector<uint64_t> links;
-    links.reserve(targets->size());
-    for (const link_members& t : *targets) {
-        links.push_back(t.link);
+    frame_ptr frame = broadcast_frame(room, payload, id);
+    if (!frame) {
+        return;
     }
-    broadcast_to(links, room, payload, id);
+    for (const link_members& t : *targets) {
+        if (link* l = links_.find(t.link)) {
+            l->send(frame);
+        }
+    }
 }
 
+// The same for some links only (a gap fill that differs per worker).
 void app::broadcast_to(const std::vector<uint64_t>& links,
                        std::string_view room, std::string_view payload,
                        uint64_t id) {
+    frame_ptr frame = broadcast_frame(room, payload, id);
+    if (!frame) {
+        return;
+    }
+    for (uint64_t link_id : links) {
+        if (link* l = links_.find(link_id)) {
+            l->send(frame);
+        }
+    }
+}
+
+frame_ptr app::broadcast_frame(std::string_view room,
+                               std::string_view payload, uint64_t id) {
     ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_BROADCAST, 0);
     m.room = ipc_str(room);
     m.last_id = id;
@@ -456,13 +473,8 @@ void app::broadcast_to(const std::vector<uint64_t>& links,
     if (!frame) {
         log_error("cannot encode broadcast room=%.*s bytes=%zu", len(room),
                   room.data(), payload.size());
-        return;
     }
-    for (uint64_t id_of_link : links) {
-        if (link* l = links_.find(id_of_link)) {
-            l->send(frame);
-        }
-    }
+    return frame;
 }
 
 }  // namespace rooms

@@ -162,6 +162,8 @@ private:
     void broadcast_to(const std::vector<uint64_t>& links,
                       std::string_view room, std::string_view payload,
                       uint64_t id);
+    frame_ptr broadcast_frame(std::string_view room,
+                              std::string_view payload, uint64_t id);
     void schedule_sync_retry();
     static void sync_retry_cb(uv_timer_t* t);
     void drop_buffer_if_idle(room_sync& rs);

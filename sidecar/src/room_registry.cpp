@@ -52,8 +52,8 @@ room_registry::join_result room_registry::join(const member_key& key,
         } else {
             from->second = std::min(from->second, since);
         }
-    } else {
-        r.pending.push_back(key);
+    } else if (!r.subscribed) {
+        r.pending.push_back(key);  // welcomed once the room is subscribed
     }
 
     if (created) {
@@ -62,11 +62,9 @@ room_registry::join_result room_registry::join(const member_key& key,
     if (!r.subscribed) {
         return join_result::wait;
     }
-    if (resume) {
-        return join_result::resync;
-    }
-    r.pending.pop_back();  // the caller pushes it (push_pending)
-    return join_result::ready;
+    // subscribed: a joiner is synced now (the caller pushes it with the
+    // room's other pending members), a resumed member's gap filled
+    return resume ? join_result::resync : join_result::ready;
 }
 
 void room_registry::attach(const member_key& key) {

@@ -137,32 +137,60 @@ sub _read {
 }
 
 
+# _answers(publisher): its own copies and the errors about its messages,
+# counted by k, and its first copy.
+sub _answers {
+    my ($self, $p) = @_;
+
+    my (%copy, %error, $first);
+    for my $m (@{ $self->{clients}{$p}{frames} }) {
+        my $ref = $m->{type} eq 'error' ? $m->{data}{ref} : $m->{ref};
+        next unless defined $ref && $ref =~ /^\Q$p\E-(\d+)$/;
+        if ($m->{type} eq 'error') {
+            $error{$1}++;
+        } elsif ($m->{type} eq 'chat') {
+            $copy{$1}++;
+            $first //= $m;
+        }
+    }
+
+    return (\%copy, \%error, $first);
+}
+
+
+# _chats_from(client, publisher): the k of each of the publisher's chats
+# the client got, in arrival order.
+sub _chats_from {
+    my ($cl, $p) = @_;
+
+    return map { $_->{data}{k} } grep {
+        $_->{type} eq 'chat' && ($_->{data}{src} // '') eq $p
+    } @{ $cl->{frames} };
+}
+
+
 # tally(receivers => [...], publishers => [...]): the figures without
 # asserting anything (bench/drill prints them).  Per publisher: sent,
 # delivered (its own copy came back), refused (an error with its ref),
-# lost (neither), both.  Per client: open, and per publisher how many of
-# its delivered chats are missing, doubled, or out of order.
+# lost (neither), both, twice (a copy or an error more than once).  Per
+# client: open, and per publisher how many of its delivered chats are
+# missing, doubled, or out of order.
 sub tally {
     my ($self, %o) = @_;
 
     my %t;
     for my $p (@{ $o{publishers} }) {
-        my $pc = $self->{clients}{$p};
-        my (%copy, %error);
-        for my $m (@{ $pc->{frames} }) {
-            my $ref = $m->{type} eq 'error' ? $m->{data}{ref} : $m->{ref};
-            next unless defined $ref && $ref =~ /^\Q$p\E-(\d+)$/;
-            ($m->{type} eq 'error' ? $error{$1} : $copy{$1})++;
+        my ($copy, $error, $first) = $self->_answers($p);
+        my %s = (sent => $self->{clients}{$p}{sent}, delivered => 0,
+            refused => 0, lost => 0, both => 0, twice => 0, first => $first);
+        for my $k (1 .. $s{sent}) {
+            $s{delivered}++ if $copy->{$k};
+            $s{refused}++ if $error->{$k};
+            $s{both}++ if $copy->{$k} && $error->{$k};
+            $s{lost}++ unless $copy->{$k} || $error->{$k};
+            $s{twice}++ if ($copy->{$k} // 0) > 1 || ($error->{$k} // 0) > 1;
         }
-        my %s = (sent => $pc->{sent}, delivered => 0, refused => 0,
-            lost => 0, both => 0);
-        for my $k (1 .. $pc->{sent}) {
-            $s{delivered}++ if $copy{$k};
-            $s{refused}++ if $error{$k};
-            $s{both}++ if $copy{$k} && $error{$k};
-            $s{lost}++ unless $copy{$k} || $error{$k};
-        }
-        $s{refused_keys} = { map { $_ => 1 } keys %error };
+        $s{refused_keys} = { map { $_ => 1 } keys %$error };
         $t{publishers}{$p} = \%s;
     }
 
@@ -172,9 +200,7 @@ sub tally {
             close_code => $cl->{c}->close_code);
         for my $p (@{ $o{publishers} }) {
             my $s = $t{publishers}{$p};
-            my @got = map { $_->{data}{k} } grep {
-                $_->{type} eq 'chat' && ($_->{data}{src} // '') eq $p
-            } @{ $cl->{frames} };
+            my @got = _chats_from($cl, $p);
             my %seen;
             my $dup = grep { $seen{$_}++ } @got;
             my $disorder = grep { $got[$_] < $got[$_ - 1] } 1 .. $#got;
@@ -199,39 +225,20 @@ sub tally {
 #    every client got exactly the delivered ones;
 #  - every state lists every player in `players` (no leave/join churn),
 #    and a publisher's copies carry its own id as data.from_id.
-# Returns { publisher => { delivered => n, refused => n, lost => n } }.
+# Returns tally()'s figures per publisher.
 sub check_room {
     my ($self, %o) = @_;
 
     my @all = (@{ $o{receivers} }, @{ $o{publishers} });
-    my %stats;
+    my $t = $self->tally(%o);
 
     for my $p (@{ $o{publishers} }) {
-        my $pc = $self->{clients}{$p};
-        my (%copy, %error);
-        for my $m (@{ $pc->{frames} }) {
-            my $ref = $m->{type} eq 'error' ? $m->{data}{ref} : $m->{ref};
-            next unless defined $ref && $ref =~ /^\Q$p\E-(\d+)$/;
-            if ($m->{type} eq 'error') {
-                $error{$1}++;
-            } elsif ($m->{type} eq 'chat') {
-                $copy{$1}++;
-                is($m->{data}{from_id}, $pc->{id}, "$p: from_id is its id")
-                    if $copy{$1} == 1 && $1 == 1;
-            }
-        }
-        my ($twice, $both, $none) = (0, 0, 0);
-        for my $k (1 .. $pc->{sent}) {
-            my $answers = ($copy{$k} // 0) + ($error{$k} // 0);
-            $none++ if $answers == 0;
-            $twice++ if ($copy{$k} // 0) > 1 || ($error{$k} // 0) > 1;
-            $both++ if $copy{$k} && $error{$k};
-        }
-        is($none, 0, "$p: every message answered ($pc->{sent} sent)");
-        is($both, 0, "$p: no message both delivered and refused");
-        is($twice, 0, "$p: no message answered twice");
-        $stats{$p} = { sent => $pc->{sent}, delivered => scalar keys %copy,
-            refused => scalar keys %error, lost => $none };
+        my $s = $t->{publishers}{$p};
+        is($s->{first}{data}{from_id}, $self->{clients}{$p}{id},
+            "$p: from_id is its id") if $s->{first};
+        is($s->{lost}, 0, "$p: every message answered ($s->{sent} sent)");
+        is($s->{both}, 0, "$p: no message both delivered and refused");
+        is($s->{twice}, 0, "$p: no message answered twice");
     }
 
     for my $r (@all) {
@@ -246,14 +253,9 @@ sub check_room {
             or diag("$r: ids @ids[0 .. ($#ids < 60 ? $#ids : 60)]");
 
         for my $p (@{ $o{publishers} }) {
-            my $pc = $self->{clients}{$p};
-            my @got = map { $_->{data}{k} } grep {
-                $_->{type} eq 'chat' && ($_->{data}{src} // '') eq $p
-            } @{ $cl->{frames} };
-            my %refused = map { $_->{data}{ref} => 1 } grep {
-                $_->{type} eq 'error' && defined $_->{data}{ref}
-            } @{ $pc->{frames} };
-            my @want = grep { !$refused{"$p-$_"} } 1 .. $pc->{sent};
+            my $s = $t->{publishers}{$p};
+            my @got = _chats_from($cl, $p);
+            my @want = grep { !$s->{refused_keys}{$_} } 1 .. $s->{sent};
             is("@got", "@want", "$r: ${p}'s delivered chats, once, in order")
                 or diag("$r from $p: got " . scalar(@got) . ", want "
                     . scalar(@want));
@@ -270,7 +272,7 @@ sub check_room {
             . scalar(@states) . " states)");
     }
 
-    return \%stats;
+    return $t->{publishers};
 }
 
 
