@@ -12,7 +12,7 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
-use Rooms::Test qw(free_port);
+use Rooms::Test;
 use Rooms::Test::Raw;
 
 my $N = 24;            # messages
@@ -22,18 +22,8 @@ my $t = Rooms::Test->new;
 $t->start_redis;
 $t->start_sidecar(undef, args => [ '--rate-limit', 0 ]);
 
-my $port = free_port();
-$t->start_nginx(workers => 1, http => <<"EOF");
-    server {
-        listen 127.0.0.1:$port sndbuf=4k;
-
-        location = /ws {
-            rooms_websocket;
-            rooms_output_queue_size 1m;
-            send_timeout 1s;
-        }
-    }
-EOF
+my $port = $t->start_nginx(workers => 1, listen => 'sndbuf=4k',
+    ws => 'rooms_output_queue_size 1m; send_timeout 1s;');
 
 sub join_room {
     my ($name, %o) = @_;

@@ -12,7 +12,7 @@ use warnings;
 
 use Test::More;
 
-use Rooms::Test qw(free_port);
+use Rooms::Test;
 use Rooms::Test::Raw;
 
 my $PINGS = 400_000;
@@ -21,16 +21,7 @@ my $t = Rooms::Test->new;
 $t->start_redis;
 $t->start_sidecar;
 # small socket buffers on both sides: the pongs stay in the worker
-my $port = free_port();
-$t->start_nginx(workers => 1, http => <<"EOF");
-    server {
-        listen 127.0.0.1:$port sndbuf=4k;
-
-        location = /ws {
-            rooms_websocket;
-        }
-    }
-EOF
+my $port = $t->start_nginx(workers => 1, listen => 'sndbuf=4k');
 
 my ($worker) = $t->workers;
 ok($worker, "one worker ($worker)");

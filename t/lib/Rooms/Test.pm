@@ -234,8 +234,10 @@ sub notified {
 # start_nginx(%opts).  Options: workers (default 2), connections
 # (worker_connections, default 1024), log_level,
 # main (snippet in the main context), http (in http{}), server (in
-# server{}), reuseport (spread clients over the workers; off by default:
-# with it, another test's nginx could bind the same port too), wait_link
+# server{}), ws (in the /ws location), listen (parameters of the listen
+# directive, e.g. 'sndbuf=4k'), reuseport (spread clients over the workers;
+# off by default: with it, another test's nginx could bind the same port
+# too), wait_link
 # (default 1: if this stack's sidecar runs, wait until the workers answer
 # GET /rooms with 200), daemon (run nginx as a daemon, "daemon on", as a
 # stock init script does; the master is then known by its pid file and,
@@ -255,6 +257,8 @@ sub start_nginx {
     my $http = $opts{http} // '';
     my $server = $opts{server} // '';
     my $reuseport = $opts{reuseport} ? ' reuseport' : '';
+    my $listen = $opts{listen} ? " $opts{listen}" : '';
+    my $ws = $opts{ws} // '';
     my $daemon = $opts{daemon} ? 'on' : 'off';
 
     my $conf = <<"EOF";
@@ -283,10 +287,11 @@ http {
     rooms_sidecar unix:$sock;
 $http
     server {
-        listen 127.0.0.1:$port$reuseport;
+        listen 127.0.0.1:$port$listen$reuseport;
 $server
         location = /ws {
             rooms_websocket;
+$ws
         }
 
         location = /rooms {
