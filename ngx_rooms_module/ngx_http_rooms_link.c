@@ -74,7 +74,7 @@ typedef struct {
     ngx_queue_t                    held;        /* unsent messages, by age */
     ngx_queue_t                    sent;        /* sent, unanswered, by
                                                    sent_at */
-    size_t                         held_size;   /* unanswered bytes */
+    size_t                         unanswered_size; /* their bytes */
     ngx_msec_t                     hold_time;
     size_t                         hold_size;
     ngx_event_t                    hold;
@@ -1156,10 +1156,10 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
         return NGX_OK;
     }
 
-    if (link->held_size + len > link->hold_size) {
+    if (link->unanswered_size + len > link->hold_size) {
         ngx_log_error(NGX_LOG_WARN, conn->connection->log, 0,
                       "rooms: %uz bytes of client messages wait for the "
-                      "sidecar, message refused", link->held_size);
+                      "sidecar, message refused", link->unanswered_size);
 
         ngx_http_rooms_link_unavailable(conn, data, len);
         return NGX_OK;
@@ -1180,7 +1180,7 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
 
     ngx_queue_insert_tail(&conn->unanswered, &m->queue);
     ngx_queue_insert_tail(&link->held, &m->held);
-    link->held_size += len;
+    link->unanswered_size += len;
 
     if (link->up && conn->announced) {
         return ngx_http_rooms_link_send_msg(link, m, 0);
@@ -1262,7 +1262,7 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
     ngx_queue_remove(&m->queue);
     ngx_queue_remove(&m->held);
 
-    link->held_size -= m->len;
+    link->unanswered_size -= m->len;
 
     ngx_free(m);
 }
