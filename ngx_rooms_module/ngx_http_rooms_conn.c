@@ -12,6 +12,9 @@
 
 
 #define NGX_HTTP_ROOMS_RECV_SIZE   16384
+
+/* bytes read from one client before the worker serves others */
+#define NGX_HTTP_ROOMS_READ_BUDGET  (4 * NGX_HTTP_ROOMS_RECV_SIZE)
 #define NGX_HTTP_ROOMS_CLOSE_WAIT  3000
 #define NGX_HTTP_ROOMS_FREE_OUT    1024
 
@@ -58,6 +61,8 @@ static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_pong(ngx_http_rooms_conn_t *conn,
     u_char *data, size_t len);
+static void ngx_http_rooms_conn_fail(ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_conn_drop_unsent(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_unqueue(ngx_http_rooms_conn_t *conn,
     ngx_http_rooms_out_t *out);
 static void ngx_http_rooms_conn_drain_end(void);
@@ -324,13 +329,26 @@ ngx_http_rooms_conn_read_handler(ngx_event_t *rev)
 static ngx_int_t
 ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
 {
+    size_t             budget;
     ssize_t            n;
     ngx_int_t          rc;
     ngx_connection_t  *c;
 
     c = conn->connection;
 
-    for ( ;; ) {
+    for (budget = NGX_HTTP_ROOMS_READ_BUDGET; /* void */ ; ) {
+
+        if (budget == 0) {
+
+            /*
+             * One fast client does not hold the worker: the rest of its
+             * input is read after the next round of events.
+             */
+
+            ngx_post_event(c->read, &ngx_posted_next_events);
+
+            return NGX_OK;
+        }
 
         n = c->recv(c, ngx_http_rooms_recv_buf, NGX_HTTP_ROOMS_RECV_SIZE);
 
@@ -346,6 +364,7 @@ ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
         }
 
         conn->last_recv = ngx_current_msec;
+        budget -= ngx_min((size_t) n, budget);
 
         rc = ngx_http_rooms_conn_input(conn, ngx_http_rooms_recv_buf,
                                        ngx_http_rooms_recv_buf + n);
@@ -376,6 +395,12 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
     c = conn->connection;
 
     if (conn->close_sent) {
+
+        if (!conn->close_wait) {
+            /* our close frame is not written yet: send_timeout bounds it */
+            return NGX_OK;
+        }
+
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                        "rooms: no close frame from client in time");
         return NGX_ERROR;
@@ -653,6 +678,12 @@ ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn)
 }
 
 
+/*
+ * Closes a client with a status from anywhere: its callers may hold the
+ * connection, so a client that cannot even be sent its close frame is
+ * closed later, by ngx_http_rooms_conn_flush_dirty().
+ */
+
 void
 ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn, ngx_uint_t status,
     u_char *reason, size_t len)
@@ -660,7 +691,7 @@ ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn, ngx_uint_t status,
     if (ngx_http_rooms_conn_close_with(conn, status, reason, len)
         == NGX_ERROR)
     {
-        ngx_http_rooms_conn_finalize(conn);
+        ngx_http_rooms_conn_fail(conn);
     }
 }
 
@@ -711,7 +742,10 @@ ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame)
  * Queues a frame on a connection (taking a reference) and marks the
  * connection to be flushed by ngx_http_rooms_conn_flush_dirty().  A
  * client whose queue is over its limit is closed with 1008.  Returns the
- * queue entry, or NULL if the frame was not queued.
+ * queue entry, or NULL if the frame was not queued: the connection is
+ * closing, or failed and is closed by ngx_http_rooms_conn_flush_dirty().
+ * The connection is never closed here, whatever happens: callers go on
+ * using it.
  */
 
 ngx_http_rooms_out_t *
@@ -721,7 +755,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     ngx_chain_t           *cl;
     ngx_http_rooms_out_t  *out;
 
-    if (conn->close_sent || conn->detached) {
+    if (conn->close_sent || conn->detached || conn->failed) {
         if (frame->refs == 0) {
             ngx_free(frame);
         }
@@ -740,6 +774,10 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
         if (frame->refs == 0) {
             ngx_free(frame);
         }
+
+        /* the close frame goes next, not behind what the client lags */
+
+        ngx_http_rooms_conn_drop_unsent(conn);
 
         ngx_http_rooms_conn_kick(conn, NGX_ROOMS_WS_CLOSE_POLICY,
                                  (u_char *) "slow consumer",
@@ -762,7 +800,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
                 ngx_free(frame);
             }
 
-            ngx_http_rooms_conn_finalize(conn);
+            ngx_http_rooms_conn_fail(conn);
             return NULL;
         }
     }
@@ -822,7 +860,7 @@ ngx_http_rooms_conn_flush_dirty(void)
         conn = ngx_queue_data(q, ngx_http_rooms_conn_t, dirty);
         conn->is_dirty = 0;
 
-        rc = ngx_http_rooms_conn_flush(conn);
+        rc = conn->failed ? NGX_ERROR : ngx_http_rooms_conn_flush(conn);
 
         if (rc == NGX_ERROR || rc == NGX_DONE) {
             ngx_http_rooms_conn_finalize(conn);
@@ -870,6 +908,10 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
     ngx_chain_t           *cl, *next;
     ngx_connection_t      *c;
     ngx_http_rooms_out_t  *out;
+
+    if (conn->failed) {
+        return NGX_ERROR;
+    }
 
     if (!conn->taken) {
         /* the takeover flushes */
@@ -1232,6 +1274,69 @@ ngx_http_rooms_conn_pong(ngx_http_rooms_conn_t *conn, u_char *data,
     conn->out_size += NGX_HTTP_ROOMS_OUT_COST(frame->len);
 
     return NGX_OK;
+}
+
+
+/*
+ * Marks a connection that cannot go on (no memory for its output): it is
+ * closed by ngx_http_rooms_conn_flush_dirty(), at the end of the handler
+ * that found it, never by the callee, whose callers may still hold it.
+ */
+
+static void
+ngx_http_rooms_conn_fail(ngx_http_rooms_conn_t *conn)
+{
+    conn->failed = 1;
+
+    if (!conn->is_dirty) {
+        conn->is_dirty = 1;
+        ngx_queue_insert_tail(&ngx_http_rooms_dirty, &conn->dirty);
+    }
+}
+
+
+/*
+ * A client kicked for being slow gets its close frame at once: the frames
+ * it has not started to receive are dropped; one partly written is kept,
+ * so that the stream stays whole up to the close frame.
+ */
+
+static void
+ngx_http_rooms_conn_drop_unsent(ngx_http_rooms_conn_t *conn)
+{
+    ngx_uint_t             n;
+    ngx_chain_t           *cl, *next, **ll;
+    ngx_http_rooms_out_t  *out;
+
+    ll = &conn->out;
+
+    if (!conn->taken && *ll) {
+        /* the 101 response heads the queue until the takeover writes it */
+        ll = &(*ll)->next;
+    }
+
+    for ( /* void */ ; *ll; ll = &(*ll)->next) {
+        out = (ngx_http_rooms_out_t *) *ll;
+
+        if (out->buf.pos == out->buf.start) {
+            break;
+        }
+    }
+
+    n = 0;
+
+    for (cl = *ll; cl; cl = next) {
+        next = cl->next;
+        ngx_http_rooms_conn_unqueue(conn, (ngx_http_rooms_out_t *) cl);
+        n++;
+    }
+
+    *ll = NULL;
+    conn->last_out = ll;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, conn->connection->log, 0,
+                   "rooms: %ui frames dropped, %uz bytes still queued",
+                   n, conn->out_size);
 }
 
 

@@ -989,6 +989,18 @@ ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /*
+     * A message is relayed to the room in its envelope, re-encoded, in
+     * one link frame (at most 16m): a bound with room to spare.
+     */
+
+    if (conf->max_message_size > NGX_HTTP_ROOMS_MESSAGE_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rooms_max_message_size\" must not be more "
+                           "than %uz", (size_t) NGX_HTTP_ROOMS_MESSAGE_MAX);
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->output_queue_size < conf->max_message_size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"rooms_output_queue_size\" must not be less "

@@ -22,6 +22,7 @@
 #define NGX_HTTP_ROOMS_NAME_MAX       32      /* code points */
 #define NGX_HTTP_ROOMS_NAME_BYTES     128
 #define NGX_HTTP_ROOMS_PLAYER_MAX     64      /* token.pid.conn */
+#define NGX_HTTP_ROOMS_MESSAGE_MAX    (1024 * 1024)
 
 
 typedef struct {
@@ -113,6 +114,7 @@ typedef struct {
     unsigned                       detached:1;
     unsigned                       taken:1;     /* the request is gone */
     unsigned                       doomed:1;    /* close at the takeover */
+    unsigned                       failed:1;    /* close when flushed */
 } ngx_http_rooms_conn_t;
 
 

@@ -48,6 +48,23 @@ my $scheme_wild = $? == 0;
 ok($scheme_wild, 'rooms_origins accepts "https://*.example.com"')
     or diag($out);
 
+# rooms_max_message_size has an upper bound: a message is relayed in one
+# link frame (issue 9, item 7).
+for my $case (['1m', 1], ['1025k', 0], ['16m', 0]) {
+    my ($size, $valid) = @$case;
+    (my $conf = do { local (@ARGV, $/) = ("$dir/t.conf"); <> })
+        =~ s/rooms_websocket;/rooms_websocket; rooms_max_message_size $size; rooms_output_queue_size 32m;/;
+    Rooms::Test::write_file("$dir/m.conf", $conf);
+    my $out = `$nginx -t -p $dir/ -c $dir/m.conf -e $dir/t.log 2>&1`;
+    if ($valid) {
+        is($?, 0, "rooms_max_message_size $size is accepted") or diag($out);
+    } else {
+        isnt($?, 0, "rooms_max_message_size $size is refused");
+        like($out, qr/"rooms_max_message_size" must not be more than 1048576/,
+            "... with a clear message");
+    }
+}
+
 $t->start_redis;
 $t->start_sidecar;
 my $port = $t->start_nginx(server => ($scheme_wild ? <<"EOF" : '') . <<"EOF");
