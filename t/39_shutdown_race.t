@@ -1,0 +1,96 @@
+#!/usr/bin/perl
+
+# An upgrade that an old worker accepts in the very round of events where
+# worker_shutdown_timeout ends its drain (issue 9, item 7).  The content
+# handler has announced the client to the sidecar and posted the
+# takeover; the shutdown timer then closes the request first.  The
+# client must be forgotten with it: before the fix it stayed in the
+# link's tree and the live list after its connection was freed, and the
+# sidecar's welcome for it was written into freed memory.
+#
+# The round is made deterministic by stopping the old worker (SIGSTOP)
+# across its shutdown timeout while the rest of the request arrives:
+# when it runs again, one epoll round brings the request and the expired
+# timer together.
+
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+use Rooms::Test qw(process_alive wait_until);
+use Rooms::Test::Raw;
+
+my $t = Rooms::Test->new;
+$t->start_redis;
+$t->start_sidecar;
+my $port = $t->start_nginx(workers => 1,
+    main => 'worker_shutdown_timeout 1s;');
+
+my ($old) = $t->workers;
+ok($old, "one worker ($old)");
+
+# A member that stays: the old worker has a client, and its link, during
+# the drain.
+my $stay = Rooms::Test::Raw->connect(port => $port, room => 'RACE',
+    name => 'stay');
+ok(ref $stay, 'a client joins before the reload') or BAIL_OUT('no upgrade');
+
+# The racing request, all but its last bytes: a connection reading its
+# header is not idle, so the reload does not close it.
+my $req = Rooms::Test::Raw::upgrade_request(port => $port, room => 'RACE',
+    name => 'late', key => 'dGhlIHNhbXBsZSBub25jZQ==');
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+    Proto => 'tcp') or die "connect: $!";
+$s->autoflush(1);
+print $s substr($req, 0, -2);
+
+my $log_size = -s $t->error_log;
+
+ok(kill('HUP', $t->pid('nginx')), 'reload');
+ok(wait_until(sub {
+        my @w = grep { $_ != $old } $t->workers;
+        @w && do { open my $fh, '<', $t->error_log; local $/; <$fh> }
+            =~ /gracefully shutting down/;
+    }, timeout => 10), 'a new worker runs, the old one is draining');
+
+ok(kill('STOP', $old), 'old worker stopped');
+print $s "\r\n";
+sleep 1.5;                              # past worker_shutdown_timeout
+ok(kill('CONT', $old), 'old worker continues');
+
+# The request is read by the shutdown timer itself (it runs every
+# connection's read handler): the drain is over, so the upgrade is
+# refused (nginx closes the connection without an answer, the timer
+# marked it as failed); the client comes back to a new worker.  Before
+# the fix it was served and then held until the worker's hour-long hold
+# timer, the old worker with it.
+my $answer = '';
+my $deadline = time + 5;
+while (time < $deadline) {
+    my $n = sysread($s, $answer, 4096, length $answer);
+    last unless $n;
+}
+unlike($answer, qr{^HTTP/1\.1 101}, 'the late upgrade is refused')
+    or diag($answer);
+ok(wait_until(sub {
+        do { open my $fh, '<', $t->error_log; local $/; <$fh> }
+            =~ /upgrade refused with 503: worker shutting down/;
+    }, timeout => 5), '... as "worker shutting down" in error.log');
+
+ok(wait_until(sub { !process_alive($old) }, timeout => 6),
+    'the old worker exits within its close wait (3 s)');
+
+my $err = do { open my $fh, '<', $t->error_log; local $/; <$fh> };
+unlike($err, qr/worker process $old exited on signal/,
+    'the old worker did not crash');
+
+my $c = Rooms::Test::Raw->connect(port => $port, room => 'RACE',
+    name => 'after');
+ok(ref $c, 'a new client joins the new worker');
+my $w = ref $c && $c->next_json(5);
+is($w && $w->{type}, 'welcome', '... and is welcomed');
+
+$t->finish;
