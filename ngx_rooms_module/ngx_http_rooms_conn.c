@@ -58,6 +58,9 @@ static ngx_int_t ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
+static void ngx_http_rooms_conn_keep(ngx_http_request_t *r);
+static void ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
+    ngx_http_connection_t *hc);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_pong(ngx_http_rooms_conn_t *conn,
     u_char *data, size_t len);
@@ -84,7 +87,9 @@ static ngx_http_rooms_drain_t  ngx_http_rooms_drain;
  * is announced to the sidecar and the 101 response queued.  The request
  * itself is freed right after the content phase, by
  * ngx_http_rooms_conn_takeover(): an upgraded connection keeps only its
- * connection pool and this structure, not a request pool.
+ * connection pool and this structure, not a request pool; unless what
+ * the request holds is to last as long as the WebSocket (a limit_conn
+ * slot, see there).
  */
 
 ngx_int_t
@@ -185,6 +190,12 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
 /*
  * Frees the request and makes the connection a bare WebSocket: our event
  * handlers, no HTTP state.  Frames pipelined behind the request are kept.
+ *
+ * What other modules tied to the request's life is released with its
+ * pool, by the pool's cleanups: limit_conn's slot is one (SPEC section 5:
+ * it is held for the life of the WebSocket).  A request whose pool has
+ * cleanups is therefore kept until the connection closes; any other is
+ * freed here, so that an idle WebSocket costs no request pool.
  */
 
 static void
@@ -196,10 +207,12 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
     ngx_int_t               rc;
     ngx_connection_t       *c;
     ngx_http_request_t     *r;
+    ngx_http_connection_t  *hc;
     ngx_http_rooms_conn_t  *conn;
 
     c = wev->data;
     r = c->data;
+    hc = r->http_connection;
     conn = ngx_http_get_module_ctx(r, ngx_http_rooms_module);
 
     in = NULL;
@@ -217,18 +230,17 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
         }
     }
 
-    ngx_http_free_request(r, 0);
+    if (r->pool->cleanup != NULL && !conn->doomed) {
+        ngx_http_rooms_conn_keep(r);
 
-    conn->request = NULL;
+    } else {
+        ngx_http_free_request(r, 0);
+        conn->request = NULL;
+    }
+
     conn->taken = 1;
 
-    /* the header buffer is not needed any more, as on a keepalive */
-
-    b = c->buffer;
-
-    if (b != NULL && ngx_pfree(c->pool, b->start) == NGX_OK) {
-        c->buffer = NULL;
-    }
+    ngx_http_rooms_conn_free_buffers(c, hc);
 
     c->data = conn;
     c->log->action = "serving WebSocket";
@@ -271,6 +283,95 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
 
     if (c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * Keeps the request for the life of the WebSocket: it is logged now, as
+ * a freed one is, and error lines stop showing it (its strings are in
+ * the header buffers, freed at the takeover).  The connection's finalize
+ * frees it, and ngx_http_free_request() then skips the log (r->logged).
+ */
+
+static void
+ngx_http_rooms_conn_keep(ngx_http_request_t *r)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_log_ctx_t         *ctx;
+    ngx_http_handler_pt        *log_handler;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "rooms: request kept for the life of the WebSocket");
+
+    r->connection->log->action = "logging request";
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+
+    log_handler = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
+    n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
+
+    for (i = 0; i < n; i++) {
+        log_handler[i](r);
+    }
+
+    r->logged = 1;
+
+#if (NGX_STAT_STUB)
+
+    /* as for a freed request: a WebSocket is not "writing" a response */
+
+    if (r->stat_writing) {
+        (void) ngx_atomic_fetch_add(ngx_stat_writing, -1);
+        r->stat_writing = 0;
+    }
+
+#endif
+
+    ctx = r->connection->log->data;
+    ctx->request = NULL;
+    ctx->current_request = NULL;
+}
+
+
+/*
+ * The header buffers are not needed any more, as on a keepalive
+ * (ngx_http_set_keepalive()): the client header buffer and the large
+ * header buffers a long request took, up to 4 x 8 KiB by default.  The
+ * bytes pipelined behind the request were copied out before.
+ */
+
+static void
+ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
+    ngx_http_connection_t *hc)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, *ln;
+
+    for (cl = hc->busy; cl; /* void */) {
+        ln = cl;
+        cl = cl->next;
+        ngx_pfree(c->pool, ln->buf->start);
+        ngx_free_chain(c->pool, ln);
+    }
+
+    hc->busy = NULL;
+    hc->nbusy = 0;
+
+    for (cl = hc->free; cl; /* void */) {
+        ln = cl;
+        cl = cl->next;
+        ngx_pfree(c->pool, ln->buf->start);
+        ngx_free_chain(c->pool, ln);
+    }
+
+    hc->free = NULL;
+
+    b = c->buffer;
+
+    if (b != NULL && ngx_pfree(c->pool, b->start) == NGX_OK) {
+        c->buffer = NULL;
     }
 }
 
@@ -999,18 +1100,28 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
 
 
 /*
- * Closes the client connection; before the takeover, it only marks it,
+ * Closes the client connection, and frees its request if it was kept
+ * (a limit_conn slot goes back); before the takeover, it only marks it,
  * and the takeover closes it.
  */
 
 static void
 ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
 {
+    ngx_http_request_t  *r;
+
     ngx_http_rooms_conn_detach(conn);
 
     if (!conn->taken) {
         conn->doomed = 1;
         return;
+    }
+
+    r = conn->request;
+
+    if (r != NULL) {
+        conn->request = NULL;
+        ngx_http_free_request(r, 0);
     }
 
     ngx_http_close_connection(conn->connection);
@@ -1049,8 +1160,11 @@ ngx_http_rooms_conn_exit(void)
 
         ngx_http_rooms_conn_detach(conn);
 
-        if (!conn->taken) {
+        /* before the takeover, or kept for the life of the WebSocket */
+
+        if (conn->request != NULL) {
             ngx_http_free_request(conn->request, 0);
+            conn->request = NULL;
         }
 
         ngx_http_close_connection(c);

@@ -66,7 +66,7 @@ typedef struct {
 typedef struct ngx_http_rooms_room_s  ngx_http_rooms_room_t;
 
 
-/* one upgraded client connection; lives in its request's pool */
+/* one upgraded client connection; lives in its connection's pool */
 
 typedef struct {
     ngx_rbtree_node_t              node;        /* key: connection number */
@@ -77,7 +77,8 @@ typedef struct {
     ngx_queue_t                    unanswered;  /* messages, by seq */
 
     ngx_connection_t              *connection;
-    ngx_http_request_t            *request;     /* until the takeover */
+    ngx_http_request_t            *request;     /* until the takeover, or
+                                                   kept: see takeover */
     ngx_http_rooms_room_t         *room;        /* while attached */
     uint64_t                       id;          /* connection number */
 

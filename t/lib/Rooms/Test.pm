@@ -472,6 +472,31 @@ sub workers {
 }
 
 
+# workers_dirty_kb(what): the private dirty memory of this stack's nginx
+# workers ('nginx' or 'nginx_old'), summed, in KiB: what their heaps and
+# stacks hold, from /proc/PID/smaps_rollup (VmRSS, which also counts the
+# shared code and shared memory zones, where there is none).
+sub workers_dirty_kb {
+    my ($self, $what) = @_;
+
+    my $kb = 0;
+
+    for my $pid ($self->workers($what)) {
+        my $file = -r "/proc/$pid/smaps_rollup" ? 'smaps_rollup' : 'status';
+        open my $fh, '<', "/proc/$pid/$file" or next;
+        while (my $line = <$fh>) {
+            if ($line =~ /^(?:Private_Dirty|VmRSS):\s+(\d+)/) {
+                $kb += $1;
+                last;
+            }
+        }
+        close $fh;
+    }
+
+    return $kb;
+}
+
+
 # worker_of(client): the pid of the nginx worker of this stack that holds
 # the server side of the client's TCP connection (found by the socket's
 # inode in /proc/net/tcp and the workers' /proc/PID/fd), or undef.
