@@ -58,6 +58,7 @@ static ngx_int_t ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
+static void ngx_http_rooms_conn_request_gone(void *data);
 static void ngx_http_rooms_conn_keep(ngx_http_request_t *r);
 static void ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
     ngx_http_connection_t *hc);
@@ -99,6 +100,7 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
     size_t                     len;
     u_char                    *p;
     ngx_connection_t          *c;
+    ngx_pool_cleanup_t        *cln;
     ngx_http_rooms_frame_t    *frame;
     ngx_http_core_loc_conf_t  *clcf;
 
@@ -118,6 +120,20 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
         ngx_http_rooms_drain.event.data = &ngx_http_rooms_drain;
         ngx_http_rooms_drain.event.log = ngx_cycle->log;
     }
+
+    /*
+     * Until the takeover, nginx may end the request on its own (the
+     * shutdown timer of worker_shutdown_timeout, a fast shutdown): the
+     * client is then forgotten with it.
+     */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_rooms_conn_request_gone;
+    cln->data = conn;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
@@ -188,6 +204,19 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
 
 
 /*
+ * The drain of a shutting down worker is over: a request read since (the
+ * shutdown timer itself runs every connection's read handler) is told to
+ * come back, to a new worker.
+ */
+
+ngx_uint_t
+ngx_http_rooms_conn_drained(void)
+{
+    return ngx_http_rooms_drain.ending;
+}
+
+
+/*
  * Frees the request and makes the connection a bare WebSocket: our event
  * handlers, no HTTP state.  Frames pipelined behind the request are kept.
  *
@@ -206,6 +235,7 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
     ngx_buf_t              *b;
     ngx_int_t               rc;
     ngx_connection_t       *c;
+    ngx_pool_cleanup_t    **cln;
     ngx_http_request_t     *r;
     ngx_http_connection_t  *hc;
     ngx_http_rooms_conn_t  *conn;
@@ -227,6 +257,15 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
 
         } else {
             ngx_memcpy(in, b->pos, size);
+        }
+    }
+
+    /* our guard against nginx ending the request first is done */
+
+    for (cln = &r->pool->cleanup; *cln; cln = &(*cln)->next) {
+        if ((*cln)->handler == ngx_http_rooms_conn_request_gone) {
+            *cln = (*cln)->next;
+            break;
         }
     }
 
@@ -373,6 +412,24 @@ ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
     if (b != NULL && ngx_pfree(c->pool, b->start) == NGX_OK) {
         c->buffer = NULL;
     }
+}
+
+
+static void
+ngx_http_rooms_conn_request_gone(void *data)
+{
+    ngx_http_rooms_conn_t  *conn = data;
+
+    if (conn->taken) {
+        return;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, conn->connection->log, 0,
+                   "rooms: request closed before the takeover");
+
+    ngx_http_rooms_conn_detach(conn);
+
+    conn->doomed = 1;
 }
 
 

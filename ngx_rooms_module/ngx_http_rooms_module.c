@@ -260,6 +260,11 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
                                      "sidecar unavailable");
     }
 
+    if (ngx_http_rooms_conn_drained()) {
+        return ngx_http_rooms_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "worker shutting down");
+    }
+
     if (ngx_http_rooms_accept_key(r, &key, &accept) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

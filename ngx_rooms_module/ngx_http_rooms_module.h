@@ -140,6 +140,7 @@ ngx_int_t ngx_http_rooms_link_rooms_request(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
     ngx_http_rooms_conn_t *conn, ngx_str_t *accept);
+ngx_uint_t ngx_http_rooms_conn_drained(void);
 ngx_http_rooms_frame_t *ngx_http_rooms_frame_create(ngx_uint_t opcode,
     u_char *payload, size_t len, ngx_log_t *log);
 void ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame);
