@@ -433,6 +433,59 @@ my %frag;
 }
 
 
+# --- tiny messages while the sidecar does not answer -------------------------
+
+# Every message waits in the worker until the sidecar answers it, within
+# rooms_hold_size (4m); each 1-byte message held costs the worker ~240
+# bytes (its entry and its link frame).  With the sidecar stopped, 300,000
+# of them (2.1 MB on the wire) must not take more than the bound says:
+# past it they are refused.  (When the bound counted payload bytes only,
+# they all fitted in it: the worker grew by ~70 MiB.)
+
+{
+    my $MSGS = 300_000;
+    my $c = join_room('HELD');
+    ok($c, 'held messages: client joins');
+
+    my $rss = rss_now();
+    my $sidecar = $t->pid('sidecar');
+    ok(kill('STOP', $sidecar), 'held messages: sidecar stopped (SIGSTOP)');
+
+    $c->send_raw(frame(op => 1, key => $KEY, payload => '1') x $MSGS);
+
+    # the worker has read it all once its RSS stops growing
+    my ($peak, $last) = (0, -1);
+    Rooms::Test::wait_until(sub {
+        my $r = proc_rss($worker);
+        $peak = max($peak, $r);
+        my $still = $r == $last;
+        $last = $r;
+        return $still;
+    }, timeout => 4, interval => 0.2);
+    my $refused = grep { /message refused/ } do {
+        open my $fh, '<', $t->error_log or die; <$fh>
+    };
+    ok(kill('CONT', $sidecar), 'held messages: sidecar resumed');
+
+    diag(sprintf('held messages: %d 1-byte messages (%.1f MB) while the '
+        . 'sidecar is stopped: worker RSS %+d KiB at the peak', $MSGS,
+        $MSGS * 7 / 1e6, $peak - $rss));
+    cmp_ok($peak - $rss, '<', 24 * 1024, 'held messages: the worker grew '
+        . 'under 24 MiB (rooms_hold_size 4m, and the link frames)');
+    ok($refused, 'held messages: past the bound they are refused (logged)');
+
+    $c->close;
+
+    # the sidecar answers (or refuses) the held ones, which are freed
+    TODO: {
+        local $TODO = 'the worker frees the held messages, but its heap '
+            . '(glibc, many small blocks) is not given back to the system';
+
+        memory_back('held messages', $rss);
+    }
+}
+
+
 # --- busy connections cannot monopolize the worker --------------------------
 
 # Clients pipelining pongs as fast as they can, each from its own process,
