@@ -15,9 +15,11 @@
 # - many tiny frames (empty pings interleaved with 1-byte text messages):
 #   the rate limiter answers and closes the client with 1008, CPU per byte
 #   is bounded, the worker answers another client meanwhile;
-# - one busy connection (a pipelined flood of maximal control frames)
-#   cannot monopolize the worker: another client's chat round trip stays
-#   short (TODO until the module's read loop has a budget);
+# - tiny messages while the sidecar is stopped: the worker holds no more
+#   than rooms_hold_size says (it counts each message's entry too);
+# - busy connections (pipelined floods of control frames) cannot
+#   monopolize the worker: another client's chat round trip stays short
+#   (for eight of them: TODO until the module's read loop has a budget);
 # - a client that stops reading in a busy room gets close 1008 "slow
 #   consumer" as a close frame, promptly (TODO until the kick drops the
 #   unsent queue); the room does not stall for the others;
@@ -122,6 +124,7 @@ sub percentile {
 # $interval, for $seconds; an echo that does not come within 10 s counts
 # 10 s.  Returns the round trips in seconds.
 my $PROBE = 0;
+my %PROBE_ERRORS;       # code => how many probes were refused
 
 sub probe {
     my ($c, $seconds, $interval, $each) = @_;
@@ -135,9 +138,11 @@ sub probe {
         my $sent = time;
         $c->send_json({ type => 'chat', ref => $ref,
             data => { text => 'probe' } }) or last;
-        my $m = $c->wait_json(type => 'chat', timeout => 10,
-            match => sub { ($_[0]{ref} // '') eq $ref });
+        my $m = $c->wait_json(timeout => 10, match => sub {
+            ($_[0]{ref} // $_[0]{data}{ref} // '') eq $ref });
         push @rtt, $m ? time - $sent : 10;
+        $PROBE_ERRORS{ $m->{data}{code} // '' }++
+            if $m && $m->{type} eq 'error';
         $each->() if $each;
         last unless $m;
         $next += $interval;
@@ -395,6 +400,7 @@ my %frag;
     });
 
     my $peak = $rss;
+    %PROBE_ERRORS = ();
     my @rtt = probe($calm, 1.5, 0.025,
         sub { $peak = max($peak, proc_rss($worker)) });
     my ($chats, $errors, $code, $codes) = answers($c, 1e9, 10);
@@ -413,19 +419,39 @@ my %frag;
         $code // 'none'));
     diag('tiny frames, the calm client meanwhile: ' . rtt_figures(@rtt));
 
-    ok($codes->{rate_limited}, 'tiny frames: the rate limiter answers');
+    diag('tiny frames: the calm client\'s chats refused: '
+        . join(', ', map { "$_ $PROBE_ERRORS{$_}" } sort keys %PROBE_ERRORS))
+        if %PROBE_ERRORS;
+
+    # Pipelined, the messages outrun the sidecar's verdicts: the worker
+    # may hold rooms_hold_size of them before the first rate_limited
+    # comes back, and refuse the rest with unavailable.
+    ok($codes->{rate_limited} || $codes->{unavailable}, 'tiny frames: '
+        . 'refused (rate_limited, or unavailable past rooms_hold_size)');
     is($code, 1008, 'tiny frames: the client is closed with 1008');
-    cmp_ok($per_mb, '<', 40 * $chat_per_mb,
-        'tiny frames: CPU per byte within 40x a well-behaved client\'s');
+
+    TODO: {
+        local $TODO = 'rooms_hold_size is one bound for the whole worker: '
+            . 'while one client fills it, the others\' messages are '
+            . 'refused with unavailable too';
+
+        ok(!%PROBE_ERRORS, 'tiny frames: the calm client\'s chats are '
+            . 'not refused meanwhile');
+    }
+    # measured 3-13x: the answers (100s of errors, or 1000s of unavailable
+    # when the flood outruns the sidecar) are part of the cost
+    cmp_ok($per_mb, '<', 30 * $chat_per_mb,
+        'tiny frames: CPU per byte within 30x a well-behaved client\'s');
     cmp_ok(percentile(99, @rtt), '<', 0.5,
         'tiny frames: the calm client\'s p99 round trip stays under 500 ms');
 
     $c->close;
 
     TODO: {
-        local $TODO = 'each unanswered message holds ~200 bytes of the '
-            . 'worker (queue entry, link buffer) that rooms_hold_size does '
-            . 'not count, and freed heap is not given back to the system';
+        local $TODO = 'without a read budget the worker reads the whole '
+            . 'pipelined flood, holding up to rooms_hold_size of messages '
+            . '(~13 MiB with their link frames), before the sidecar\'s '
+            . 'kick comes back; the freed heap is not given back';
 
         cmp_ok($grown, '<', 4096, 'tiny frames: the worker grew under 4 MiB');
         memory_back('tiny frames', $rss);
