@@ -20,7 +20,6 @@ use strict;
 use warnings;
 
 use JSON::PP ();
-use List::Util qw(sum);
 use POSIX qw(_exit);
 use Socket qw(PF_INET SOCK_STREAM inet_aton pack_sockaddr_in);
 use Test::More;
