@@ -61,6 +61,11 @@ typedef struct {
 } ngx_http_rooms_msg_t;
 
 
+/* the memory an unanswered message holds, as rooms_hold_size counts it */
+#define NGX_HTTP_ROOMS_MSG_SIZE(len)                                         \
+    (offsetof(ngx_http_rooms_msg_t, data) + (len))
+
+
 typedef struct {
     ngx_addr_t                    *addr;
     ngx_log_t                     *log;
@@ -74,7 +79,7 @@ typedef struct {
     ngx_queue_t                    held;        /* unsent messages, by age */
     ngx_queue_t                    sent;        /* sent, unanswered, by
                                                    sent_at */
-    size_t                         unanswered_size; /* their bytes */
+    size_t                         unanswered_size; /* memory they hold */
     ngx_msec_t                     hold_time;
     size_t                         hold_size;
     ngx_event_t                    hold;
@@ -1156,7 +1161,9 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
         return NGX_OK;
     }
 
-    if (link->unanswered_size + len > link->hold_size) {
+    if (link->unanswered_size + NGX_HTTP_ROOMS_MSG_SIZE(len)
+        > link->hold_size)
+    {
         ngx_log_error(NGX_LOG_WARN, conn->connection->log, 0,
                       "rooms: %uz bytes of client messages wait for the "
                       "sidecar, message refused", link->unanswered_size);
@@ -1165,8 +1172,7 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
         return NGX_OK;
     }
 
-    m = ngx_alloc(offsetof(ngx_http_rooms_msg_t, data) + len,
-                  conn->connection->log);
+    m = ngx_alloc(NGX_HTTP_ROOMS_MSG_SIZE(len), conn->connection->log);
     if (m == NULL) {
         return NGX_ERROR;
     }
@@ -1180,7 +1186,7 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
 
     ngx_queue_insert_tail(&conn->unanswered, &m->queue);
     ngx_queue_insert_tail(&link->held, &m->held);
-    link->unanswered_size += len;
+    link->unanswered_size += NGX_HTTP_ROOMS_MSG_SIZE(len);
 
     if (link->up && conn->announced) {
         return ngx_http_rooms_link_send_msg(link, m, 0);
@@ -1262,7 +1268,7 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
     ngx_queue_remove(&m->queue);
     ngx_queue_remove(&m->held);
 
-    link->unanswered_size -= m->len;
+    link->unanswered_size -= NGX_HTTP_ROOMS_MSG_SIZE(m->len);
 
     ngx_free(m);
 }

@@ -35,7 +35,7 @@ use Time::HiRes qw(time sleep);
 use Rooms::Test::Client;
 
 our @EXPORT_OK = qw(wait_until free_port http_get publish_paced
-    process_alive proc_stat);
+    process_alive proc_stat proc_cpu proc_rss redis_command);
 
 my $REPO = abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
 
@@ -873,6 +873,47 @@ sub proc_stat {
 
     my ($rest) = $line =~ /\)\s+(.*)$/ or return ();
     return (split ' ', $rest)[0 .. 2];
+}
+
+
+# CPU seconds (user + system) a process has used so far: from
+# /proc/PID/schedstat (nanoseconds) where the kernel has it, else utime +
+# stime of /proc/PID/stat (clock ticks, 100 a second); undef if there is
+# no such process.
+my $CLK_TCK;
+
+sub proc_cpu {
+    my ($pid) = @_;
+
+    if (open my $fh, '<', "/proc/$pid/schedstat") {
+        my ($ns) = split ' ', <$fh> // '';
+        close $fh;
+        return $ns / 1e9 if defined $ns && $ns =~ /^\d+$/;
+    }
+
+    open my $fh, '<', "/proc/$pid/stat" or return;
+    my $line = <$fh> // '';
+    close $fh;
+
+    my ($rest) = $line =~ /\)\s+(.*)$/ or return;
+    my ($utime, $stime) = (split ' ', $rest)[11, 12];
+    $CLK_TCK //= eval { POSIX::sysconf(POSIX::_SC_CLK_TCK()) } || 100;
+
+    return ($utime + $stime) / $CLK_TCK;
+}
+
+
+# Resident memory of a process in KiB (VmRSS of /proc/PID/status), 0 if
+# there is no such process.
+sub proc_rss {
+    my ($pid) = @_;
+
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    while (<$fh>) {
+        return $1 if /^VmRSS:\s+(\d+)/;
+    }
+
+    return 0;
 }
 
 
