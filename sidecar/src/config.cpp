@@ -592,7 +592,7 @@ const char* usage_text() {
            "  --key-prefix P      prefix of every Redis key and channel "
            "(empty)\n"
            "  --log-level L       debug, info, warn or error (info)\n"
-           "  --socket-mode MODE  permissions of the socket file (0666)\n"
+           "  --socket-mode MODE  permissions of the socket file (0660)\n"
            "\n"
            "Every setting of the config file is a flag too (docs/sidecar.md):\n"
            "  --history-length N (50)  --kept-types LIST (chat)\n"

@@ -75,7 +75,9 @@ struct config {
     std::string server_id;  // default: default_server_id(listen)
     std::string key_prefix;
     log_level level = log_level::info;
-    unsigned socket_mode = 0666;  // restrict with a group: 0660
+    // Owner and group only: nginx's workers reach the socket through its
+    // group (its user must be in the sidecar's group, docs/sidecar.md).
+    unsigned socket_mode = 0660;
 
     bool kept(std::string_view type) const;
 };

@@ -98,7 +98,7 @@ TEST(SidecarConfig, Defaults) {
     EXPECT_EQ(cfg.redis.port, 6379);
     EXPECT_EQ(cfg.key_prefix, "");
     EXPECT_EQ(cfg.level, rooms::log_level::info);
-    EXPECT_EQ(cfg.socket_mode, 0666u);
+    EXPECT_EQ(cfg.socket_mode, 0660u);
     // Stable across restarts: no pid in it; one per listen path.
     EXPECT_EQ(cfg.server_id, rooms::default_server_id(cfg.listen));
     EXPECT_EQ(cfg.server_id.find(std::to_string(getpid())),
