@@ -2,10 +2,10 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libuv.h>
 
 #include <algorithm>
 #include <charconv>
+#include <new>
 #include <random>
 
 #include "log.h"
@@ -18,31 +18,40 @@ namespace {
 // never idle, to keep redis_clock_offset_ms() fresh.
 constexpr uint64_t clock_refresh_ms = 10000;
 
-// The event hooks below replace the adapter's add/del functions, which all
-// restart the poll with redisLibuvPoll().  That callback ignores a poll
-// error status, and libuv reports a socket error (a refused connect, a
-// reset) as exactly that, and stops the poll: hiredis would never learn
-// that the connect failed, and we would wait for the connect timeout.
-// Ours lets hiredis read or write so that it finds the error itself.
-// Everything else (the event struct, attach, cleanup) is the adapter's.
+// Our hiredis adapter for libuv: the five event hooks of
+// redisAsyncContext::ev on one uv_poll_t per context.  The poll lives in a
+// heap object that hiredis's cleanup hook closes and the handle's close
+// callback frees (hiredis may free the context first: `ac` is nulled
+// then).
+//
+// Unlike hiredis's own libuv adapter, the poll callback does not ignore a
+// poll error status: libuv reports a socket error (a refused connect, a
+// reset) as exactly that, and stops the poll, so hiredis would never learn
+// that the connect failed and we would wait for the connect timeout.  Ours
+// lets hiredis read or write, and hiredis finds the error itself.
+struct redis_poll {
+    uv_poll_t handle;
+    redisAsyncContext* ac = nullptr;
+    int events = 0;  // UV_READABLE | UV_WRITABLE that hiredis wants
+};
 
 void poll_cb(uv_poll_t* handle, int status, int events) {
-    auto* p = static_cast<redisLibuvEvents*>(handle->data);
+    auto* p = static_cast<redis_poll*>(handle->data);
     if (status < 0) {
         events = p->events;
     }
-    if (p->context != nullptr && (events & UV_READABLE)) {
-        redisAsyncHandleRead(p->context);
+    if (p->ac != nullptr && (events & UV_READABLE)) {
+        redisAsyncHandleRead(p->ac);
     }
-    // The read may have freed the context (cleanup nulls p->context; p
-    // itself lives until the poll handle's close callback).
-    if (p->context != nullptr && (events & UV_WRITABLE)) {
-        redisAsyncHandleWrite(p->context);
+    // The read may have freed the context (cleanup nulls p->ac; p itself
+    // lives until the poll handle's close callback).
+    if (p->ac != nullptr && (events & UV_WRITABLE)) {
+        redisAsyncHandleWrite(p->ac);
     }
 }
 
-void poll_update(redisLibuvEvents* p) {
-    if (p->events) {
+void poll_update(redis_poll* p) {
+    if (p->events != 0) {
         uv_poll_start(&p->handle, p->events, poll_cb);
     } else {
         uv_poll_stop(&p->handle);
@@ -50,37 +59,59 @@ void poll_update(redisLibuvEvents* p) {
 }
 
 void ev_add_read(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events |= UV_READABLE;
     poll_update(p);
 }
 
 void ev_del_read(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events &= ~UV_READABLE;
     poll_update(p);
 }
 
 void ev_add_write(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events |= UV_WRITABLE;
     poll_update(p);
 }
 
 void ev_del_write(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events &= ~UV_WRITABLE;
     poll_update(p);
 }
 
+// hiredis is done with the context (it is being freed).
+void ev_cleanup(void* privdata) {
+    auto* p = static_cast<redis_poll*>(privdata);
+    p->ac = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) {
+        delete static_cast<redis_poll*>(h->data);
+    });
+}
+
+// On failure nothing is attached: the context is freed without cleanup.
 int attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
-    if (redisLibuvAttach(ac, loop) != REDIS_OK) {
+    if (ac->ev.data != nullptr) {
         return REDIS_ERR;
     }
+    auto* p = new (std::nothrow) redis_poll{};
+    if (p == nullptr) {
+        return REDIS_ERR;
+    }
+    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+        delete p;
+        return REDIS_ERR;
+    }
+    p->handle.data = p;
+    p->ac = ac;
+    ac->ev.data = p;
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
     ac->ev.addWrite = ev_add_write;
     ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
     // Nothing is polled yet: redisAsyncSetConnectCallback(), called next,
     // asks for writability to learn when the connect completes.
     return REDIS_OK;
@@ -162,8 +193,6 @@ void redis_connection::connect() {
     ac->data = this;
     if (attach_to_loop(ac, loop_) != REDIS_OK) {
         log_error("redis %s: cannot attach to the event loop", name());
-        // A failed attach leaves no event data: free without cleanup.
-        ac->ev.cleanup = nullptr;
         redisAsyncFree(ac);
         retry_later();
         return;
