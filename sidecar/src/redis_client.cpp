@@ -18,6 +18,10 @@ namespace {
 // never idle, to keep redis_clock_offset_ms() fresh.
 constexpr uint64_t clock_refresh_ms = 10000;
 
+// A call answered NOSCRIPT this often (the scripts cannot be loaded, or
+// the cache is flushed faster than they run) gets that error as its reply.
+constexpr unsigned max_noscripts = 5;
+
 // Our hiredis adapter for libuv: the five event hooks of
 // redisAsyncContext::ev on one uv_poll_t per context.  The poll lives in a
 // heap object that hiredis's cleanup hook closes and the handle's close
@@ -447,6 +451,8 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
       sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
 
+redis_client::~redis_client() = default;
+
 void redis_client::start() {
     log_info("redis at %s", addr_.describe().c_str());
     cmd_.start();
@@ -459,6 +465,9 @@ void redis_client::stop() {
     sub_.stop();
     unconfirmed_.clear();
     barriers_.clear();
+    recovering_ = false;
+    retry_.clear();  // their callbacks are not called once stopped
+    held_.clear();
 }
 
 void redis_client::connection_ready(redis_connection::role r) {
@@ -481,6 +490,9 @@ void redis_client::connection_lost(redis_connection::role r) {
     }
     if (stopped_) {
         return;
+    }
+    if (r == redis_connection::role::command) {
+        fail_held();  // after the calls in flight, as they were sent
     }
     handler_.on_redis_lost(r);
     for (barrier_fn& cb : failed) {
@@ -536,6 +548,8 @@ struct redis_client::call {
     const lua_script* script = nullptr;  // EVAL/EVALSHA: for a retry
     std::vector<std::string> argv;
     reply_fn cb;
+    uint64_t serial = 0;     // sent_serial_ when it was written
+    unsigned noscripts = 0;  // NOSCRIPT answers so far
 };
 
 bool redis_client::command(const std::vector<std::string>& argv,
@@ -571,18 +585,28 @@ bool redis_client::send(std::unique_ptr<call> c) {
     if (!cmd_.ready() || stopped_) {
         return false;
     }
-    if (cmd_.outstanding() >= opts_.max_pending) {
+    size_t queued = cmd_.outstanding() + retry_.size() + held_.size();
+    if (queued >= opts_.max_pending) {
         // Redis is far behind: answer "unavailable" rather than queue
         // without bound.
         if (!backlogged_) {
             log_warn("redis command connection has %zu commands "
                      "outstanding: refusing more until half are answered",
-                     cmd_.outstanding());
+                     queued);
             backlogged_ = true;
         }
         refused_++;
         return false;
     }
+    if (recovering_) {
+        held_.push_back(std::move(c));  // behind the NOSCRIPT retries
+        return true;
+    }
+    return write(c);
+}
+
+// Hands the call to hiredis; on success it owns it until command_cb.
+bool redis_client::write(std::unique_ptr<call>& c) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
     argv.reserve(c->argv.size());
@@ -598,8 +622,9 @@ bool redis_client::send(std::unique_ptr<call> c) {
     if (rc != REDIS_OK) {
         return false;
     }
+    c->serial = ++sent_serial_;
     cmd_.sent();
-    c.release();  // owned by hiredis until command_cb
+    c.release();
     return true;
 }
 
@@ -620,6 +645,50 @@ void redis_client::load_scripts() {
     }
 }
 
+// Every call in flight when the first NOSCRIPT came is answered: the
+// scripts are loaded again, pipelined ahead of the calls that failed and
+// of those given meanwhile, which follow in their original order.
+void redis_client::resume_after_noscript() {
+    recovering_ = false;
+    std::deque<std::unique_ptr<call>> calls;
+    calls.swap(retry_);
+    size_t retried = calls.size();
+    for (std::unique_ptr<call>& c : held_) {
+        calls.push_back(std::move(c));
+    }
+    held_.clear();
+    log_info("redis: loading the scripts again, then %zu failed and %zu "
+             "held commands in order",
+             retried, calls.size() - retried);
+    load_scripts();
+    std::vector<reply_fn> failed;
+    for (std::unique_ptr<call>& c : calls) {
+        if (!write(c)) {
+            failed.push_back(std::move(c->cb));
+        }
+    }
+    for (reply_fn& cb : failed) {
+        if (cb) {
+            cb(nullptr);
+        }
+    }
+}
+
+void redis_client::fail_held() {
+    recovering_ = false;
+    std::deque<std::unique_ptr<call>> calls;
+    calls.swap(retry_);
+    for (std::unique_ptr<call>& c : held_) {
+        calls.push_back(std::move(c));
+    }
+    held_.clear();
+    for (std::unique_ptr<call>& c : calls) {
+        if (c->cb) {
+            c->cb(nullptr);
+        }
+    }
+}
+
 void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
     std::unique_ptr<call> c(static_cast<call*>(privdata));
     auto* reply = static_cast<redisReply*>(r);
@@ -631,28 +700,46 @@ void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
     if (self->stopped_) {
         return;
     }
-    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR &&
-        c->script != nullptr && c->argv[0] == "EVALSHA" &&
-        std::string_view(reply->str, reply->len).starts_with("NOSCRIPT")) {
-        // The script cache was flushed: EVAL loads the script again.
-        log_warn("redis: script %s not loaded, sending it again",
-                 c->script->name);
-        self->sha_.erase(c->script);
-        c->argv[0] = "EVAL";
-        c->argv[1] = c->script->body;
-        reply_fn cb = c->cb;
-        if (!self->send(std::move(c))) {
-            cb(nullptr);
+    if (reply == nullptr) {
+        // The connection is going: connection_lost() fails what is held.
+        if (c->cb) {
+            c->cb(nullptr);
         }
         return;
     }
-    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR && c->script != nullptr &&
+        c->argv[0] == "EVALSHA" && c->noscripts < max_noscripts &&
+        std::string_view(reply->str, reply->len).starts_with("NOSCRIPT")) {
+        // The script cache was flushed (SCRIPT FLUSH, a restarted Redis
+        // behind a proxy): every EVALSHA in flight fails the same way.
+        // They run again, in order, once all of them are answered; calls
+        // given meanwhile wait behind them (send()).
+        c->noscripts++;
+        if (!self->recovering_) {
+            self->recovering_ = true;
+            self->recover_upto_ = self->sent_serial_;
+            log_warn("redis: NOSCRIPT for %s (script cache flushed): "
+                     "holding commands until the scripts are loaded again",
+                     c->script->name);
+        }
+        bool last = c->serial == self->recover_upto_;
+        self->retry_.push_back(std::move(c));
+        if (last) {
+            self->resume_after_noscript();
+        }
+        return;
+    }
+    bool last = self->recovering_ && c->serial == self->recover_upto_;
+    if (reply->type == REDIS_REPLY_ERROR) {
         log_warn("redis %s failed: %.*s",
                  c->script != nullptr ? c->script->name : c->argv[0].c_str(),
                  static_cast<int>(reply->len), reply->str);
     }
     if (c->cb) {
         c->cb(reply);
+    }
+    if (last && self->recovering_ && !self->stopped_) {
+        self->resume_after_noscript();
     }
 }
 
