@@ -192,6 +192,11 @@ std::vector<member_key> room_registry::take_all_pending(room& r) {
     return keys;
 }
 
+bool room_registry::has_pending(std::string_view room_code) const {
+    auto it = rooms_.find(room_code);
+    return it != rooms_.end() && !it->second.pending.empty();
+}
+
 std::vector<member_key> room_registry::take_pending(
     std::string_view room_code) {
     auto it = rooms_.find(room_code);

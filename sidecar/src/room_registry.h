@@ -73,7 +73,12 @@ struct room_sync {
     std::vector<std::pair<uint64_t, uint64_t>> resume_from;
     size_t buffer_base = 0;    // absolute index of buffer[0]
     std::vector<buffered_message> buffer;
-    bool overflowed = false;   // buffer hit its cap and dropped messages
+    size_t buffer_bytes = 0;   // payloads and entries, against the cap
+    // The buffer went over its cap (config sync_buffer_bytes) and was
+    // given up: the snapshots in flight then (an older buffer_gen) are
+    // void, nothing is buffered until the next snapshot is asked for.
+    bool overflowed = false;
+    uint64_t buffer_gen = 0;
 };
 
 struct link_members {
@@ -121,6 +126,9 @@ public:
 
     // The same, returning every member that left.
     std::vector<leave_result> leave_link_members(uint64_t link);
+
+    // The room has pending members.
+    bool has_pending(std::string_view room) const;
 
     // Pending members of a subscribed room (to sync them), in join order.
     std::vector<member_key> take_pending(std::string_view room);
