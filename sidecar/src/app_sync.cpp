@@ -219,7 +219,8 @@ void app::sync_failed(const sync_request& req, room_sync& rs) {
 
 // Retries every room that waits for a sync (joiners, or a gap to fill)
 // and has none in flight, with backoff (100 ms doubling to 2 s, reset by
-// a sync that succeeds), so that no failure leaves a room deaf.
+// a sync that succeeds), so that no failure leaves a room deaf.  A room
+// that still waits but has one in flight is tried again next round.
 void app::schedule_sync_retry() {
     if (!sync_retry_ || stopping_ || uv_is_active(reinterpret_cast<uv_handle_t*>(
                                          sync_retry_.get()))) {
@@ -242,7 +243,7 @@ void app::sync_retry_cb(uv_timer_t* t) {
         if (rs->inflight == 0) {
             self->sync_room(code);
         } else if (rs->resync || self->rooms_.has_pending(code)) {
-            busy = true;  // e.g. joiners of a voided sync behind a live one
+            busy = true;  // e.g. joiners of a voided sync, a live one out
         }
     }
     if (busy) {
