@@ -412,13 +412,7 @@ void app::on_message(std::string_view channel, std::string_view payload) {
     }
     uint64_t id = envelope_tail_id(payload);
     if (rs->inflight > 0 || rs->resync) {
-        if (rs->buffer.size() < max_buffered_messages) {
-            rs->buffer.push_back(buffered_message{id, std::string(payload)});
-        } else if (!rs->overflowed) {
-            rs->overflowed = true;
-            log_warn("join buffer full, dropping live messages room=%.*s",
-                     len(room), room.data());
-        }
+        buffer_live(room, *rs, id, payload);
     }
     if (rs->resync) {
         return;  // held until the gap is filled

@@ -130,6 +130,7 @@ private:
         uint64_t generation = 0;
         std::vector<member_key> joiners;
         size_t start = 0;          // absolute buffer index at issue time
+        uint64_t buffer_gen = 0;   // room_sync::buffer_gen at issue time
         bool resync = false;
     };
 
@@ -167,6 +168,8 @@ private:
     void schedule_sync_retry();
     static void sync_retry_cb(uv_timer_t* t);
     void drop_buffer_if_idle(room_sync& rs);
+    void buffer_live(std::string_view room, room_sync& rs, uint64_t id,
+                     std::string_view payload);
     void sync_all_rooms(bool register_all);
 
     // app_presence.cpp: leaves, heartbeat, dead servers, /rooms.

@@ -90,6 +90,7 @@ void app::sync_room(const std::string& code, bool register_all) {
     req->generation = sub_generation_;
     req->joiners = joiners;
     req->start = rs->buffer_base + rs->buffer.size();
+    req->buffer_gen = rs->buffer_gen;
     req->resync = resync;
 
     bool sent = redis_.eval(script_sync(), keys, args,
@@ -101,6 +102,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         return;  // synced again when the command connection is back
     }
     rs->inflight++;
+    rs->overflowed = false;  // this snapshot needs what comes from now on
     if (!joiners.empty()) {
         // Pipelined behind the sync on the one command connection: in a
         // quiet room the state announcing them is the snapshot's seq + 1.
@@ -123,6 +125,10 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
     room_sync* rs = rooms_.sync_of(req->room);
     if (rs == nullptr || rs->incarnation != req->incarnation) {
         return;  // the room emptied meanwhile
+    }
+    if (req->buffer_gen != rs->buffer_gen) {
+        sync_failed(*req, *rs);  // its buffer was given up: snapshot again
+        return;
     }
 
     bool ok = reply != nullptr && reply->type == REDIS_REPLY_ARRAY &&
@@ -191,7 +197,8 @@ void app::on_sync_barrier(const sync_request& req, const sync_snapshot& snap,
     if (rs == nullptr || rs->incarnation != req.incarnation) {
         return;  // the room emptied meanwhile
     }
-    if (!ok || req.generation != sub_generation_) {
+    if (!ok || req.generation != sub_generation_ ||
+        req.buffer_gen != rs->buffer_gen) {
         sync_failed(req, *rs);
         return;
     }
@@ -212,7 +219,8 @@ void app::sync_failed(const sync_request& req, room_sync& rs) {
 
 // Retries every room that waits for a sync (joiners, or a gap to fill)
 // and has none in flight, with backoff (100 ms doubling to 2 s, reset by
-// a sync that succeeds), so that no failure leaves a room deaf.
+// a sync that succeeds), so that no failure leaves a room deaf.  A room
+// that still waits but has one in flight is tried again next round.
 void app::schedule_sync_retry() {
     if (!sync_retry_ || stopping_ || uv_is_active(reinterpret_cast<uv_handle_t*>(
                                          sync_retry_.get()))) {
@@ -226,11 +234,20 @@ void app::schedule_sync_retry() {
 
 void app::sync_retry_cb(uv_timer_t* t) {
     auto* self = static_cast<app*>(t->data);
+    bool busy = false;
     for (const std::string& code : self->rooms_.room_codes()) {
         room_sync* rs = self->rooms_.sync_of(code);
-        if (rs != nullptr && rs->inflight == 0) {
-            self->sync_room(code);
+        if (rs == nullptr) {
+            continue;
         }
+        if (rs->inflight == 0) {
+            self->sync_room(code);
+        } else if (rs->resync || self->rooms_.has_pending(code)) {
+            busy = true;  // e.g. joiners of a voided sync, a live one out
+        }
+    }
+    if (busy) {
+        self->schedule_sync_retry();
     }
 }
 
@@ -424,8 +441,42 @@ void app::drop_buffer_if_idle(room_sync& rs) {
     if (rs.inflight == 0 && !rs.resync) {
         rs.buffer_base += rs.buffer.size();
         rs.buffer.clear();
+        if (rs.buffer.capacity() > 1024) {
+            rs.buffer.shrink_to_fit();  // a burst's worth of entries
+        }
+        rs.buffer_bytes = 0;
         rs.overflowed = false;
     }
+}
+
+// A live message that came while the room has a snapshot in flight or a
+// gap to fill: kept for the joiners and the gap fill, up to
+// cfg_.sync_buffer_bytes (payloads and entries).  Past that, the buffer
+// is given up rather than cut: the snapshots in flight are void
+// (on_sync_reply, on_sync_barrier: their joiners wait, a gap fill stays
+// due) and the room is snapshotted again (schedule_sync_retry), so what
+// the buffer would have held comes from the room's history instead, and
+// a gap that history cannot fill ends in a reset, as after an outage.
+void app::buffer_live(std::string_view room, room_sync& rs, uint64_t id,
+                      std::string_view payload) {
+    if (rs.overflowed) {
+        return;  // no snapshot in flight needs it
+    }
+    size_t cost = payload.size() + sizeof(buffered_message);
+    if (rs.buffer_bytes + cost <= cfg_.sync_buffer_bytes) {
+        rs.buffer.push_back(buffered_message{id, std::string(payload)});
+        rs.buffer_bytes += cost;
+        return;
+    }
+    log_warn("sync buffer over %zu bytes room=%.*s (%zu messages): "
+             "snapshotting the room again",
+             cfg_.sync_buffer_bytes, len(room), room.data(),
+             rs.buffer.size() + 1);
+    rs.buffer_base += rs.buffer.size();
+    std::vector<buffered_message>().swap(rs.buffer);
+    rs.buffer_bytes = 0;
+    rs.overflowed = true;
+    rs.buffer_gen++;
 }
 
 }  // namespace rooms

@@ -10,10 +10,6 @@
 
 namespace rooms {
 
-// Live messages kept per room while a snapshot is in flight or a gap
-// fill is pending; more are dropped (and logged).
-constexpr size_t max_buffered_messages = 100000;
-
 inline unsigned long long ull(uint64_t v) {
     return static_cast<unsigned long long>(v);
 }

@@ -374,6 +374,13 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             return false;
         }
         cfg.max_message_bytes = static_cast<size_t>(v);
+    } else if (k == "sync_buffer_bytes") {
+        long v = 0;
+        if (!parse_int(value, 10, 1024, 1L << 30, v)) {
+            err = "sync_buffer_bytes: 1024-1073741824";
+            return false;
+        }
+        cfg.sync_buffer_bytes = static_cast<size_t>(v);
     } else if (k == "rate_limit" || k == "rate_burst" || k == "rate_kick") {
         long v = 0;
         if (!parse_int(value, 10, 0, 1000000, v)) {
@@ -592,11 +599,12 @@ const char* usage_text() {
            "  --key-prefix P      prefix of every Redis key and channel "
            "(empty)\n"
            "  --log-level L       debug, info, warn or error (info)\n"
-           "  --socket-mode MODE  permissions of the socket file (0666)\n"
+           "  --socket-mode MODE  permissions of the socket file (0660)\n"
            "\n"
            "Every setting of the config file is a flag too (docs/sidecar.md):\n"
            "  --history-length N (50)  --kept-types LIST (chat)\n"
            "  --max-message-bytes N (16384)  --rate-limit N/s (50, 0: off)\n"
+           "  --sync-buffer-bytes N (4194304)\n"
            "  --rate-burst N (100)  --rate-kick N (100)\n"
            "  --heartbeat-interval-ms MS (1000)  --heartbeat-ttl-ms MS (5000)\n"
            "  --state-ms-per-player MS (1)  --state-max-interval-ms MS (2000)\n"

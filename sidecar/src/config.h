@@ -45,6 +45,9 @@ struct config {
     size_t history_length = 50;          // kept messages per room
     std::vector<std::string> kept_types = {"chat"};
     size_t max_message_bytes = 16384;    // longer: bad_envelope
+    // Live messages held per room while a snapshot is in flight (a join,
+    // a gap fill), in bytes; past it the room is snapshotted again.
+    size_t sync_buffer_bytes = 4u << 20;
     rate_limit_config rate;              // per connection
     // Presence: heartbeat period and how long a silent server lives.
     uint64_t heartbeat_interval_ms = 1000;
@@ -75,7 +78,9 @@ struct config {
     std::string server_id;  // default: default_server_id(listen)
     std::string key_prefix;
     log_level level = log_level::info;
-    unsigned socket_mode = 0666;  // restrict with a group: 0660
+    // Owner and group only: nginx's workers reach the socket through its
+    // group (its user must be in the sidecar's group, docs/sidecar.md).
+    unsigned socket_mode = 0660;
 
     bool kept(std::string_view type) const;
 };

@@ -338,7 +338,30 @@ void link::process_input() {
             rbuf_.reset();
             rcap_ = 0;
         }
+        return;
     }
+    shrink_input();
+}
+
+// A buffer grown for a big frame is given back once that frame is
+// consumed, also when a worker that keeps sending never lets it drain
+// (a partial frame waits at its end): what is left moves to a small one,
+// unless the frame under way is big too.
+void link::shrink_input() {
+    size_t left = rend_ - rstart_;
+    size_t cap = left + std::max(read_chunk, rneed_);
+    if (rcap_ <= read_keep || cap > read_keep) {
+        return;
+    }
+    auto* p = new (std::nothrow) uint8_t[cap];
+    if (p == nullptr) {
+        return;  // keep the big one
+    }
+    std::memcpy(p, rbuf_.get() + rstart_, left);
+    rbuf_.reset(p);
+    rcap_ = cap;
+    rstart_ = 0;
+    rend_ = left;
 }
 
 /* link_server */

@@ -78,6 +78,10 @@ public:
     bool closing() const { return closing_ || doomed_; }
     size_t queued_bytes() const { return queued_; }
 
+    // Input: bytes received and not yet decoded, and the buffer's size.
+    size_t input_pending() const { return rend_ - rstart_; }
+    size_t input_capacity() const { return rcap_; }
+
 private:
     friend class link_server;
 
@@ -97,6 +101,7 @@ private:
     void alloc(uv_buf_t* buf);
     void on_read(ssize_t nread);
     void process_input();
+    void shrink_input();
 
     static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
     static void read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);

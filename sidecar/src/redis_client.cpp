@@ -2,10 +2,10 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libuv.h>
 
 #include <algorithm>
 #include <charconv>
+#include <new>
 #include <random>
 
 #include "log.h"
@@ -18,31 +18,44 @@ namespace {
 // never idle, to keep redis_clock_offset_ms() fresh.
 constexpr uint64_t clock_refresh_ms = 10000;
 
-// The event hooks below replace the adapter's add/del functions, which all
-// restart the poll with redisLibuvPoll().  That callback ignores a poll
-// error status, and libuv reports a socket error (a refused connect, a
-// reset) as exactly that, and stops the poll: hiredis would never learn
-// that the connect failed, and we would wait for the connect timeout.
-// Ours lets hiredis read or write so that it finds the error itself.
-// Everything else (the event struct, attach, cleanup) is the adapter's.
+// A call answered NOSCRIPT this often (the scripts cannot be loaded, or
+// the cache is flushed faster than they run) gets that error as its reply.
+constexpr unsigned max_noscripts = 5;
+
+// Our hiredis adapter for libuv: the five event hooks of
+// redisAsyncContext::ev on one uv_poll_t per context.  The poll lives in a
+// heap object that hiredis's cleanup hook closes and the handle's close
+// callback frees (hiredis may free the context first: `ac` is nulled
+// then).
+//
+// Unlike hiredis's own libuv adapter, the poll callback does not ignore a
+// poll error status: libuv reports a socket error (a refused connect, a
+// reset) as exactly that, and stops the poll, so hiredis would never learn
+// that the connect failed and we would wait for the connect timeout.  Ours
+// lets hiredis read or write, and hiredis finds the error itself.
+struct redis_poll {
+    uv_poll_t handle;
+    redisAsyncContext* ac = nullptr;
+    int events = 0;  // UV_READABLE | UV_WRITABLE that hiredis wants
+};
 
 void poll_cb(uv_poll_t* handle, int status, int events) {
-    auto* p = static_cast<redisLibuvEvents*>(handle->data);
+    auto* p = static_cast<redis_poll*>(handle->data);
     if (status < 0) {
         events = p->events;
     }
-    if (p->context != nullptr && (events & UV_READABLE)) {
-        redisAsyncHandleRead(p->context);
+    if (p->ac != nullptr && (events & UV_READABLE)) {
+        redisAsyncHandleRead(p->ac);
     }
-    // The read may have freed the context (cleanup nulls p->context; p
-    // itself lives until the poll handle's close callback).
-    if (p->context != nullptr && (events & UV_WRITABLE)) {
-        redisAsyncHandleWrite(p->context);
+    // The read may have freed the context (cleanup nulls p->ac; p itself
+    // lives until the poll handle's close callback).
+    if (p->ac != nullptr && (events & UV_WRITABLE)) {
+        redisAsyncHandleWrite(p->ac);
     }
 }
 
-void poll_update(redisLibuvEvents* p) {
-    if (p->events) {
+void poll_update(redis_poll* p) {
+    if (p->events != 0) {
         uv_poll_start(&p->handle, p->events, poll_cb);
     } else {
         uv_poll_stop(&p->handle);
@@ -50,37 +63,59 @@ void poll_update(redisLibuvEvents* p) {
 }
 
 void ev_add_read(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events |= UV_READABLE;
     poll_update(p);
 }
 
 void ev_del_read(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events &= ~UV_READABLE;
     poll_update(p);
 }
 
 void ev_add_write(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events |= UV_WRITABLE;
     poll_update(p);
 }
 
 void ev_del_write(void* privdata) {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
+    auto* p = static_cast<redis_poll*>(privdata);
     p->events &= ~UV_WRITABLE;
     poll_update(p);
 }
 
+// hiredis is done with the context (it is being freed).
+void ev_cleanup(void* privdata) {
+    auto* p = static_cast<redis_poll*>(privdata);
+    p->ac = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) {
+        delete static_cast<redis_poll*>(h->data);
+    });
+}
+
+// On failure nothing is attached: the context is freed without cleanup.
 int attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
-    if (redisLibuvAttach(ac, loop) != REDIS_OK) {
+    if (ac->ev.data != nullptr) {
         return REDIS_ERR;
     }
+    auto* p = new (std::nothrow) redis_poll{};
+    if (p == nullptr) {
+        return REDIS_ERR;
+    }
+    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+        delete p;
+        return REDIS_ERR;
+    }
+    p->handle.data = p;
+    p->ac = ac;
+    ac->ev.data = p;
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
     ac->ev.addWrite = ev_add_write;
     ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
     // Nothing is polled yet: redisAsyncSetConnectCallback(), called next,
     // asks for writability to learn when the connect completes.
     return REDIS_OK;
@@ -162,8 +197,6 @@ void redis_connection::connect() {
     ac->data = this;
     if (attach_to_loop(ac, loop_) != REDIS_OK) {
         log_error("redis %s: cannot attach to the event loop", name());
-        // A failed attach leaves no event data: free without cleanup.
-        ac->ev.cleanup = nullptr;
         redisAsyncFree(ac);
         retry_later();
         return;
@@ -418,6 +451,8 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
       sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
 
+redis_client::~redis_client() = default;
+
 void redis_client::start() {
     log_info("redis at %s", addr_.describe().c_str());
     cmd_.start();
@@ -430,6 +465,9 @@ void redis_client::stop() {
     sub_.stop();
     unconfirmed_.clear();
     barriers_.clear();
+    recovering_ = false;
+    retry_.clear();  // their callbacks are not called once stopped
+    held_.clear();
 }
 
 void redis_client::connection_ready(redis_connection::role r) {
@@ -452,6 +490,9 @@ void redis_client::connection_lost(redis_connection::role r) {
     }
     if (stopped_) {
         return;
+    }
+    if (r == redis_connection::role::command) {
+        fail_held();  // after the calls in flight, as they were sent
     }
     handler_.on_redis_lost(r);
     for (barrier_fn& cb : failed) {
@@ -507,6 +548,8 @@ struct redis_client::call {
     const lua_script* script = nullptr;  // EVAL/EVALSHA: for a retry
     std::vector<std::string> argv;
     reply_fn cb;
+    uint64_t serial = 0;     // sent_serial_ when it was written
+    unsigned noscripts = 0;  // NOSCRIPT answers so far
 };
 
 bool redis_client::command(const std::vector<std::string>& argv,
@@ -542,18 +585,28 @@ bool redis_client::send(std::unique_ptr<call> c) {
     if (!cmd_.ready() || stopped_) {
         return false;
     }
-    if (cmd_.outstanding() >= opts_.max_pending) {
+    size_t queued = cmd_.outstanding() + retry_.size() + held_.size();
+    if (queued >= opts_.max_pending) {
         // Redis is far behind: answer "unavailable" rather than queue
         // without bound.
         if (!backlogged_) {
             log_warn("redis command connection has %zu commands "
                      "outstanding: refusing more until half are answered",
-                     cmd_.outstanding());
+                     queued);
             backlogged_ = true;
         }
         refused_++;
         return false;
     }
+    if (recovering_) {
+        held_.push_back(std::move(c));  // behind the NOSCRIPT retries
+        return true;
+    }
+    return write(c);
+}
+
+// Hands the call to hiredis; on success it owns it until command_cb.
+bool redis_client::write(std::unique_ptr<call>& c) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
     argv.reserve(c->argv.size());
@@ -569,8 +622,9 @@ bool redis_client::send(std::unique_ptr<call> c) {
     if (rc != REDIS_OK) {
         return false;
     }
+    c->serial = ++sent_serial_;
     cmd_.sent();
-    c.release();  // owned by hiredis until command_cb
+    c.release();
     return true;
 }
 
@@ -591,6 +645,50 @@ void redis_client::load_scripts() {
     }
 }
 
+// Every call in flight when the first NOSCRIPT came is answered: the
+// scripts are loaded again, pipelined ahead of the calls that failed and
+// of those given meanwhile, which follow in their original order.
+void redis_client::resume_after_noscript() {
+    recovering_ = false;
+    std::deque<std::unique_ptr<call>> calls;
+    calls.swap(retry_);
+    size_t retried = calls.size();
+    for (std::unique_ptr<call>& c : held_) {
+        calls.push_back(std::move(c));
+    }
+    held_.clear();
+    log_info("redis: loading the scripts again, then %zu failed and %zu "
+             "held commands in order",
+             retried, calls.size() - retried);
+    load_scripts();
+    std::vector<reply_fn> failed;
+    for (std::unique_ptr<call>& c : calls) {
+        if (!write(c)) {
+            failed.push_back(std::move(c->cb));
+        }
+    }
+    for (reply_fn& cb : failed) {
+        if (cb) {
+            cb(nullptr);
+        }
+    }
+}
+
+void redis_client::fail_held() {
+    recovering_ = false;
+    std::deque<std::unique_ptr<call>> calls;
+    calls.swap(retry_);
+    for (std::unique_ptr<call>& c : held_) {
+        calls.push_back(std::move(c));
+    }
+    held_.clear();
+    for (std::unique_ptr<call>& c : calls) {
+        if (c->cb) {
+            c->cb(nullptr);
+        }
+    }
+}
+
 void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
     std::unique_ptr<call> c(static_cast<call*>(privdata));
     auto* reply = static_cast<redisReply*>(r);
@@ -602,28 +700,46 @@ void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
     if (self->stopped_) {
         return;
     }
-    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR &&
-        c->script != nullptr && c->argv[0] == "EVALSHA" &&
-        std::string_view(reply->str, reply->len).starts_with("NOSCRIPT")) {
-        // The script cache was flushed: EVAL loads the script again.
-        log_warn("redis: script %s not loaded, sending it again",
-                 c->script->name);
-        self->sha_.erase(c->script);
-        c->argv[0] = "EVAL";
-        c->argv[1] = c->script->body;
-        reply_fn cb = c->cb;
-        if (!self->send(std::move(c))) {
-            cb(nullptr);
+    if (reply == nullptr) {
+        // The connection is going: connection_lost() fails what is held.
+        if (c->cb) {
+            c->cb(nullptr);
         }
         return;
     }
-    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR && c->script != nullptr &&
+        c->argv[0] == "EVALSHA" && c->noscripts < max_noscripts &&
+        std::string_view(reply->str, reply->len).starts_with("NOSCRIPT")) {
+        // The script cache was flushed (SCRIPT FLUSH, a restarted Redis
+        // behind a proxy): every EVALSHA in flight fails the same way.
+        // They run again, in order, once all of them are answered; calls
+        // given meanwhile wait behind them (send()).
+        c->noscripts++;
+        if (!self->recovering_) {
+            self->recovering_ = true;
+            self->recover_upto_ = self->sent_serial_;
+            log_warn("redis: NOSCRIPT for %s (script cache flushed): "
+                     "holding commands until the scripts are loaded again",
+                     c->script->name);
+        }
+        bool last = c->serial == self->recover_upto_;
+        self->retry_.push_back(std::move(c));
+        if (last) {
+            self->resume_after_noscript();
+        }
+        return;
+    }
+    bool last = self->recovering_ && c->serial == self->recover_upto_;
+    if (reply->type == REDIS_REPLY_ERROR) {
         log_warn("redis %s failed: %.*s",
                  c->script != nullptr ? c->script->name : c->argv[0].c_str(),
                  static_cast<int>(reply->len), reply->str);
     }
     if (c->cb) {
         c->cb(reply);
+    }
+    if (last && self->recovering_ && !self->stopped_) {
+        self->resume_after_noscript();
     }
 }
 

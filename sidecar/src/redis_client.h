@@ -148,6 +148,7 @@ public:
 
     redis_client(uv_loop_t* loop, const redis_address& addr, handler& h,
                  const redis_options& opts = {});
+    ~redis_client();
 
     redis_client(const redis_client&) = delete;
     redis_client& operator=(const redis_client&) = delete;
@@ -174,12 +175,16 @@ public:
     bool clock_known() const { return clock_known_; }
 
     // Runs a script on the command connection: EVALSHA once its SCRIPT
-    // LOAD answered, EVAL before that, and EVAL again (which reloads it)
-    // after a NOSCRIPT.  False when the command connection is not usable,
-    // or already has max_pending commands outstanding (cb is not called
-    // then).  Commands run in the order they are given.  Once sent, cb is
-    // called exactly once: with the reply, or with nullptr if the
-    // connection is lost or abandoned first (timed_out() tells which).
+    // LOAD answered, EVAL before that.  False when the command connection
+    // is not usable, or already has max_pending commands outstanding or
+    // held (cb is not called then).  Commands run in the order they are
+    // given, also across a flushed script cache: on the first NOSCRIPT the
+    // client holds every command given after it, waits for the answers of
+    // those in flight, then sends SCRIPT LOAD for every script, the
+    // EVALSHAs that failed and the held commands, in their original order.
+    // Once sent, cb is called exactly once: with the reply, or with
+    // nullptr if the connection is lost or abandoned first (timed_out()
+    // tells which).
     bool eval(const lua_script& script, const std::vector<std::string>& keys,
               const std::vector<std::string>& args, reply_fn cb);
 
@@ -217,7 +222,10 @@ private:
     struct call;
 
     bool send(std::unique_ptr<call> c);
+    bool write(std::unique_ptr<call>& c);
     void load_scripts();
+    void resume_after_noscript();
+    void fail_held();
 
     static void command_cb(redisAsyncContext* ac, void* reply,
                            void* privdata);
@@ -249,6 +257,16 @@ private:
     // SHA1 of each script once SCRIPT LOAD answered on the current
     // command connection (empty: use EVAL).
     std::unordered_map<const lua_script*, std::string> sha_;
+
+    // NOSCRIPT recovery: calls are numbered as they are written; from the
+    // first NOSCRIPT until the answer of the call that was written last
+    // then (recover_upto_), the EVALSHAs answered NOSCRIPT wait in
+    // retry_, and calls given meanwhile in held_ (both in order).
+    uint64_t sent_serial_ = 0;
+    bool recovering_ = false;
+    uint64_t recover_upto_ = 0;
+    std::deque<std::unique_ptr<call>> retry_;
+    std::deque<std::unique_ptr<call>> held_;
 };
 
 }  // namespace rooms

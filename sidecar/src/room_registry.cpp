@@ -16,15 +16,6 @@ room_registry::join_result room_registry::join(const member_key& key,
         return join_result::duplicate;
     }
 
-    member m;
-    m.room.assign(room_code);
-    m.name.assign(name);
-    m.id = std::move(player_id);
-    m.flags = flags;
-    m.since = since;
-    members_.emplace(key, std::move(m));
-    links_[key.link].insert(key.conn);
-
     bool resume = (flags & NGX_ROOMS_IPC_F_RESUME) &&
                   (flags & NGX_ROOMS_IPC_F_SINCE);
     bool created = false;
@@ -34,8 +25,17 @@ room_registry::join_result room_registry::join(const member_key& key,
         it->second.sync.incarnation = next_incarnation_++;
         created = true;
     }
-
     room& r = it->second;
+
+    entry e;
+    e.m.room.assign(room_code);
+    e.m.name.assign(name);
+    e.m.id = std::move(player_id);
+    e.m.flags = flags;
+    e.m.since = since;
+    e.slot = r.all.size();
+    entry& added = members_.emplace(key, std::move(e)).first->second;
+    links_[key.link].insert(key.conn);
     r.members++;
     r.all.push_back(key);
 
@@ -53,7 +53,9 @@ room_registry::join_result room_registry::join(const member_key& key,
             from->second = std::min(from->second, since);
         }
     } else if (!r.subscribed) {
-        r.pending.push_back(key);  // welcomed once the room is subscribed
+        // welcomed once the room is subscribed
+        added.at = r.pending.insert(r.pending.end(), key);
+        added.pending = true;
     }
 
     if (created) {
@@ -69,14 +71,14 @@ room_registry::join_result room_registry::join(const member_key& key,
 
 void room_registry::attach(const member_key& key) {
     auto mit = members_.find(key);
-    if (mit == members_.end() || mit->second.attached) {
+    if (mit == members_.end() || mit->second.m.attached) {
         return;
     }
-    auto rit = rooms_.find(mit->second.room);
+    auto rit = rooms_.find(mit->second.m.room);
     if (rit == rooms_.end()) {
         return;
     }
-    mit->second.attached = true;
+    mit->second.m.attached = true;
 
     auto& links = rit->second.links;
     for (auto& l : links) {
@@ -108,11 +110,10 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
     if (mit == members_.end()) {
         return res;
     }
+    entry& e = mit->second;
     res.found = true;
-    res.room = std::move(mit->second.room);
-    res.player_id = std::move(mit->second.id);
-    bool attached = mit->second.attached;
-    members_.erase(mit);
+    res.room = std::move(e.m.room);
+    res.player_id = std::move(e.m.id);
 
     auto lit = links_.find(key.link);
     if (lit != links_.end()) {
@@ -124,19 +125,26 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
 
     auto rit = rooms_.find(res.room);
     if (rit == rooms_.end()) {
+        members_.erase(mit);
         return res;
     }
     room& r = rit->second;
-    if (attached) {
+    if (e.m.attached) {
         detach(r, key);
-    } else {
-        std::erase(r.pending, key);
     }
-    auto ait = std::find(r.all.begin(), r.all.end(), key);
-    if (ait != r.all.end()) {
-        *ait = r.all.back();
+    if (e.pending) {
+        r.pending.erase(e.at);
+    }
+    // The last of the room's list takes its slot.
+    if (e.slot < r.all.size() && r.all[e.slot] == key) {
+        const member_key& moved = r.all.back();
+        if (!(moved == key)) {
+            r.all[e.slot] = moved;
+            members_.find(moved)->second.slot = e.slot;
+        }
         r.all.pop_back();
     }
+    members_.erase(mit);
     if (--r.members == 0) {
         rooms_.erase(rit);
         res.room_empty = true;
@@ -173,21 +181,42 @@ std::vector<room_registry::leave_result> room_registry::leave_link_members(
     return out;
 }
 
+std::vector<member_key> room_registry::take_all_pending(room& r) {
+    std::vector<member_key> keys;
+    keys.reserve(r.pending.size());
+    for (const member_key& k : r.pending) {
+        keys.push_back(k);
+        members_.find(k)->second.pending = false;
+    }
+    r.pending.clear();
+    return keys;
+}
+
+bool room_registry::has_pending(std::string_view room_code) const {
+    auto it = rooms_.find(room_code);
+    return it != rooms_.end() && !it->second.pending.empty();
+}
+
 std::vector<member_key> room_registry::take_pending(
     std::string_view room_code) {
     auto it = rooms_.find(room_code);
     if (it == rooms_.end()) {
         return {};
     }
-    return std::exchange(it->second.pending, {});
+    return take_all_pending(it->second);
 }
 
 void room_registry::push_pending(std::string_view room_code,
                                  const member_key& key) {
     auto it = rooms_.find(room_code);
-    if (it != rooms_.end()) {
-        it->second.pending.push_back(key);
+    auto mit = members_.find(key);
+    if (it == rooms_.end() || mit == members_.end() ||
+        mit->second.pending || mit->second.m.room != room_code) {
+        return;
     }
+    mit->second.at = it->second.pending.insert(it->second.pending.end(),
+                                               key);
+    mit->second.pending = true;
 }
 
 void room_registry::requeue(std::string_view room_code,
@@ -196,16 +225,17 @@ void room_registry::requeue(std::string_view room_code,
     if (it == rooms_.end()) {
         return;
     }
-    std::vector<member_key> back;
+    pending_list& pending = it->second.pending;
+    auto front = pending.begin();
     for (const member_key& k : keys) {
         auto mit = members_.find(k);
-        if (mit != members_.end() && !mit->second.attached &&
-            mit->second.room == room_code) {
-            back.push_back(k);
+        if (mit == members_.end() || mit->second.m.attached ||
+            mit->second.pending || mit->second.m.room != room_code) {
+            continue;
         }
+        mit->second.at = pending.insert(front, k);
+        mit->second.pending = true;
     }
-    auto& pending = it->second.pending;
-    pending.insert(pending.begin(), back.begin(), back.end());
 }
 
 std::vector<member_key> room_registry::members_of(
@@ -219,7 +249,7 @@ std::vector<member_key> room_registry::members_of(
 
 member* room_registry::find_mutable(const member_key& key) {
     auto it = members_.find(key);
-    return it == members_.end() ? nullptr : &it->second;
+    return it == members_.end() ? nullptr : &it->second.m;
 }
 
 room_sync* room_registry::sync_of(std::string_view room_code) {
@@ -233,7 +263,7 @@ std::vector<member_key> room_registry::subscribed(std::string_view room_code) {
         return {};
     }
     it->second.subscribed = true;
-    return std::exchange(it->second.pending, {});
+    return take_all_pending(it->second);
 }
 
 void room_registry::unsubscribe_all() {
@@ -247,7 +277,7 @@ void room_registry::unsubscribe_all() {
 
 const member* room_registry::find(const member_key& key) const {
     auto it = members_.find(key);
-    return it == members_.end() ? nullptr : &it->second;
+    return it == members_.end() ? nullptr : &it->second.m;
 }
 
 const std::vector<link_members>* room_registry::attached_links(

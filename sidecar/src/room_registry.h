@@ -8,10 +8,15 @@
 // until Redis confirms it, then `subscribed`; members that join meanwhile
 // are pending and get welcomed and attached once it is confirmed.  For
 // fan-out, a room knows which links have attached members, and how many.
+//
+// A member knows its place in its room's lists, so that a leave costs
+// O(1) plus the room's links (one entry per worker link), and closing the
+// link of a big room is linear in its members.
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -68,7 +73,12 @@ struct room_sync {
     std::vector<std::pair<uint64_t, uint64_t>> resume_from;
     size_t buffer_base = 0;    // absolute index of buffer[0]
     std::vector<buffered_message> buffer;
-    bool overflowed = false;   // buffer hit its cap and dropped messages
+    size_t buffer_bytes = 0;   // payloads and entries, against the cap
+    // The buffer went over its cap (config sync_buffer_bytes) and was
+    // given up: the snapshots in flight then (an older buffer_gen) are
+    // void, nothing is buffered until the next snapshot is asked for.
+    bool overflowed = false;
+    uint64_t buffer_gen = 0;
 };
 
 struct link_members {
@@ -116,6 +126,9 @@ public:
 
     // The same, returning every member that left.
     std::vector<leave_result> leave_link_members(uint64_t link);
+
+    // The room has pending members.
+    bool has_pending(std::string_view room) const;
 
     // Pending members of a subscribed room (to sync them), in join order.
     std::vector<member_key> take_pending(std::string_view room);
@@ -167,13 +180,23 @@ public:
     size_t room_count_total() const { return rooms_.size(); }
 
 private:
+    using pending_list = std::list<member_key>;
+
     struct room {
         size_t members = 0;
         bool subscribed = false;
-        std::vector<member_key> pending;
-        std::vector<member_key> all;
+        pending_list pending;          // in join order
+        std::vector<member_key> all;   // any order
         std::vector<link_members> links;
         room_sync sync;
+    };
+
+    // A member and its places in its room's lists.
+    struct entry {
+        member m;
+        size_t slot = 0;               // index in room::all
+        bool pending = false;          // in room::pending, at `at`
+        pending_list::iterator at;
     };
 
     struct string_hash {
@@ -187,8 +210,9 @@ private:
                                         std::equal_to<>>;
 
     void detach(room& r, const member_key& key);
+    std::vector<member_key> take_all_pending(room& r);
 
-    std::unordered_map<member_key, member, member_key_hash> members_;
+    std::unordered_map<member_key, entry, member_key_hash> members_;
     std::unordered_map<uint64_t, std::unordered_set<uint64_t>> links_;
     room_map rooms_;
     uint64_t next_incarnation_ = 1;

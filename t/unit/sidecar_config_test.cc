@@ -98,7 +98,7 @@ TEST(SidecarConfig, Defaults) {
     EXPECT_EQ(cfg.redis.port, 6379);
     EXPECT_EQ(cfg.key_prefix, "");
     EXPECT_EQ(cfg.level, rooms::log_level::info);
-    EXPECT_EQ(cfg.socket_mode, 0666u);
+    EXPECT_EQ(cfg.socket_mode, 0660u);
     // Stable across restarts: no pid in it; one per listen path.
     EXPECT_EQ(cfg.server_id, rooms::default_server_id(cfg.listen));
     EXPECT_EQ(cfg.server_id.find(std::to_string(getpid())),
@@ -216,6 +216,7 @@ TEST(SidecarConfig, RoomSettingsDefaults) {
     EXPECT_TRUE(cfg.kept("chat"));
     EXPECT_FALSE(cfg.kept("typing"));
     EXPECT_EQ(cfg.max_message_bytes, 16384u);
+    EXPECT_EQ(cfg.sync_buffer_bytes, 4194304u);
     EXPECT_EQ(cfg.rate.rate, 50);
     EXPECT_EQ(cfg.rate.burst, 100);
     EXPECT_EQ(cfg.heartbeat_interval_ms, 1000u);
@@ -251,7 +252,8 @@ TEST(SidecarConfig, RoomSettings) {
                      "--heartbeat-ttl-ms", "900", "--redis-password", "pw",
                      "--redis-db", "3", "--redis=redis://:url@h:1/2",
                      "--redis-backoff-min-ms", "1000",
-                     "--max-message-bytes", "0"},
+                     "--max-message-bytes", "0",
+                     "--sync-buffer-bytes", "1024"},
                     cfg, err),
               parse_status::ok)
         << err;
@@ -267,6 +269,7 @@ TEST(SidecarConfig, RoomSettings) {
     // The default maximum (1000) is raised to the minimum when below it.
     EXPECT_EQ(cfg.redis_backoff_max_ms, 1000u);
     EXPECT_EQ(cfg.max_message_bytes, 0u);
+    EXPECT_EQ(cfg.sync_buffer_bytes, 1024u);
 
     config none;
     ASSERT_EQ(parse({"--kept-types", "none"}, none, err), parse_status::ok);
@@ -322,7 +325,9 @@ TEST(SidecarConfig, BadRoomSettings) {
              {"--heartbeat-interval-ms", "5"},
              {"--heartbeat-interval-ms", "1000", "--heartbeat-ttl-ms",
               "1000"},
-             {"--redis-db", "x"}}) {
+             {"--redis-db", "x"},
+             {"--sync-buffer-bytes", "1023"},
+             {"--sync-buffer-bytes", "1073741825"}}) {
         config cfg;
         EXPECT_EQ(parse(args, cfg, err), parse_status::error) << args[0];
     }

@@ -322,3 +322,42 @@ TEST_F(RedisClient, ClockOffset) {
 }
 
 }  // namespace
+
+// SCRIPT FLUSH with EVALSHAs in flight: every one is answered NOSCRIPT and
+// must run again in the order it was given, also relative to a script
+// call made meanwhile (here from the callback of a command between them,
+// as the sidecar makes them from any reply): execution order is reply
+// order on the one connection.
+TEST_F(RedisClient, NoscriptRecoveryKeepsOrder) {
+    start({});
+    const rooms::lua_script& hb = rooms::script_heartbeat();
+    auto beat = [&](std::vector<int>& order, int n) {
+        return client_->eval(hb, {"t:alive", "t:servers", "t:stall"},
+                             {"t", "1000", "0", "500"},
+                             [&order, n](const redisReply* r) {
+                                 bool ok = r != nullptr &&
+                                           r->type == REDIS_REPLY_INTEGER;
+                                 order.push_back(ok ? n : -n);
+                             });
+    };
+
+    for (int round = 0; round < 3; round++) {
+        std::vector<int> order;
+        ASSERT_TRUE(client_->command({"SCRIPT", "FLUSH"}, nullptr));
+        ASSERT_TRUE(beat(order, 1));
+        ASSERT_TRUE(client_->command({"PING"}, [&](const redisReply*) {
+            beat(order, 4);  // given after 1, 2 and 3
+        }));
+        ASSERT_TRUE(beat(order, 2));
+        ASSERT_TRUE(beat(order, 3));
+        ASSERT_TRUE(run_until(&loop_, [&] { return order.size() == 4; }));
+        EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4})) << "round " << round;
+    }
+
+    // Afterwards scripts run by their SHA again (no NOSCRIPT, no EVAL).
+    std::vector<int> order;
+    ASSERT_TRUE(beat(order, 1));
+    ASSERT_TRUE(beat(order, 2));
+    ASSERT_TRUE(run_until(&loop_, [&] { return order.size() == 2; }));
+    EXPECT_EQ(order, (std::vector<int>{1, 2}));
+}

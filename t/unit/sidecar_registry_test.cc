@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <string>
 
 #include "room_registry.h"
 
@@ -326,4 +328,97 @@ TEST(SidecarRegistry, SyncStateAndResync) {
     r.join({1, 3}, "R", "c", "s.1.3", 0, 0);
     EXPECT_NE(r.sync_of("R")->incarnation, inc);
     EXPECT_FALSE(r.sync_of("R")->resync);
+}
+
+// leave() is O(1) (plus the room's links): closing the link of a big room
+// is linear, not quadratic.  100 000 members take well under a second
+// linearly; a scan per leave took minutes of CPU.  The bound is generous
+// for a loaded machine.
+namespace {
+
+constexpr uint64_t big_room = 100000;
+
+double leave_link_seconds(room_registry& r, uint64_t link,
+                          size_t& left, size_t& emptied) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto out = r.leave_link_members(link);
+    auto t1 = std::chrono::steady_clock::now();
+    left = out.size();
+    emptied = static_cast<size_t>(
+        std::count_if(out.begin(), out.end(),
+                      [](const auto& l) { return l.room_empty; }));
+    return std::chrono::duration<double>(t1 - t0).count();
+}
+
+}  // namespace
+
+TEST(SidecarRegistry, BigRoomOfPendingMembersLeavesInLinearTime) {
+    room_registry r;
+    for (uint64_t c = 1; c <= big_room; c++) {
+        r.join({1, c}, "BIG", "n", "s.1." + std::to_string(c), 0, 0);
+    }
+    r.join({2, 1}, "BIG", "n", "s.2.1", 0, 0);
+    size_t left = 0;
+    size_t emptied = 0;
+    double s = leave_link_seconds(r, 1, left, emptied);
+    EXPECT_LT(s, 2.0);
+    EXPECT_EQ(left, big_room);
+    EXPECT_EQ(emptied, 0u);
+    EXPECT_EQ(r.member_count(), 1u);
+    EXPECT_EQ(r.members_in("BIG"), 1u);
+    EXPECT_EQ(r.members_of("BIG"), (std::vector<member_key>{{2, 1}}));
+    EXPECT_EQ(r.subscribed("BIG"), (std::vector<member_key>{{2, 1}}));
+}
+
+TEST(SidecarRegistry, BigRoomOfAttachedMembersLeavesInLinearTime) {
+    room_registry r;
+    r.join({2, 1}, "BIG", "n", "s.2.1", 0, 0);
+    r.subscribed("BIG");
+    r.attach({2, 1});
+    for (uint64_t c = 1; c <= big_room; c++) {
+        EXPECT_EQ(r.join({1, c}, "BIG", "n", "s.1." + std::to_string(c), 0,
+                         0),
+                  join::ready);
+        r.attach({1, c});
+    }
+    EXPECT_EQ(attached_on(r, "BIG", 1), big_room);
+    size_t left = 0;
+    size_t emptied = 0;
+    double s = leave_link_seconds(r, 1, left, emptied);
+    EXPECT_LT(s, 2.0);
+    EXPECT_EQ(left, big_room);
+    EXPECT_EQ(emptied, 0u);
+    EXPECT_EQ(attached_on(r, "BIG", 1), 0u);
+    EXPECT_EQ(attached_on(r, "BIG", 2), 1u);
+    EXPECT_EQ(r.members_of("BIG"), (std::vector<member_key>{{2, 1}}));
+
+    // The last one empties the room.
+    auto last = r.leave({2, 1});
+    EXPECT_TRUE(last.room_empty);
+    EXPECT_EQ(r.room_count_total(), 0u);
+}
+
+TEST(SidecarRegistry, PendingOrderSurvivesLeavesInTheMiddle) {
+    room_registry r;
+    for (uint64_t c = 1; c <= 6; c++) {
+        r.join({1, c}, "R", "n", "s.1." + std::to_string(c), 0, 0);
+    }
+    r.leave({1, 3});
+    r.leave({1, 1});
+    r.leave({1, 6});
+    EXPECT_EQ(r.take_pending("R"),
+              (std::vector<member_key>{{1, 2}, {1, 4}, {1, 5}}));
+    EXPECT_TRUE(r.take_pending("R").empty());
+    // Taken members that leave are not pending; requeue skips them.
+    r.leave({1, 4});
+    r.requeue("R", {{1, 2}, {1, 4}, {1, 5}});
+    r.join({1, 7}, "R", "n", "s.1.7", 0, 0);
+    r.requeue("R", {{1, 2}});  // already pending: not twice
+    r.leave({1, 5});
+    std::vector<member_key> all = r.members_of("R");
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        return a.conn < b.conn;
+    });
+    EXPECT_EQ(all, (std::vector<member_key>{{1, 2}, {1, 7}}));
+    EXPECT_EQ(r.subscribed("R"), (std::vector<member_key>{{1, 2}, {1, 7}}));
 }
