@@ -10,6 +10,11 @@
 
 #include "ngx_http_rooms_module.h"
 
+#if (NGX_LINUX && defined __GLIBC__)
+#include <malloc.h>
+#define NGX_HTTP_ROOMS_MALLOC_TRIM  1
+#endif
+
 
 #define NGX_HTTP_ROOMS_RECV_SIZE   16384
 
@@ -17,6 +22,10 @@
 #define NGX_HTTP_ROOMS_READ_BUDGET  (4 * NGX_HTTP_ROOMS_RECV_SIZE)
 #define NGX_HTTP_ROOMS_CLOSE_WAIT  3000
 #define NGX_HTTP_ROOMS_FREE_OUT    1024
+
+/* freed since the last trim of the heap, and the least time between trims */
+#define NGX_HTTP_ROOMS_TRIM_SIZE   (1024 * 1024)
+#define NGX_HTTP_ROOMS_TRIM_TIME   1000
 
 /* what a queued frame holds: its bytes and its queue entry */
 #define NGX_HTTP_ROOMS_OUT_COST(len)                                          \
@@ -70,6 +79,9 @@ static void ngx_http_rooms_conn_drop_unsent(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_unqueue(ngx_http_rooms_conn_t *conn,
     ngx_http_rooms_out_t *out);
 static void ngx_http_rooms_conn_drain_end(void);
+#if (NGX_HTTP_ROOMS_MALLOC_TRIM)
+static void ngx_http_rooms_trim_handler(ngx_event_t *ev);
+#endif
 static void ngx_http_rooms_conn_drain_handler(ngx_event_t *ev);
 
 
@@ -81,6 +93,11 @@ static ngx_chain_t  *ngx_http_rooms_free_out;
 static ngx_uint_t    ngx_http_rooms_free_out_n;
 
 static ngx_http_rooms_drain_t  ngx_http_rooms_drain;
+
+#if (NGX_HTTP_ROOMS_MALLOC_TRIM)
+static size_t        ngx_http_rooms_freed;
+static ngx_event_t   ngx_http_rooms_trim_event;
+#endif
 
 
 /*
@@ -892,8 +909,59 @@ ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame)
         return;
     }
 
+    ngx_http_rooms_memory_freed(sizeof(ngx_http_rooms_frame_t) + frame->len);
+
     ngx_free(frame);
 }
+
+
+/*
+ * Memory that clients held goes back to the system, not only to the
+ * heap: glibc keeps the freed small blocks of a burst (held messages,
+ * frames, queue entries) in its heap, so once a megabyte or more was
+ * freed, malloc_trim() gives the free pages back, once a second at most.
+ */
+
+void
+ngx_http_rooms_memory_freed(size_t size)
+{
+#if (NGX_HTTP_ROOMS_MALLOC_TRIM)
+
+    ngx_event_t  *ev;
+
+    ngx_http_rooms_freed += size;
+
+    ev = &ngx_http_rooms_trim_event;
+
+    if (ngx_http_rooms_freed < NGX_HTTP_ROOMS_TRIM_SIZE || ev->timer_set) {
+        return;
+    }
+
+    ev->handler = ngx_http_rooms_trim_handler;
+    ev->log = ngx_cycle->log;
+    ev->cancelable = 1;
+
+    ngx_add_timer(ev, NGX_HTTP_ROOMS_TRIM_TIME);
+
+#endif
+}
+
+
+#if (NGX_HTTP_ROOMS_MALLOC_TRIM)
+
+static void
+ngx_http_rooms_trim_handler(ngx_event_t *ev)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "rooms: %uz bytes freed, heap trimmed",
+                   ngx_http_rooms_freed);
+
+    ngx_http_rooms_freed = 0;
+
+    (void) malloc_trim(0);
+}
+
+#endif
 
 
 /*
@@ -1529,6 +1597,7 @@ ngx_http_rooms_conn_unqueue(ngx_http_rooms_conn_t *conn,
     }
 
     if (ngx_http_rooms_free_out_n >= NGX_HTTP_ROOMS_FREE_OUT) {
+        ngx_http_rooms_memory_freed(sizeof(ngx_http_rooms_out_t));
         ngx_free(out);
         return;
     }

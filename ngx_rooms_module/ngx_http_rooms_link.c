@@ -1270,6 +1270,8 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
 
     link->unanswered_size -= NGX_HTTP_ROOMS_MSG_SIZE(m->len);
 
+    ngx_http_rooms_memory_freed(NGX_HTTP_ROOMS_MSG_SIZE(m->len));
+
     ngx_free(m);
 }
 
@@ -1563,6 +1565,7 @@ ngx_http_rooms_link_flush(ngx_http_rooms_link_t *link)
         lb = (ngx_http_rooms_link_buf_t *) link->out;
 
         link->out_size -= lb->buf.end - lb->buf.start;
+        ngx_http_rooms_memory_freed(lb->buf.end - lb->buf.start);
         ngx_free(lb);
 
         link->out = next;

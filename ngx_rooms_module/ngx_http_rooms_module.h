@@ -144,6 +144,7 @@ ngx_uint_t ngx_http_rooms_conn_drained(void);
 ngx_http_rooms_frame_t *ngx_http_rooms_frame_create(ngx_uint_t opcode,
     u_char *payload, size_t len, ngx_log_t *log);
 void ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame);
+void ngx_http_rooms_memory_freed(size_t size);
 ngx_http_rooms_out_t *ngx_http_rooms_conn_queue(
     ngx_http_rooms_conn_t *conn, ngx_http_rooms_frame_t *frame);
 ngx_int_t ngx_http_rooms_conn_send(ngx_http_rooms_conn_t *conn,
