@@ -1172,6 +1172,19 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
         return NGX_OK;
     }
 
+    /* one client may take half of it: a flood does not starve the others */
+
+    if (conn->unanswered_size + NGX_HTTP_ROOMS_MSG_SIZE(len)
+        > link->hold_size / 2)
+    {
+        ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
+                      "rooms: %uz bytes of this client's messages wait for "
+                      "the sidecar, message refused", conn->unanswered_size);
+
+        ngx_http_rooms_link_unavailable(conn, data, len);
+        return NGX_OK;
+    }
+
     m = ngx_alloc(NGX_HTTP_ROOMS_MSG_SIZE(len), conn->connection->log);
     if (m == NULL) {
         return NGX_ERROR;
@@ -1187,6 +1200,7 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
     ngx_queue_insert_tail(&conn->unanswered, &m->queue);
     ngx_queue_insert_tail(&link->held, &m->held);
     link->unanswered_size += NGX_HTTP_ROOMS_MSG_SIZE(len);
+    conn->unanswered_size += NGX_HTTP_ROOMS_MSG_SIZE(len);
 
     if (link->up && conn->announced) {
         return ngx_http_rooms_link_send_msg(link, m, 0);
@@ -1269,6 +1283,7 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
     ngx_queue_remove(&m->held);
 
     link->unanswered_size -= NGX_HTTP_ROOMS_MSG_SIZE(m->len);
+    m->conn->unanswered_size -= NGX_HTTP_ROOMS_MSG_SIZE(m->len);
 
     ngx_http_rooms_memory_freed(NGX_HTTP_ROOMS_MSG_SIZE(m->len));
 

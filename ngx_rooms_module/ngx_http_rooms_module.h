@@ -92,6 +92,7 @@ typedef struct {
     size_t                         out_size;    /* memory held, see
                                                    NGX_HTTP_ROOMS_OUT_COST */
     ngx_http_rooms_out_t          *pong;        /* queued, not started */
+    size_t                         unanswered_size;
     size_t                         out_limit;
     ngx_msec_t                     send_timeout;
     ngx_msec_t                     ping_interval;

@@ -22,7 +22,9 @@ use Rooms::Test::Raw;
 sub not_reading {
     my ($t) = @_;
     open my $fh, '<', $t->error_log or return 0;
-    return scalar grep { /wait for the sidecar, message refused/ } <$fh>;
+    return scalar grep {
+        /bytes of client messages wait for the sidecar, message refused/
+    } <$fh>;
 }
 
 my $t = Rooms::Test->new;
@@ -37,6 +39,17 @@ ok(ref $c, 'client joins') or BAIL_OUT('upgrade refused');
 my $w = $c->next_json(5);
 is($w && $w->{type}, 'welcome', 'welcome');
 
+# One client may take an eighth of rooms_hold_size: the worker's bound is
+# reached by several.
+my @flood = ($c);
+for my $i (2 .. 10) {
+    my $f = Rooms::Test::Raw->connect(port => $port, room => 'OVF',
+        name => "flood$i");
+    ok(ref $f, "client flood$i joins") or BAIL_OUT('upgrade refused');
+    my $fw = $f->next_json(5);
+    push @flood, $f;
+}
+
 my $sidecar = $t->{procs}{sidecar}{pid};
 ok(kill('STOP', $sidecar), 'sidecar stopped (SIGSTOP): alive, not reading');
 
@@ -46,20 +59,19 @@ my $frame = Rooms::Test::Raw::frame(
     payload => '{"type":"chat","data":{"text":"' . $text . '"}}');
 
 my $logged = 0;
-for my $i (1 .. 200) {
-    $c->send_raw($frame);
-    next if $i % 20;
-    last if $logged = not_reading($t);
+for my $i (1 .. 400) {
+    $flood[$i % @flood]->send_raw($frame);
 }
 $logged ||= wait_until(sub { not_reading($t) }, timeout => 10);
 ok($logged, 'the worker refuses what it cannot keep, and says why');
 
 my $refused = 0;
-while (my $m = $c->wait_json(type => 'error', timeout => 1)) {
-    $refused++ if ($m->{data}{code} // '') eq 'unavailable';
-    last if $refused >= 100;
+for my $f (@flood) {
+    while (my $m = $f->wait_json(type => 'error', timeout => 1)) {
+        $refused++ if ($m->{data}{code} // '') eq 'unavailable';
+    }
 }
-ok($refused >= 100, "the client got unavailable ($refused)");
+ok($refused >= 100, "the clients got unavailable ($refused)");
 
 ok(wait_until(sub {
     open my $fh, '<', $t->error_log or return 0;
