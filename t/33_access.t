@@ -103,6 +103,22 @@ sub upgrade {
 }
 
 
+# Upgrades until $n were accepted (slots coming back), for $timeout
+# seconds at most; returns the clients accepted.
+sub upgrades {
+    my ($n, $room, $name, $timeout) = @_;
+
+    my @got;
+    wait_until(sub {
+        my $c = upgrade('/ws-conn', $room, $name);
+        push @got, $c if ref $c;
+        return @got == $n;
+    }, timeout => $timeout);
+
+    return @got;
+}
+
+
 # The client is in the room: its welcome came.
 sub welcomed {
     my ($c) = @_;
@@ -151,12 +167,7 @@ ok(welcomed($again), 'limit_conn: its slot comes back too');
 
 # the others leave: both slots come back
 $_->close for grep { ref } $held[1], $again;
-my @probe;
-wait_until(sub {
-    my $c = upgrade('/ws-conn', 'CONN', 'probe');
-    push @probe, $c if ref $c;
-    return @probe == 2;
-}, timeout => 5);
+my @probe = upgrades(2, 'CONN', 'probe', 5);
 is(scalar @probe, 2, 'limit_conn: all leave, both slots come back');
 
 # one access log line an upgrade, written at the takeover, also for a
@@ -286,12 +297,7 @@ is(upgrade('/ws-conn', 'DRAIN', 'new'), 503,
 my @codes = map { ($_->expect_close(10, reply => 1))[0] // 0 } @old;
 is_deeply(\@codes, [ 1001, 1001 ], 'the drain ends: both get 1001');
 
-my @after;
-wait_until(sub {
-    my $c = upgrade('/ws-conn', 'DRAIN', 'after');
-    push @after, $c if ref $c;
-    return @after == 2;
-}, timeout => 10);
+my @after = upgrades(2, 'DRAIN', 'after', 10);
 is(scalar @after, 2, 'the drain gave both slots back');
 ok(wait_until(sub { !grep { process_alive($_) } @before }, timeout => 10),
     'the old workers exit');
