@@ -1,8 +1,8 @@
 // libFuzzer target for the sidecar's side of a worker link
-// (sidecar/src/link_server.h link_reader, sidecar/src/link_rules.h): the
-// bytes a worker sends, in reads of any size, through the link's input
-// buffer and decoder to the rules the sidecar applies before it acts on
-// a frame.  The stub App takes a frame as app::on_link_frame() does:
+// (sidecar/src/link_reader.h, sidecar/src/link_rules.h): the bytes a
+// worker sends, in reads of any size, through the link's input buffer
+// and decoder to the rules the sidecar applies before it acts on a
+// frame.  The stub App takes a frame as app::on_link_frame() does:
 // link_frame_fault() first; a fault closes the link.
 //
 // Input: two control bytes (the read sizes), then the byte stream.
@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "link_rules.h"
-#include "link_server.h"
+#include "link_reader.h"
 #include "ngx_http_rooms_ipc.h"
 
 namespace {

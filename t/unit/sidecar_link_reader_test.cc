@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "link_rules.h"
-#include "link_server.h"
+#include "link_reader.h"
 #include "ngx_http_rooms_ipc.h"
 
 using rooms::link_frame_fault;
