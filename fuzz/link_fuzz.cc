@@ -53,9 +53,11 @@ struct expected {
     std::vector<ngx_rooms_ipc_msg_t> frames;
     bool malformed = false;
     size_t rest = 0;  // bytes after the last whole frame
+    size_t at = 0;    // where the rest starts
 };
 
 expected decode_all(const uint8_t* p, size_t n) {
+    const uint8_t* start = p;
     expected e;
     while (n > 0) {
         ngx_rooms_ipc_msg_t msg;
@@ -72,6 +74,7 @@ expected decode_all(const uint8_t* p, size_t n) {
         n -= static_cast<size_t>(rc);
     }
     e.rest = n;
+    e.at = static_cast<size_t>(p - start);
     return e;
 }
 
@@ -151,11 +154,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (dropped) {
         // exactly at the frame a whole-stream decoder finds malformed
         check(want.malformed && taken == want.frames.size());
-        check(reader.buffered() >= 4);
+        // the reader stopped at the malformed frame's first byte
+        size_t left = reader.buffered();
+        check(left >= 4 && left <= want.rest);
+        check(std::memcmp(reader.head(), in + want.at, left) == 0);
         return 0;
     }
     check(!want.malformed);
     check(taken == want.frames.size());
     check(reader.buffered() == want.rest);
+    check(want.rest == 0 ||
+          std::memcmp(reader.head(), in + want.at, want.rest) == 0);
     return 0;
 }
