@@ -12,8 +12,8 @@
 // reads; a malformed frame drops the link (not skipped, nothing after it
 // taken); a link's first frame taken is a HELLO of our version, and an
 // OPEN taken has a room, a name and a player id within their bounds; the
-// input buffer stays within one partial frame and one read, and a
-// drained buffer above link_read_keep is freed.
+// input buffer stays within one partial frame and one read, and stays
+// above link_read_keep only while a frame that big is under way.
 
 #include <algorithm>
 #include <cstddef>
@@ -143,8 +143,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         } else {
             check(fault == nullptr);
         }
-        if (reader.buffered() == 0) {
-            check(reader.capacity() <= rooms::link_read_keep);
+        // Above link_read_keep only while a big frame is under way.
+        if (reader.capacity() > rooms::link_read_keep &&
+            st != rooms::link_reader::status::malformed) {
+            size_t left = reader.buffered();
+            check(left >= 4);
+            const uint8_t* h = reader.head();
+            size_t len = size_t(h[0]) << 24 | size_t(h[1]) << 16 |
+                         size_t(h[2]) << 8 | size_t(h[3]);
+            size_t need = 4 + len > left ? 4 + len - left : 0;
+            check(left + std::max(rooms::link_read_chunk, need) >
+                  rooms::link_read_keep);
         }
     }
 
