@@ -1,11 +1,16 @@
 #!/usr/bin/python3
-"""Writes the seed corpus of the fuzz targets: fuzz/corpus/{frame,ipc}/.
+"""Writes the seed corpus of the fuzz targets: fuzz/corpus/TARGET/.
 
     fuzz/seeds.py
 
 Frame seeds: 4 control bytes (size limit index, flags, split point) and a
 client byte stream of masked frames.  IPC seeds: link frames as in
-docs/protocol.md.  Rerun after changing this file; the output is stable.
+docs/protocol.md.  JSON seeds: client messages.  Envelope seeds: a control
+byte (player id, name, max_message_bytes) and a client message.  Link
+seeds: 2 control bytes (read sizes) and what a worker sends.  Redis seeds:
+2 control bytes (feed size; since and keep) and what Redis sends (RESP).
+Rerun after changing this file; the output is stable.  Files written
+earlier and no longer made here (crash inputs kept as seeds) stay.
 """
 
 import os
@@ -114,6 +119,128 @@ JSON_SEEDS = {
 }
 
 
+def env(control, text):
+    return bytes([control]) + text
+
+
+ENVELOPE_SEEDS = {
+    'chat': env(0, CHAT),
+    'chat_ref_id': env(1, b'{"type":"chat","data":{"text":"hi"},"ref":"m-1"}'),
+    'agree': env(3, b'{"type":"agree","data":{"x":1},"ref":"r"}'),
+    'spoof': env(5, b'{"type":"typing","data":{"from":"M","from_id":"x",'
+                    b'"n":[1,2.5,-3e5,true,null]},"id":9,"ts":1}'),
+    'escapes': env(6, b'{"type":"vote","data":{"t":"\u00e9\ud83d\ude00'
+                      b'\"\/\u0001"}}'),
+    'numbers': env(1, b'{"type":"n","data":{"a":1E15,"b":-0.0,"c":1e-400,'
+                      b'"d":18446744073709551615,"e":-9223372036854775808}}'),
+    'reserved': env(0, b'{"type":"state","data":{},"ref":"s"}'),
+    'bad_type': env(0, b'{"type":"Chat!","data":{}}'),
+    'no_data': env(0, b'{"type":"chat","data":[],"ref":"d"}'),
+    'bad_ref': env(0, b'{"type":"chat","data":{},"ref":"\n"}'),
+    'not_object': env(0, b'["chat"]'),
+    'not_json': env(0, b'{"type":"chat",'),
+    'too_long': env(0x10, b'{"type":"chat","data":{"text":"' + b'x' * 64
+                    + b'"}}'),
+    'deep': env(0, b'{"type":"t","data":' + b'{"a":' * 63 + b'1'
+                + b'}' * 63 + b'}'),
+    'dup': env(0, b'{"type":"a","type":"chat","data":{},"data":{"x":1}}'),
+}
+
+
+def link_stream(*frames, control=b'\x00\x07'):
+    return control + b''.join(frames)
+
+
+HELLO = ipc(0x01, struct.pack('>HI', 2, 4242))
+OPEN = ipc(0x02, struct.pack('>QBQ', 7, 0, 0) + str8(b'ABCD')
+           + str8(b'Alice \xe2\x9c\x93') + str8(b'0a1b2c3d4e5f.4242.7'))
+
+LINK_SEEDS = {
+    'session': link_stream(
+        HELLO, OPEN, ipc(0x03, struct.pack('>QQB', 7, 1, 0) + CHAT),
+        ipc(0x05, struct.pack('>Q', 1)), ipc(0x04, struct.pack('>Q', 7))),
+    'resume': link_stream(
+        HELLO, ipc(0x02, struct.pack('>QBQ', 9, 3, 41) + str8(b'R_1-2')
+                   + str8(b'b') + str8(b'tok.1.9')),
+        ipc(0x03, struct.pack('>QQB', 9, 5, 2) + b'{}'), control=b'\xff\x01'),
+    'no_hello': link_stream(OPEN, HELLO),
+    'bad_version': link_stream(ipc(0x01, struct.pack('>HI', 1, 1))),
+    'bad_open': link_stream(HELLO, ipc(0x02, struct.pack('>QBQ', 1, 0, 0)
+                                       + str8(b'abcd') + str8(b'n')
+                                       + str8(b'p'))),
+    'bad_player': link_stream(HELLO, ipc(0x02, struct.pack('>QBQ', 1, 0, 0)
+                                         + str8(b'A') + str8(b'n')
+                                         + str8(b'a b'))),
+    'second_hello': link_stream(HELLO, HELLO, ipc(0x42, b'future'),
+                                ipc(0x87, b'')),
+    'zero_length': link_stream(HELLO, b'\x00\x00\x00\x00\x01'),
+    'too_long': link_stream(HELLO, b'\x01\x00\x00\x01\x03'),
+    'short_close': link_stream(HELLO, ipc(0x04, b'\x00' * 7), OPEN),
+    'partial': link_stream(HELLO, OPEN[:-3], control=b'\x00\x01'),
+    'big_partial': link_stream(HELLO, b'\x00\x10\x00\x00\x03'
+                               + b'\x00' * 100),
+}
+
+
+def resp(*items):
+    """RESP from Python values: int, bytes (bulk), None (nil), list,
+    ('+', text) status, ('-', text) error."""
+    out = b''
+    for v in items:
+        if isinstance(v, int):
+            out += b':%d\r\n' % v
+        elif isinstance(v, bytes):
+            out += b'$%d\r\n%s\r\n' % (len(v), v)
+        elif v is None:
+            out += b'$-1\r\n'
+        elif isinstance(v, tuple):
+            out += v[0].encode() + v[1] + b'\r\n'
+        else:
+            out += b'*%d\r\n' % len(v) + resp(*v)
+    return out
+
+
+def relayed(i, text=b'hi'):
+    return (b'{"type":"chat","data":{"text":"%s","from":"A"},"id":%d,'
+            b'"ts":1700000000000}' % (text, i))
+
+
+CHANNEL = b'rooms:room:{ABCD}:pub'
+
+REDIS_SEEDS = {
+    'publish': b'\x00\x00' + resp(5, 0, ('-', b'ERR script'), None, -1),
+    'settle': b'\x00\x00' + resp(1, 0, ('+', b'OK')),
+    'sync': b'\x00\x52' + resp([12, 9, b'e1.3', [relayed(i)
+                                                  for i in range(8, 13)], 1]),
+    'sync_since': b'\x03\x13' + resp([12, 2, b'e', [relayed(3),
+                                                     relayed(5), b'{}',
+                                                     relayed(5), 7], 0]),
+    'sync_reset': b'\x00\x2d' + resp([3, 0, b'e2', [relayed(2),
+                                                    relayed(3)], 0]),
+    'sync_bad': b'\x00\x00' + resp([1, 2, 3, [], 4], [1, 2, b'e', b'h', 0],
+                                  ('-', b'NOSCRIPT No matching script')),
+    'state': b'\x00\x00' + resp([13, 4], [13, -4], [13]),
+    'reap': b'\x00\x00' + resp([b'srv1', 3, [b'ABCD', b'R'], b'srv2', 0, []],
+                              [b'x', b'y', [], b'z']),
+    'rooms': b'\x00\x00' + resp([b'ABCD', b'3', b'B', b'1', b'C', b'0',
+                                b'D', b'x', b'E'], []),
+    'time': b'\x00\x00' + resp([b'1700000000', b'123456'],
+                              [b'-1', b'99999999999999999999']),
+    'message': b'\x01\x00' + resp([b'message', CHANNEL, relayed(42)],
+                                 [b'message', CHANNEL, 7],
+                                 [b'message', b'other', b'x']),
+    'subscribe': b'\x00\x00' + resp([b'subscribe', CHANNEL, 1],
+                                   [b'unsubscribe', CHANNEL, 0],
+                                   [b'subscribe', b'rooms:server:{s}:barrier',
+                                    1]),
+    'long_room': b'\x00\x00' + resp([b'message', b'rooms:room:{' + b'R' * 300
+                                    + b'}:pub', b'x']),
+    'nested': b'\x00\x00' + b'*1\r\n' * 8 + b':1\r\n',
+    'protocol_error': b'\x00\x00' + resp(1) + b'?\r\n',
+    'huge_array': b'\x00\x00' + b'*2000000000\r\n',
+}
+
+
 def write(kind, seeds):
     d = os.path.join(TOP, 'corpus', kind)
     os.makedirs(d, exist_ok=True)
@@ -126,3 +253,6 @@ if __name__ == '__main__':
     write('frame', FRAME_SEEDS)
     write('ipc', IPC_SEEDS)
     write('json', JSON_SEEDS)
+    write('envelope', ENVELOPE_SEEDS)
+    write('link', LINK_SEEDS)
+    write('redis', REDIS_SEEDS)

@@ -14,31 +14,13 @@
 #include "app_util.h"
 #include "envelope.h"
 #include "keys.h"
+#include "link_rules.h"
 #include "log.h"
 #include "redis_scripts.h"
 #include "sd_notify.h"
 #include "socket_activation.h"
 
 namespace rooms {
-
-namespace {
-
-// A player id as the module mints it: <token>.<pid>.<conn>; anything
-// printable without quotes or spaces is accepted (it is used as a hash
-// field and JSON string, never parsed).
-bool valid_player_id(std::string_view id) {
-    if (id.empty() || id.size() > 64) {
-        return false;
-    }
-    for (char c : id) {
-        if (c <= ' ' || c > '~' || c == '"' || c == '\\') {
-            return false;
-        }
-    }
-    return true;
-}
-
-}  // namespace
 
 app::app(uv_loop_t* loop, const config& cfg)
     : loop_(loop),
@@ -152,10 +134,12 @@ void app::signal_cb(uv_signal_t* h, int signum) {
 /* worker links */
 
 void app::on_link_frame(link& l, const ngx_rooms_ipc_msg_t& msg) {
-    if (!l.greeted() && msg.type != NGX_ROOMS_IPC_HELLO) {
-        log_error("frame type=0x%02x before HELLO link=%llu", msg.type,
-                  ull(l.id()));
-        l.close_later("no HELLO");
+    if (const char* fault = link_frame_fault(msg, l.greeted())) {
+        log_error("closing link=%llu pid=%u: %s (frame type=0x%02x "
+                  "conn=%llu version=%u)",
+                  ull(l.id()), l.greeted() ? l.pid() : msg.pid, fault,
+                  msg.type, ull(msg.id), msg.version);
+        l.close_later(fault);
         return;
     }
 
@@ -183,12 +167,6 @@ void app::on_link_frame(link& l, const ngx_rooms_ipc_msg_t& msg) {
 }
 
 void app::on_hello(link& l, const ngx_rooms_ipc_msg_t& msg) {
-    if (msg.version != NGX_ROOMS_IPC_VERSION) {
-        log_error("unsupported link version %u link=%llu pid=%u",
-                  msg.version, ull(l.id()), msg.pid);
-        l.close_later("unsupported version");
-        return;
-    }
     if (l.greeted()) {
         log_warn("second HELLO ignored link=%llu pid=%u", ull(l.id()),
                  l.pid());
@@ -238,15 +216,6 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
     std::string_view name = view(msg.name);
     std::string_view player = view(msg.player);
     member_key key{l.id(), msg.id};
-
-    if (!valid_room_code(room) || !valid_player_name(name) ||
-        !valid_player_id(player)) {
-        log_error("OPEN with a bad room, name or player id link=%llu "
-                  "conn=%llu",
-                  ull(l.id()), ull(msg.id));
-        l.close_later("bad OPEN");
-        return;
-    }
 
     // The worker mints player ids: the same for the life of the
     // connection, whatever sidecar serves it.

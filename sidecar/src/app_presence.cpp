@@ -4,7 +4,9 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <charconv>
+#include <optional>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +14,7 @@
 #include "app_util.h"
 #include "keys.h"
 #include "log.h"
+#include "redis_replies.h"
 #include "redis_scripts.h"
 
 namespace rooms {
@@ -140,34 +143,26 @@ void app::reap(bool stale) {
                 {p, stale ? "stale" : "dead", cfg_.server_id,
                  epoch_candidate_},
                 [this, self](const redisReply* r) {
-                    if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
+                    std::optional<std::vector<reaped_server>> reaped;
+                    if (r != nullptr) {
+                        reaped = parse_reap_reply(*r);
+                    }
+                    if (!reaped) {
                         return;
                     }
-                    for (size_t i = 0; i + 2 < r->elements; i += 3) {
-                        const redisReply* id = r->element[i];
-                        const redisReply* n = r->element[i + 1];
-                        const redisReply* codes = r->element[i + 2];
-                        if (id->type != REDIS_REPLY_STRING ||
-                            n->type != REDIS_REPLY_INTEGER ||
-                            codes->type != REDIS_REPLY_ARRAY) {
-                            continue;
-                        }
-                        for (size_t j = 0; j < codes->elements; j++) {
-                            const redisReply* c = codes->element[j];
-                            if (c->type == REDIS_REPLY_STRING) {
-                                state_changed(std::string(c->str, c->len));
-                            }
+                    for (const reaped_server& s : *reaped) {
+                        for (std::string_view code : s.rooms) {
+                            state_changed(std::string(code));
                         }
                         if (self) {
                             log_info("cleared players=%lld left by a "
                                      "previous run of this server and not "
                                      "resumed",
-                                     static_cast<long long>(n->integer));
+                                     s.players);
                         } else {
                             log_warn("server %.*s missed its heartbeat: "
                                      "players=%lld removed",
-                                     static_cast<int>(id->len), id->str,
-                                     static_cast<long long>(n->integer));
+                                     len(s.id), s.id.data(), s.players);
                         }
                     }
                 });
@@ -189,26 +184,19 @@ void app::reply_rooms(uint64_t link_id, uint64_t request,
     if (l == nullptr) {
         return;
     }
-    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY) {
+    std::optional<std::vector<room_total>> totals;
+    if (reply != nullptr) {
+        totals = parse_rooms_index(*reply);
+    }
+    if (!totals) {
         reply_local_rooms(*l, request);
         return;
     }
     auto list = nlohmann::ordered_json::array();
-    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-        const redisReply* code = reply->element[i];
-        const redisReply* score = reply->element[i + 1];
-        if (code->type != REDIS_REPLY_STRING ||
-            score->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-        long long count = 0;
-        std::from_chars(score->str, score->str + score->len, count);
-        if (count <= 0) {
-            continue;
-        }
+    for (const room_total& t : *totals) {
         nlohmann::ordered_json item = nlohmann::ordered_json::object();
-        item["code"] = std::string(code->str, code->len);
-        item["count"] = count;
+        item["code"] = t.code;
+        item["count"] = t.count;
         list.push_back(std::move(item));
     }
     std::string body = list.dump(

@@ -25,6 +25,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "app.h"
 #include "app_util.h"
@@ -32,6 +33,7 @@
 #include "keys.h"
 #include "log.h"
 #include "ngx_http_rooms_json.h"
+#include "redis_replies.h"
 #include "redis_scripts.h"
 
 namespace rooms {
@@ -232,7 +234,8 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
         }
         return;
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+    switch (publish_outcome_of(*r)) {
+    case publish_outcome::published:
         if (ctx.agree) {
             // shows the player ready, after the agree
             if (member* m = rooms_.find_mutable(member_key{ctx.link,
@@ -243,24 +246,24 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
         }
         ack(ctx.link, ctx.conn, ctx.seq);  // published: its copy comes
         return;
-    }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+    case publish_outcome::duplicate:
         log_info("message published before (sent again) link=%llu "
                  "conn=%llu seq=%llu room=%s",
                  ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
                  ctx.room.c_str());
         ack(ctx.link, ctx.conn, ctx.seq);
         return;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
+    case publish_outcome::failed:
         log_error("publish failed link=%llu conn=%llu room=%s: %.*s",
                   ull(ctx.link), ull(ctx.conn), ctx.room.c_str(),
                   static_cast<int>(r->len), r->str);
-    } else {
+        break;
+    case publish_outcome::refused:
         log_warn("message refused by Redis (past its deadline) link=%llu "
                  "conn=%llu seq=%llu room=%s",
                  ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
                  ctx.room.c_str());
+        break;
     }
     ack_unavailable(ctx);
 }
@@ -276,7 +279,11 @@ void app::settle(const publish_ctx& ctx) {
             if (stopping_) {
                 return;
             }
-            if (r == nullptr || r->type != REDIS_REPLY_INTEGER) {
+            std::optional<bool> published;
+            if (r != nullptr) {
+                published = settle_outcome_of(*r);
+            }
+            if (!published) {
                 if (r != nullptr) {
                     log_error("settle failed room=%s", ctx.room.c_str());
                 }
@@ -287,8 +294,8 @@ void app::settle(const publish_ctx& ctx) {
                      "room=%s: %s",
                      ull(ctx.link), ull(ctx.conn), ull(ctx.seq),
                      ctx.room.c_str(),
-                     r->integer == 1 ? "published" : "not published");
-            if (r->integer == 1) {
+                     *published ? "published" : "not published");
+            if (*published) {
                 ack(ctx.link, ctx.conn, ctx.seq);
             } else {
                 ack_unavailable(ctx);

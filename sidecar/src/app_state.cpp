@@ -15,6 +15,7 @@
 #include "app_util.h"
 #include "keys.h"
 #include "log.h"
+#include "redis_replies.h"
 #include "redis_scripts.h"
 
 namespace rooms {
@@ -54,10 +55,8 @@ void app::publish_state(const std::string& room) {
                 }
                 return;
             }
-            if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                r->element[1]->type == REDIS_REPLY_INTEGER) {
-                long long n = r->element[1]->integer;
-                states_.set_players(room, n > 0 ? static_cast<size_t>(n) : 0);
+            if (std::optional<size_t> n = state_players(*r)) {
+                states_.set_players(room, *n);
             } else if (r->type == REDIS_REPLY_ERROR) {
                 log_error("state failed room=%s: %s", room.c_str(), r->str);
             }

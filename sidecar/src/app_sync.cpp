@@ -15,6 +15,7 @@
 #include "envelope.h"
 #include "keys.h"
 #include "log.h"
+#include "redis_replies.h"
 #include "redis_scripts.h"
 
 namespace rooms {
@@ -24,13 +25,6 @@ namespace {
 std::string json_string(std::string_view s) {
     return nlohmann::json(s).dump(-1, ' ', false,
                                   nlohmann::json::error_handler_t::replace);
-}
-
-uint64_t reply_u64(const redisReply* r) {
-    if (r->type == REDIS_REPLY_INTEGER) {
-        return r->integer > 0 ? static_cast<uint64_t>(r->integer) : 0;
-    }
-    return 0;
 }
 
 }  // namespace
@@ -131,11 +125,11 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
         return;
     }
 
-    bool ok = reply != nullptr && reply->type == REDIS_REPLY_ARRAY &&
-              reply->elements == 5 &&
-              reply->element[2]->type == REDIS_REPLY_STRING &&
-              reply->element[3]->type == REDIS_REPLY_ARRAY;
-    if (!ok || req->generation != sub_generation_) {
+    std::optional<sync_reply> parsed;
+    if (reply != nullptr) {
+        parsed = parse_sync_reply(*reply);
+    }
+    if (!parsed || req->generation != sub_generation_) {
         // Lost with its connection, or the subscription went away while
         // it was in flight: the joiners wait for the next sync.  A script
         // error would fail again: those joiners are closed.
@@ -166,22 +160,15 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
     }
     sync_backoff_ms_ = 0;
 
-    if (req->joiners.empty() && reply_u64(reply->element[4]) != 0) {
+    if (req->joiners.empty() && parsed->registered) {
         state_changed(req->room);  // re-registered players
     }
 
     auto snap = std::make_shared<sync_snapshot>();
-    snap->seq = reply_u64(reply->element[0]);
-    snap->trimmed = reply_u64(reply->element[1]);
-    snap->epoch.assign(reply->element[2]->str, reply->element[2]->len);
-    const redisReply* hist = reply->element[3];
-    snap->history.reserve(hist->elements);
-    for (size_t i = 0; i < hist->elements; i++) {
-        const redisReply* e = hist->element[i];
-        if (e->type == REDIS_REPLY_STRING) {
-            snap->history.emplace_back(e->str, e->len);
-        }
-    }
+    snap->seq = parsed->seq;
+    snap->trimmed = parsed->trimmed;
+    snap->epoch = parsed->epoch;
+    snap->history.assign(parsed->history.begin(), parsed->history.end());
 
     bool sent = redis_.barrier([this, req, snap](bool done) {
         on_sync_barrier(*req, *snap, done);

@@ -196,11 +196,17 @@ envelope_result process_client_envelope(std::string_view payload,
         out["ref"] = ref;
     }
 
+    std::string relayed = dump(out);
+    if (relayed.size() - 1 + envelope_max_tail > envelope_max_relayed) {
+        return refuse(envelope_status::bad_envelope,
+                      "message too long once relayed");
+    }
+
     envelope_result r;
     r.status = envelope_status::ok;
     r.type = type;
     r.ref = std::move(ref);
-    r.out = dump(out);
+    r.out = std::move(relayed);
     r.out.pop_back();  // the closing brace: the publish script adds it
     return r;
 }

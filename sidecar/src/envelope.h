@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "ngx_http_rooms_ipc.h"
+
 namespace rooms {
 
 enum class envelope_status { ok, bad_envelope, bad_type, reserved_type };
@@ -18,6 +20,17 @@ const char* envelope_error_code(envelope_status status);
 
 // Deepest nesting of arrays and objects a client envelope may have.
 constexpr unsigned envelope_max_depth = 64;
+
+// The longest relayed envelope, its tail included: what one BROADCAST
+// frame carries with the longest room code (docs/protocol.md: length
+// 1 + room str8 + last_id + payload).  The client's message may be within
+// max_message_bytes and its envelope longer: numbers come back in their
+// shortest form (1E14 as 100000000000000.0).
+constexpr size_t envelope_max_relayed = NGX_ROOMS_IPC_MAX_FRAME - 1 - 33 - 8;
+
+// The longest tail the publish script appends: ,"id":N,"ts":T} with two
+// 20-digit numbers.
+constexpr size_t envelope_max_tail = 53;
 
 struct envelope_result {
     envelope_status status = envelope_status::bad_envelope;

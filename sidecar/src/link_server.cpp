@@ -16,8 +16,6 @@ namespace rooms {
 
 namespace {
 
-constexpr size_t read_chunk = 64 * 1024;
-constexpr size_t read_keep = 1024 * 1024;  // shrink an idle buffer above
 constexpr unsigned max_iov = 256;
 
 unsigned long long ull(uint64_t v) {
@@ -251,30 +249,13 @@ void link::write_cb(uv_write_t* r, int status) {
     l->flush();
 }
 
+/* link input */
+
 void link::alloc(uv_buf_t* buf) {
-    size_t want = std::max(read_chunk, rneed_);
-    if (rcap_ - rend_ < want) {
-        if (rstart_ > 0) {
-            std::memmove(rbuf_.get(), rbuf_.get() + rstart_, rend_ - rstart_);
-            rend_ -= rstart_;
-            rstart_ = 0;
-        }
-        if (rcap_ - rend_ < want) {
-            size_t cap = std::max(rcap_ * 2, rend_ + want);
-            auto* p = new (std::nothrow) uint8_t[cap];
-            if (p == nullptr) {
-                *buf = uv_buf_init(nullptr, 0);  // read_cb gets UV_ENOBUFS
-                return;
-            }
-            if (rend_ > 0) {
-                std::memcpy(p, rbuf_.get(), rend_);
-            }
-            rbuf_.reset(p);
-            rcap_ = cap;
-        }
-    }
-    *buf = uv_buf_init(reinterpret_cast<char*>(rbuf_.get()) + rend_,
-                       static_cast<unsigned>(rcap_ - rend_));
+    size_t len = 0;
+    uint8_t* p = in_.space(&len);
+    // nullptr: read_cb gets UV_ENOBUFS
+    *buf = uv_buf_init(reinterpret_cast<char*>(p), static_cast<unsigned>(len));
 }
 
 void link::alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -299,69 +280,25 @@ void link::on_read(ssize_t nread) {
         }
         return;
     }
-    rend_ += static_cast<size_t>(nread);
+    in_.filled(static_cast<size_t>(nread));
     process_input();
 }
 
 void link::process_input() {
-    rneed_ = 0;
-    while (!closing() && rstart_ < rend_) {
-        ngx_rooms_ipc_msg_t msg;
-        const uint8_t* p = rbuf_.get() + rstart_;
-        size_t avail = rend_ - rstart_;
-        long rc = ngx_rooms_ipc_decode(p, avail, &msg);
-
-        if (rc == NGX_ROOMS_IPC_MALFORMED) {
-            log_error("malformed frame link=%llu pid=%u type=0x%02x", ull(id_),
-                      pid_, avail >= NGX_ROOMS_IPC_HEADER_LEN ? p[4] : 0u);
-            close_now("malformed frame");
-            return;
-        }
-        if (rc == NGX_ROOMS_IPC_INCOMPLETE) {
-            if (avail >= 4) {
-                size_t len = (size_t(p[0]) << 24) | (size_t(p[1]) << 16) |
-                             (size_t(p[2]) << 8) | size_t(p[3]);
-                if (len <= NGX_ROOMS_IPC_MAX_FRAME && 4 + len > avail) {
-                    rneed_ = 4 + len - avail;
-                }
-            }
-            break;
-        }
-        rstart_ += static_cast<size_t>(rc);
+    if (closing()) {
+        return;
+    }
+    auto st = in_.drain([this](const ngx_rooms_ipc_msg_t& msg) {
         server_.handler_.on_link_frame(*this, msg);
+        return !closing();
+    });
+    if (st == link_reader::status::malformed) {
+        size_t avail = in_.buffered();
+        log_error("malformed frame link=%llu pid=%u type=0x%02x", ull(id_),
+                  pid_,
+                  avail >= NGX_ROOMS_IPC_HEADER_LEN ? in_.head()[4] : 0u);
+        close_now("malformed frame");
     }
-
-    if (rstart_ == rend_) {
-        rstart_ = 0;
-        rend_ = 0;
-        if (rcap_ > read_keep) {
-            rbuf_.reset();
-            rcap_ = 0;
-        }
-        return;
-    }
-    shrink_input();
-}
-
-// A buffer grown for a big frame is given back once that frame is
-// consumed, also when a worker that keeps sending never lets it drain
-// (a partial frame waits at its end): what is left moves to a small one,
-// unless the frame under way is big too.
-void link::shrink_input() {
-    size_t left = rend_ - rstart_;
-    size_t cap = left + std::max(read_chunk, rneed_);
-    if (rcap_ <= read_keep || cap > read_keep) {
-        return;
-    }
-    auto* p = new (std::nothrow) uint8_t[cap];
-    if (p == nullptr) {
-        return;  // keep the big one
-    }
-    std::memcpy(p, rbuf_.get() + rstart_, left);
-    rbuf_.reset(p);
-    rcap_ = cap;
-    rstart_ = 0;
-    rend_ = left;
 }
 
 /* link_server */

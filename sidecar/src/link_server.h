@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "link_reader.h"
 #include "ngx_http_rooms_ipc.h"
 #include "uv_handle.h"
 
@@ -79,8 +80,8 @@ public:
     size_t queued_bytes() const { return queued_; }
 
     // Input: bytes received and not yet decoded, and the buffer's size.
-    size_t input_pending() const { return rend_ - rstart_; }
-    size_t input_capacity() const { return rcap_; }
+    size_t input_pending() const { return in_.buffered(); }
+    size_t input_capacity() const { return in_.capacity(); }
 
 private:
     friend class link_server;
@@ -101,7 +102,6 @@ private:
     void alloc(uv_buf_t* buf);
     void on_read(ssize_t nread);
     void process_input();
-    void shrink_input();
 
     static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
     static void read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -120,12 +120,7 @@ private:
     uint32_t pid_ = 0;
     const char* doom_reason_ = "";
 
-    // Input: bytes [rstart_, rend_) of rbuf_ are undecoded.
-    std::unique_ptr<uint8_t[]> rbuf_;
-    size_t rcap_ = 0;
-    size_t rstart_ = 0;
-    size_t rend_ = 0;
-    size_t rneed_ = 0;        // bytes still missing of a partial frame
+    link_reader in_;
 
     // Output: frames not yet handed to a uv_write(); out_offset_ bytes of
     // the first one are already written.  queued_ counts those and the

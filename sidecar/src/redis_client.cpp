@@ -4,11 +4,12 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <charconv>
 #include <new>
+#include <optional>
 #include <random>
 
 #include "log.h"
+#include "redis_replies.h"
 
 namespace rooms {
 
@@ -502,18 +503,12 @@ void redis_client::connection_lost(redis_connection::role r) {
 
 void redis_client::clock_sample(uint64_t sent, uint64_t now,
                                 const redisReply* r) {
-    if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_STRING) {
+    std::optional<redis_time> t = parse_time_reply(*r);
+    if (!t) {
         return;
     }
-    int64_t sec = 0;
-    int64_t usec = 0;
-    const char* s = r->element[0]->str;
-    const char* u = r->element[1]->str;
-    if (std::from_chars(s, s + r->element[0]->len, sec).ec != std::errc() ||
-        std::from_chars(u, u + r->element[1]->len, usec).ec != std::errc()) {
-        return;
-    }
+    int64_t sec = t->sec;
+    int64_t usec = t->usec;
     // Redis read its clock about half the round trip before `now`.
     uint64_t rtt = now >= sent ? now - sent : 0;
     int64_t redis_now =
@@ -793,23 +788,18 @@ void redis_client::subscribe_cb(redisAsyncContext*, void* r, void* privdata) {
     if (reply == nullptr || self->stopped_) {
         return;  // the context is going away
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING ||
-        reply->element[1]->type != REDIS_REPLY_STRING) {
+    std::optional<pubsub_push> push = parse_pubsub_push(*reply);
+    if (!push) {
         log_warn("redis: unexpected reply on the subscriber connection");
         return;
     }
 
-    std::string_view kind(reply->element[0]->str, reply->element[0]->len);
-    std::string_view channel(reply->element[1]->str,
-                             reply->element[1]->len);
+    std::string_view kind = push->kind;
+    std::string_view channel = push->channel;
 
     if (kind == "message") {
-        const redisReply* payload = reply->element[2];
-        if (payload->type == REDIS_REPLY_STRING) {
-            self->handler_.on_message(channel,
-                                      std::string_view(payload->str,
-                                                       payload->len));
+        if (push->payload) {
+            self->handler_.on_message(channel, *push->payload);
         }
         return;
     }

@@ -78,6 +78,36 @@ TEST(SidecarEnvelope, TooLong) {
               envelope_status::ok);
 }
 
+// Within max_message_bytes, but numbers re-serialised longer (1E14 is
+// 100000000000000.0): relayed, it would not fit the link's 16 MiB frame,
+// so no BROADCAST could carry it and nobody, the sender included, would
+// ever get it.  Refused instead: every message is answered.
+TEST(SidecarEnvelope, RelayedTooLongForTheLink) {
+    std::string numbers = R"({"type":"n","data":{"a":[)";
+    while (numbers.size() < (5u << 20)) {
+        numbers += "1E14,";
+    }
+    numbers += "1]}}";
+    auto r = process_client_envelope(numbers, "A", 16u << 20);
+    EXPECT_EQ(r.status, envelope_status::bad_envelope);
+    EXPECT_NE(r.message.find("too long"), std::string::npos);
+    EXPECT_TRUE(r.out.empty());
+
+    // Just within: a relayed envelope at the bound.
+    std::string text = R"({"type":"n","data":{"t":")";
+    size_t fill = rooms::envelope_max_relayed - rooms::envelope_max_tail -
+                  std::string(R"({"type":"n","data":{"t":"","from":"A"})")
+                      .size();
+    text += std::string(fill, 'x') + "\"}}";
+    r = process_client_envelope(text, "A", 16u << 20);
+    ASSERT_EQ(r.status, envelope_status::ok);
+    EXPECT_EQ(r.out.size() + rooms::envelope_max_tail,
+              rooms::envelope_max_relayed);
+    text.insert(text.size() - 3, "x");
+    EXPECT_EQ(process_client_envelope(text, "A", 16u << 20).status,
+              envelope_status::bad_envelope);
+}
+
 TEST(SidecarEnvelope, TailId) {
     using rooms::envelope_tail_id;
     EXPECT_EQ(envelope_tail_id(R"({"type":"x","data":{},"id":7,"ts":1})"),

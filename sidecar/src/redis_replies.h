@@ -1,0 +1,78 @@
+#pragma once
+
+// What the sidecar reads out of Redis replies (docs/redis.md): the
+// scripts' answers and the subscriber connection's pushes.  Pure logic:
+// each function takes a reply tree as hiredis built it, of any shape (a
+// reply that is not what the script returns is refused, never trusted),
+// and returns plain values; views point into the reply.
+// fuzz/redis_fuzz.cc feeds them whatever hiredis's reader makes of
+// arbitrary bytes.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+struct redisReply;
+
+namespace rooms {
+
+// publish and agree: N > 0, the id the message got; 0, published before
+// (sent again); an error; anything else, refused (past its deadline).
+enum class publish_outcome { published, duplicate, failed, refused };
+publish_outcome publish_outcome_of(const redisReply& r);
+
+// settle: true if the message was published, false if it never will be;
+// nullopt if the reply is not an answer.
+std::optional<bool> settle_outcome_of(const redisReply& r);
+
+// sync: [seq, trimmed, epoch, history, registered].
+struct sync_reply {
+    uint64_t seq = 0;
+    uint64_t trimmed = 0;
+    std::string_view epoch;
+    std::vector<std::string_view> history;  // oldest first
+    bool registered = false;  // players were registered again
+};
+std::optional<sync_reply> parse_sync_reply(const redisReply& r);
+
+// state: [seq, players]: the room's player count.
+std::optional<size_t> state_players(const redisReply& r);
+
+// reap: [server, players, [room...]] flattened, one triple per server
+// whose players were removed; malformed triples are skipped.
+struct reaped_server {
+    std::string_view id;
+    long long players = 0;
+    std::vector<std::string_view> rooms;
+};
+std::optional<std::vector<reaped_server>> parse_reap_reply(
+    const redisReply& r);
+
+// ZREVRANGE rooms 0 -1 WITHSCORES: [code, count]... flattened; rooms
+// without a positive count are skipped.
+struct room_total {
+    std::string_view code;
+    long long count = 0;
+};
+std::optional<std::vector<room_total>> parse_rooms_index(
+    const redisReply& r);
+
+// TIME: [seconds, microseconds].
+struct redis_time {
+    int64_t sec = 0;
+    int64_t usec = 0;
+};
+std::optional<redis_time> parse_time_reply(const redisReply& r);
+
+// A push on the subscriber connection: [kind, channel, x], kind
+// "message" (x the payload), "subscribe", "unsubscribe" (x a count).
+struct pubsub_push {
+    std::string_view kind;
+    std::string_view channel;
+    std::optional<std::string_view> payload;  // x if it is a string
+};
+std::optional<pubsub_push> parse_pubsub_push(const redisReply& r);
+
+}  // namespace rooms
