@@ -72,7 +72,7 @@ my $c = $ta->connect('SINCE', 'writer');
 $c->recv_json(5);
 my @ids;
 for my $n (1 .. 3) {
-    $c->send_json({ type => 'chat', data => { n => $n } });
+    $c->send_json({ type => 'chat', data => { text => '', n => $n } });
     $c->send_json({ type => 'typing', data => {} });
     push @ids, $c->wait_for(type => 'chat', timeout => 5)->{id};
 }
@@ -105,7 +105,7 @@ is_deeply([ map { $_->{data}{n} } @got ], [ 1, 2, 3 ],
 
 # Trim: HISTORY + 5 more chats.
 for my $n (4 .. $HISTORY + 8) {
-    $c->send_json({ type => 'chat', data => { n => $n } });
+    $c->send_json({ type => 'chat', data => { text => '', n => $n } });
 }
 $c->wait_for(type => 'chat', timeout => 5,
     match => sub { $_[0]{data}{n} == $HISTORY + 8 });

@@ -23,7 +23,7 @@ ok(ref $fast && ref $calm, 'two clients join')
     or BAIL_OUT("upgrade refused: $Rooms::Test::Client::LAST");
 $_->recv_json(5) for $fast, $calm;
 
-$fast->send_json({ type => 'chat', data => { n => $_ } }) for 1 .. 10;
+$fast->send_json({ type => 'chat', data => { text => '', n => $_ } }) for 1 .. 10;
 
 my (@chat, @err);
 while (my $m = $fast->wait_for(ignore => ['state'], timeout => 1)) {
@@ -44,7 +44,7 @@ is_deeply([ map { $_->{data}{n} } @calm ], [ 1 .. 5 ],
 
 # Sustained abuse: keep flooding; the sidecar closes the connection.
 for (1 .. 60) {
-    $fast->send_json({ type => 'chat', data => {} }) or last;
+    $fast->send_json({ type => 'chat', data => { text => '' } }) or last;
 }
 my $closed = 0;
 while (1) {
@@ -57,7 +57,7 @@ while (1) {
 ok($closed, 'flooding client closed');
 is($fast->close_code, 1008, 'with status 1008');
 
-$calm->send_json({ type => 'chat', data => { n => 'after' } });
+$calm->send_json({ type => 'chat', data => { text => '', n => 'after' } });
 my $m = $calm->wait_for(type => 'chat', timeout => 5,
     match => sub { ($_[0]{data}{n} // '') eq 'after' });
 is($m && $m->{data}{n}, 'after', 'the calm client is unaffected');

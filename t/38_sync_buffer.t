@@ -53,7 +53,7 @@ for my $round (1 .. $ROUNDS) {
     ref $j or BAIL_OUT("j$round: upgrade refused");
     for (1 .. $BURST) {
         $sent++;
-        $pub->send_json({ type => 'chat', data => { k => $sent } });
+        $pub->send_json({ type => 'chat', data => { text => '', k => $sent } });
     }
 
     my $w = $j->wait_for(type => 'welcome', timeout => 5);
@@ -82,7 +82,7 @@ ref $rx or BAIL_OUT('rx: upgrade refused');
 ok($rx->wait_for(type => 'welcome', timeout => 5), 'rx: welcome');
 my $first = $sent + 1;
 $sent++;
-$pub->send_json({ type => 'chat', data => { k => $sent } });
+$pub->send_json({ type => 'chat', data => { text => '', k => $sent } });
 ok($rx->wait_for(type => 'chat', timeout => 5,
     match => sub { $_[0]{data}{k} == $first }), 'rx: attached, gets chats');
 
@@ -91,7 +91,7 @@ like(Rooms::Test::redis_command($t->redis_port, 'CLIENT', 'KILL', 'TYPE',
 my $next = time;
 for (1 .. 200) {
     $sent++;
-    $pub->send_json({ type => 'chat', data => { k => $sent } });
+    $pub->send_json({ type => 'chat', data => { text => '', k => $sent } });
     $next += 0.005;
     my $left = $next - time;
     sleep $left if $left > 0;

@@ -177,6 +177,14 @@ envelope_result process_client_envelope(std::string_view payload,
                       "type is reserved for the server");
     }
 
+    if (type == "chat") {
+        auto text_it = data_it->find("text");
+        if (text_it == data_it->end() || !text_it->is_string()) {
+            return refuse(envelope_status::bad_envelope,
+                          "chat: \"data.text\" missing or not a string");
+        }
+    }
+
     json data;
     if (type == "agree") {
         data = json::object();

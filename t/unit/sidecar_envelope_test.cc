@@ -56,9 +56,10 @@ TEST(SidecarEnvelope, AgreeIsExactlyUsername) {
 }
 
 TEST(SidecarEnvelope, OutIsOpenForTheScript) {
-    auto r = process_client_envelope(R"({"type":"chat","data":{}})", "A");
+    auto r = process_client_envelope(R"({"type":"chat","data":{"text":""}})",
+                                     "A");
     ASSERT_EQ(r.status, envelope_status::ok);
-    EXPECT_EQ(r.out, R"({"type":"chat","data":{"from":"A"})");
+    EXPECT_EQ(r.out, R"({"type":"chat","data":{"text":"","from":"A"})");
     std::string done = rooms::close_envelope(r.out, 42, 1700000000123);
     json j = parsed(done);
     EXPECT_EQ(j["id"], 42);
@@ -67,7 +68,7 @@ TEST(SidecarEnvelope, OutIsOpenForTheScript) {
 }
 
 TEST(SidecarEnvelope, TooLong) {
-    std::string big = R"({"type":"chat","data":{"t":")" +
+    std::string big = R"({"type":"chat","data":{"text":")" +
                       std::string(100, 'x') + "\"}}";
     auto r = process_client_envelope(big, "A", 64);
     EXPECT_EQ(r.status, envelope_status::bad_envelope);
@@ -160,7 +161,7 @@ TEST(SidecarEnvelope, DataKeptAsSent) {
 }
 
 TEST(SidecarEnvelope, NameWithQuotesIsEscaped) {
-    auto r = process_client_envelope(R"({"type":"chat","data":{}})",
+    auto r = process_client_envelope(R"({"type":"chat","data":{"text":""}})",
                                      "A \"q\" \\ é");
     ASSERT_EQ(r.status, envelope_status::ok);
     EXPECT_EQ(parsed(r.out + "}")["data"]["from"], "A \"q\" \\ é");
@@ -168,9 +169,16 @@ TEST(SidecarEnvelope, NameWithQuotesIsEscaped) {
 
 TEST(SidecarEnvelope, BadEnvelope) {
     EXPECT_EQ(status_of(""), envelope_status::bad_envelope);
+    // SPEC 2.2: a chat's data.text must be a string
+    EXPECT_EQ(status_of(R"({"type":"chat","data":{}})"),
+              envelope_status::bad_envelope);
+    EXPECT_EQ(status_of(R"({"type":"chat","data":{"text":5}})"),
+              envelope_status::bad_envelope);
+    EXPECT_EQ(status_of(R"({"type":"chat","data":{"text":null}})"),
+              envelope_status::bad_envelope);
     EXPECT_EQ(status_of("not json"), envelope_status::bad_envelope);
     EXPECT_EQ(status_of("{"), envelope_status::bad_envelope);
-    EXPECT_EQ(status_of(R"({"type":"chat","data":{}} x)"),
+    EXPECT_EQ(status_of(R"({"type":"chat","data":{"text":""}} x)"),
               envelope_status::bad_envelope);
     EXPECT_EQ(status_of("[]"), envelope_status::bad_envelope);
     EXPECT_EQ(status_of("\"chat\""), envelope_status::bad_envelope);
@@ -209,11 +217,11 @@ TEST(SidecarEnvelope, DeepNestingRejected) {
 
     // Brackets inside strings do not count.
     std::string brackets(2000, '[');
-    EXPECT_EQ(status_of(R"({"type":"chat","data":{"t":")" + brackets +
+    EXPECT_EQ(status_of(R"({"type":"chat","data":{"text":")" + brackets +
                         R"("}})"),
               envelope_status::ok);
     // A modest depth is fine.
-    std::string ok = R"({"type":"chat","data":{"x":)";
+    std::string ok = R"({"type":"chat","data":{"text":"","x":)";
     ok += std::string(30, '[') + std::string(30, ']') + "}}";
     EXPECT_EQ(status_of(ok), envelope_status::ok);
 }
@@ -222,7 +230,8 @@ TEST(SidecarEnvelope, TypePattern) {
     for (const char* t : {"chat", "typing", "a", "vote.up", "x_y-z", "0",
                           "abcdefghijklmnopqrstuvwxyz012345"}) {
         EXPECT_TRUE(rooms::valid_envelope_type(t)) << t;
-        std::string p = std::string(R"({"type":")") + t + R"(","data":{}})";
+        std::string p = std::string(R"({"type":")") + t +
+                        R"(","data":{"text":""}})";
         EXPECT_EQ(status_of(p), envelope_status::ok) << t;
     }
     for (const char* t : {"", "Chat", "CHAT", "a b", "a/b", "é", "a\\u0000",
@@ -272,7 +281,8 @@ TEST(SidecarEnvelope, InvalidUtf8NeverThrows) {
     // The module validates UTF-8, but the sidecar must not die if it
     // did not: the bad bytes are replaced.
     std::string bad_name = "A\xff";
-    auto r = process_client_envelope(R"({"type":"chat","data":{}})", bad_name);
+    auto r = process_client_envelope(R"({"type":"typing","data":{}})",
+                                     bad_name);
     EXPECT_EQ(r.status, envelope_status::ok);
     EXPECT_FALSE(json::parse(r.out + "}", nullptr, false).is_discarded());
     EXPECT_EQ(status_of("{\"type\":\"chat\",\"data\":{\"t\":\"\xff\"}}"),
@@ -315,7 +325,7 @@ TEST(SidecarEnvelopeRef, InvalidRefIsABadEnvelope) {
         EXPECT_EQ(r.status, rooms::envelope_status::bad_envelope) << p;
         EXPECT_EQ(r.ref, "");
     }
-    std::string ok64 = "{\"type\":\"chat\",\"data\":{},\"ref\":\"" +
+    std::string ok64 = "{\"type\":\"chat\",\"data\":{\"text\":\"\"},\"ref\":\"" +
                        std::string(64, 'z') + "\"}";
     EXPECT_EQ(rooms::process_client_envelope(ok64, "A").status,
               rooms::envelope_status::ok);

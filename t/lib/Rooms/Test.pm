@@ -811,7 +811,7 @@ sub publish_paced {
 
     my $next = time;
     for my $k (1 .. $count) {
-        $c->send_json({ type => 'chat', data => { k => $k } });
+        $c->send_json({ type => 'chat', data => { text => '', k => $k } });
         while ($c->recv_json(0)) { }
         $next += $interval;
         my $left = $next - time;

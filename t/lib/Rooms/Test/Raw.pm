@@ -8,7 +8,7 @@ package Rooms::Test::Raw;
 #
 #   my $c = Rooms::Test::Raw->connect(port => $p, room => 'R', name => 'A');
 #   ref $c or die "refused: HTTP $c";
-#   $c->send_frame(op => 1, payload => '{"type":"chat","data":{}}');
+#   $c->send_frame(op => 1, payload => '{"type":"chat","data":{"text":""}}');
 #   my ($code, $reason, $eof) = $c->expect_close(5);
 #
 # Also raw_http($port, $request) for handshake answers of any shape.

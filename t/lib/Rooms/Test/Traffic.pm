@@ -103,7 +103,7 @@ sub _send {
     my $cl = $self->{clients}{$name};
     my $k = ++$cl->{sent};
     $cl->{sent_at}{"$name-$k"} = time;
-    $cl->{c}->send_json({ type => 'chat', data => { src => $name, k => $k },
+    $cl->{c}->send_json({ type => 'chat', data => { text => '', src => $name, k => $k },
         ref => "$name-$k" });
 }
 
