@@ -909,8 +909,6 @@ ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame)
         return;
     }
 
-    ngx_http_rooms_memory_freed(sizeof(ngx_http_rooms_frame_t) + frame->len);
-
     ngx_free(frame);
 }
 
@@ -918,8 +916,10 @@ ngx_http_rooms_frame_release(ngx_http_rooms_frame_t *frame)
 /*
  * Memory that clients held goes back to the system, not only to the
  * heap: glibc keeps the freed small blocks of a burst (held messages,
- * frames, queue entries) in its heap, so once a megabyte or more was
- * freed, malloc_trim() gives the free pages back, once a second at most.
+ * link buffers, the queue of a client that left, queue entries past the
+ * cache) in its heap, so once a megabyte or more of such was freed,
+ * malloc_trim() gives the free pages back, once a second at most.  The
+ * steady churn of frames written is not counted: the heap reuses it.
  */
 
 void
@@ -1456,6 +1456,8 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
         ngx_queue_remove(&conn->dirty);
         conn->is_dirty = 0;
     }
+
+    ngx_http_rooms_memory_freed(conn->out_size);
 
     for (cl = conn->out; cl; cl = next) {
         next = cl->next;
