@@ -1384,6 +1384,9 @@ ngx_http_rooms_conn_drain_handler(ngx_event_t *ev)
             break;
         }
 
+        /* again: clang's -Wconditional-uninitialized (nginx's) */
+        conn = ngx_queue_data(q, ngx_http_rooms_conn_t, live);
+
         /* a client that joined after the drain ended goes at once */
 
         if (drain->turn < drain->total) {

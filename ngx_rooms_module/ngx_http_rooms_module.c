@@ -238,6 +238,10 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return ngx_http_rooms_refuse(r, NGX_HTTP_FORBIDDEN, reason);
     }
 
+    /* set on every path: clang's -Wconditional-uninitialized (nginx's) */
+    since = 0;
+    has_since = 0;
+
     reason = ngx_http_rooms_parse_room(r, rlcf, &room);
     if (reason == NULL) {
         reason = ngx_http_rooms_parse_name(r, rlcf, &name);
