@@ -1195,7 +1195,12 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
     m->time = ngx_current_msec;
     m->sent = 0;
     m->len = len;
-    ngx_memcpy(m->data, data, len);
+
+    /* an empty message has no buffer: memcpy() from NULL is undefined */
+
+    if (len) {
+        ngx_memcpy(m->data, data, len);
+    }
 
     ngx_queue_insert_tail(&conn->unanswered, &m->queue);
     ngx_queue_insert_tail(&link->held, &m->held);
