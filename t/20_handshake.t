@@ -11,7 +11,6 @@ use strict;
 use warnings;
 use utf8;
 
-use FindBin;
 use Test::More;
 
 use Rooms::Test;
@@ -27,13 +26,12 @@ Rooms::Test::write_file("$dir/html/ssi.html",
 # "https://*.example.com" (a wildcard with a scheme) is a documented
 # pattern; if the configuration accepts it, it is tested at run time too.
 my $nginx = $ENV{ROOMS_NGINX} || '/usr/sbin/nginx';
-my $build = $ENV{ROOMS_BUILD_DIR} || "$FindBin::Bin/../build";
-Rooms::Test::write_file("$dir/t.conf", <<"EOF");
-load_module $build/ngx_http_rooms_module.so;
+Rooms::Test::write_file("$dir/t.conf", Rooms::Test::load_module() . <<"EOF");
 error_log $dir/t.log;
 pid $dir/t.pid;
 events {}
 http {
+    access_log off;
     rooms_sidecar unix:$dir/none.sock;
     server {
         location = /ws {
@@ -43,7 +41,12 @@ http {
     }
 }
 EOF
-my $out = `$nginx -t -p $dir/ -c $dir/t.conf -e $dir/t.log 2>&1`;
+my $out = do {
+    # nginx -t returns from main() with its configuration cycles still
+    # allocated, by design: no leak check for it under scripts/sanitize
+    local $ENV{ASAN_OPTIONS} = ($ENV{ASAN_OPTIONS} // '') . ':detect_leaks=0';
+    `$nginx -t -p $dir/ -c $dir/t.conf -e $dir/t.log 2>&1`;
+};
 my $scheme_wild = $? == 0;
 ok($scheme_wild, 'rooms_origins accepts "https://*.example.com"')
     or diag($out);

@@ -10,6 +10,10 @@ package Rooms::Test;
 # Environment:
 #   ROOMS_BUILD_DIR      build tree (default <repo>/build)
 #   ROOMS_NGINX          nginx binary (default /usr/sbin/nginx)
+#   ROOMS_MODULE_STATIC  1: the module is compiled into ROOMS_NGINX
+#                        (--add-module): no load_module, no .so needed
+#   ROOMS_SANITIZE       1: the binaries are built with ASan/UBSan
+#                        (scripts/sanitize): slower starts and stops
 #   ROOMS_TEST_KEEP      keep temp dirs of a failed run ("always": of
 #                        every run)
 #   ROOMS_TEST_LOG_LEVEL nginx error_log level (default info)
@@ -44,9 +48,12 @@ $BUILD = abs_path($BUILD) // $BUILD if -d $BUILD;
 my $NGINX = $ENV{ROOMS_NGINX} || '/usr/sbin/nginx';
 my $SIDECAR = "$BUILD/sidecar/rooms-sidecar";
 my $MODULE = "$BUILD/ngx_http_rooms_module.so";
+my $STATIC = $ENV{ROOMS_MODULE_STATIC};
 
-my $START_TIMEOUT = 10;
-my $STOP_TIMEOUT = 10;
+# sanitized processes start slower and check for leaks when they exit
+my $SLOW = $ENV{ROOMS_SANITIZE} ? 3 : 1;
+my $START_TIMEOUT = 10 * $SLOW;
+my $STOP_TIMEOUT = 10 * $SLOW;
 
 my $OWNER = $$;
 my @STACKS;
@@ -85,11 +92,19 @@ sub new {
 # Returns the reason why the tests cannot run, or undef.
 sub missing {
     return "nginx not found at $NGINX (set ROOMS_NGINX)" unless -x $NGINX;
-    return "module not built: $MODULE (set ROOMS_BUILD_DIR)" unless -f $MODULE;
+    return "module not built: $MODULE (set ROOMS_BUILD_DIR)"
+        unless $STATIC || -f $MODULE;
     return "sidecar not built: $SIDECAR (set ROOMS_BUILD_DIR)"
         unless -x $SIDECAR;
     return 'redis-server not found in PATH' unless defined which('redis-server');
     return;
+}
+
+
+# The load_module line of an nginx.conf: empty if the module is
+# compiled in.
+sub load_module {
+    return $STATIC ? '' : "load_module $MODULE;\n";
 }
 
 
@@ -261,9 +276,9 @@ sub start_nginx {
     my $ws = $opts{ws} // '';
     my $daemon = $opts{daemon} ? 'on' : 'off';
 
+    my $load = load_module();
     my $conf = <<"EOF";
-load_module $MODULE;
-
+${load}
 daemon $daemon;
 master_process on;
 worker_processes $workers;
@@ -458,14 +473,17 @@ sub _reaped {
 }
 
 
-# workers(what): pids of the children of this stack's nginx master
-# ('nginx' or 'nginx_old'), from /proc.
+# workers(what): pids of the worker processes of this stack's nginx
+# master ('nginx' or 'nginx_old'), from /proc: its children titled
+# "nginx: worker process" (a sanitized master may also have a symbolizer
+# as its child).
 sub workers {
     my ($self, $what) = @_;
 
     my $p = $self->{procs}{$what // 'nginx'} or return ();
 
-    my @pids = grep { ((proc_stat($_))[1] // 0) == $p->{pid} }
+    my @pids = grep { ((proc_stat($_))[1] // 0) == $p->{pid}
+                      && _title($_) =~ /^nginx: worker process/ }
         map { m{^/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
 
     return sort { $a <=> $b } @pids;
@@ -494,6 +512,17 @@ sub workers_dirty_kb {
     }
 
     return $kb;
+}
+
+
+sub _title {
+    my ($pid) = @_;
+
+    open my $fh, '<', "/proc/$pid/cmdline" or return '';
+    my $title = <$fh> // '';
+    close $fh;
+
+    return $title;
 }
 
 
