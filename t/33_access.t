@@ -269,9 +269,9 @@ diag(sprintf 'worker memory per idle WebSocket: %.0f bytes without '
 
 # the documented ~2 KiB (a little more with its room), and a held slot
 # costs the request's pool: two blocks of request_pool_size (4 KiB)
-cmp_ok($per_plain, '<', 4 * 1024,
+Rooms::Test::mem_cmp_ok($per_plain, '<', 4 * 1024,
     'an idle WebSocket without limit_conn costs less than 4 KiB');
-cmp_ok($per_held - $per_plain, '<', 12 * 1024,
+Rooms::Test::mem_cmp_ok($per_held - $per_plain, '<', 12 * 1024,
     'a held limit_conn slot costs less than 12 KiB more');
 
 $_->close for @plain, @limited;

@@ -216,7 +216,7 @@ sub memory_back {
     wait_until_small(sub { $rss = rss_now(); $rss - $before < 1024 });
     diag(sprintf('%s: worker RSS %d KiB after it left (%+d KiB)',
         $what, $rss, $rss - $before));
-    cmp_ok($rss - $before, '<', 2048,
+    Rooms::Test::mem_cmp_ok($rss - $before, '<', 2048,
         "$what: the worker's memory is back within 2 MiB");
 }
 
@@ -296,7 +296,7 @@ $good->close;
         $grown));
     cmp_ok($per_mb, '<', 3 * $chat_per_mb,
         'pong flood: CPU per byte under 3x a well-behaved client\'s');
-    cmp_ok($grown, '<', 1024, 'pong flood: the worker grew under 1 MiB');
+    Rooms::Test::mem_cmp_ok($grown, '<', 1024, 'pong flood: the worker grew under 1 MiB');
 
     $c->close;
     memory_back('pong flood', $rss);
@@ -444,7 +444,7 @@ my %frag;
 
     $c->close;
 
-    cmp_ok($grown, '<', 4096, 'tiny frames: the worker grew under 4 MiB');
+    Rooms::Test::mem_cmp_ok($grown, '<', 4096, 'tiny frames: the worker grew under 4 MiB');
     memory_back('tiny frames', $rss);
 }
 
@@ -502,7 +502,7 @@ my %frag;
     diag(sprintf('held messages: %d 1-byte messages (%.1f MB) while the '
         . 'sidecar is stopped: worker RSS %+d KiB at the peak', $MSGS,
         $MSGS * 7 / 1e6, $peak - $rss));
-    cmp_ok($peak - $rss, '<', 24 * 1024, 'held messages: the worker grew '
+    Rooms::Test::mem_cmp_ok($peak - $rss, '<', 24 * 1024, 'held messages: the worker grew '
         . 'under 24 MiB (rooms_hold_size 4m, and the link frames)');
     ok($refused, 'held messages: past the bound they are refused (logged)');
     # (the flood alone reaches its share, half of rooms_hold_size, first)
@@ -689,7 +689,7 @@ sub busy {
     wait_until_small(sub { $rss = proc_rss($wb); $rss - $rss_b < 1024 });
     diag(sprintf('slow consumer: worker RSS %d KiB after it left (%+d KiB)',
         $rss, $rss - $rss_b));
-    cmp_ok($rss - $rss_b, '<', 2048,
+    Rooms::Test::mem_cmp_ok($rss - $rss_b, '<', 2048,
         "slow consumer: the worker's memory is back within 2 MiB");
 
     $sender->send_json({ type => 'chat', ref => 'after',

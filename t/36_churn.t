@@ -200,9 +200,9 @@ diag(sprintf('after the churn: worker RSS %d KiB (%+d), sidecar RSS %d '
     $rss_w, $rss_w - $rss_w0, $rss_s, $rss_s - $rss_s0, $mem, ($mem - $mem0)
     / 1e6, ($mem - $mem0) / ($ok || 1)));
 
-cmp_ok($rss_w - $rss_w0, '<', 2048, 'the worker keeps nothing per room '
+Rooms::Test::mem_cmp_ok($rss_w - $rss_w0, '<', 2048, 'the worker keeps nothing per room '
     . 'left (RSS within 2 MiB of the baseline)');
-cmp_ok($rss_s - $rss_s0, '<', 4096, 'the sidecar keeps nothing per room '
+Rooms::Test::mem_cmp_ok($rss_s - $rss_s0, '<', 4096, 'the sidecar keeps nothing per room '
     . 'left (RSS within 4 MiB of the baseline)');
 
 # Redis: nobody is present anywhere
