@@ -441,8 +441,8 @@ ngx_http_rooms_conn_request_gone(void *data)
         return;
     }
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, conn->connection->log, 0,
-                   "rooms: request closed before the takeover");
+    ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
+                  "rooms: request ended before the upgrade took over");
 
     ngx_http_rooms_conn_detach(conn);
 
