@@ -65,10 +65,12 @@ $SIG{INT} = $SIG{TERM} = $SIG{HUP} = sub { exit 1 };
 $SIG{PIPE} = 'IGNORE';
 
 
+# new(%opts).  Options: name, packaged (the test runs installed packages,
+# not the build tree: no built module or sidecar needed).
 sub new {
     my ($class, %opts) = @_;
 
-    my $why = missing();
+    my $why = missing($opts{packaged});
     plan(skip_all => $why) if defined $why;
 
     my $name = $opts{name} || chr(ord('a') + $NEXT_ID);
@@ -89,9 +91,15 @@ sub new {
 }
 
 
-# Returns the reason why the tests cannot run, or undef.
+# Returns the reason why the tests cannot run, or undef; missing(1): for
+# a test of the installed packages.
 sub missing {
+    my ($packaged) = @_;
+
     return "nginx not found at $NGINX (set ROOMS_NGINX)" unless -x $NGINX;
+    return 'redis-server not found in PATH'
+        if $packaged && !defined which('redis-server');
+    return if $packaged;
     return "module not built: $MODULE (set ROOMS_BUILD_DIR)"
         unless $STATIC || -f $MODULE;
     return "sidecar not built: $SIDECAR (set ROOMS_BUILD_DIR)"
@@ -159,7 +167,9 @@ sub start_redis {
 
 
 # start_sidecar(redis_url, %opts); the URL defaults to this stack's Redis.
-# Options: server_id, log_level, args => [ extra arguments ], listen_fd
+# Options: server_id, log_level, args => [ extra arguments ], command =>
+# [ what runs instead of the built sidecar, e.g. a setpriv wrapper around
+# an installed one; the harness's arguments follow it ], listen_fd
 # (socket activation as systemd does it: the sidecar gets listen_socket()
 # as fd 3 with LISTEN_FDS=1 and LISTEN_PID, and is ready when it says
 # READY=1 on NOTIFY_SOCKET; a restarted sidecar gets the same socket).
@@ -186,7 +196,8 @@ sub start_sidecar {
         $ready = sub { notified($notify, 'READY=1') };
     }
 
-    $self->_spawn('sidecar', $self->sidecar_log, \%child, $SIDECAR,
+    $self->_spawn('sidecar', $self->sidecar_log, \%child,
+        @{ $opts{command} || [$SIDECAR] },
         '--listen', $sock, '--redis', $url,
         '--server-id', $self->{server_id},
         '--log-level', $opts{log_level} || 'debug',
@@ -220,8 +231,12 @@ sub _notify_socket {
 
     my $s = $self->{notify_socket} //= do {
         my $path = "$self->{dir}/notify.sock";
-        IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $path)
+        my $n = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $path)
             or die "notify socket $path: $!\n";
+        # anyone may report, as to systemd's: a sidecar run as another
+        # user too (t/41_packages.t)
+        chmod 0666, $path or die "chmod $path: $!\n";
+        $n;
     };
     notified($s, '');
 
@@ -247,7 +262,8 @@ sub notified {
 
 
 # start_nginx(%opts).  Options: workers (default 2), connections
-# (worker_connections, default 1024), log_level,
+# (worker_connections, default 1024), log_level, load (what loads the
+# module instead of load_module(), e.g. an include of modules-enabled),
 # main (snippet in the main context), http (in http{}), server (in
 # server{}), ws (in the /ws location), listen (parameters of the listen
 # directive, e.g. 'sndbuf=4k'), reuseport (spread clients over the workers;
@@ -276,7 +292,7 @@ sub start_nginx {
     my $ws = $opts{ws} // '';
     my $daemon = $opts{daemon} ? 'on' : 'off';
 
-    my $load = load_module();
+    my $load = $opts{load} // load_module();
     my $conf = <<"EOF";
 ${load}
 daemon $daemon;
