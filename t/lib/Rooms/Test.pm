@@ -234,7 +234,7 @@ sub _notify_socket {
         my $n = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $path)
             or die "notify socket $path: $!\n";
         # anyone may report, as to systemd's: a sidecar run as another
-        # user too (t/41_packages.t)
+        # user too (t/42_packages.t)
         chmod 0666, $path or die "chmod $path: $!\n";
         $n;
     };
