@@ -1,0 +1,132 @@
+#!/usr/bin/perl
+
+# The demo page (demo/index.html) in headless Chromium (Debian's
+# chromium, driven by puppeteer-core from t/node; skipped if either is
+# missing), served by this stack's nginx as scripts/demo serves it.
+# t/node/demo_check.js: two users chat (each sees the other's message, an
+# own message goes sending -> sent), the presence panel lists both, shows
+# a ready mark after "I'm ready" and who is typing; the Rooms panel shows
+# the room with its count; odd envelopes from a raw client are shown as
+# text or skipped (no "undefined", no "[object Object]", no markup run);
+# an over-limit message is refused by the page before sending, its text
+# kept, and the longest one allowed is sent; nothing overflows 375 px; a
+# third user joining later sees the history; a reload keeps room, name
+# and the room; after a sidecar restart and an nginx reload the pages
+# carry on by themselves.  Here: no 404 (favicon) in nginx's error.log.
+# Screenshots (desktop, 375 px) go to the test's temp dir.
+
+use strict;
+use warnings;
+
+use FindBin;
+use POSIX qw(setpgid);
+use Test::More;
+
+use Rooms::Test;
+
+my $CHROMIUM = $ENV{ROOMS_CHROMIUM} || '/usr/bin/chromium';
+my $NODE_DIR = "$FindBin::Bin/node";
+my $DEMO = "$FindBin::Bin/../demo";
+my $LIMIT = 180;                     # seconds for the whole browser run
+
+my $node = Rooms::Test::which('node');
+plan(skip_all => "$CHROMIUM missing (Debian package chromium)")
+    unless -x $CHROMIUM;
+plan(skip_all => 'node or t/node/node_modules/puppeteer-core missing '
+    . '(run npm ci in t/node)')
+    unless $node && -d "$NODE_DIR/node_modules/puppeteer-core";
+
+my $t = Rooms::Test->new;
+my $dir = $t->dir;
+
+$t->start_redis;
+$t->start_sidecar;
+my $port = $t->start_nginx(
+    main => 'worker_shutdown_timeout 2s;',
+    http => <<'EOF',
+    types {
+        text/html html;
+        image/svg+xml svg;
+    }
+    default_type application/octet-stream;
+    charset utf-8;
+EOF
+    server => <<"EOF");
+        location / {
+            root $DEMO;
+        }
+
+        location = /favicon.ico {
+            alias $DEMO/favicon.svg;
+            types { }
+            default_type image/svg+xml;
+        }
+EOF
+
+my %do = (
+    restart_sidecar => sub {
+        $t->kill_proc('sidecar', 'KILL');
+        $t->start_sidecar;
+    },
+    reload_nginx => sub {
+        $t->signal('nginx', 'HUP');
+    },
+);
+
+pipe(my $from_node, my $node_out) or die "pipe: $!";
+pipe(my $node_in, my $to_node) or die "pipe: $!";
+
+my $pid = fork // die "fork: $!";
+if ($pid == 0) {
+    # a group of its own: node and its Chromium are stopped together
+    setpgid(0, 0);
+    close $from_node;
+    close $to_node;
+    open STDIN, '<&', $node_in or die "stdin: $!";
+    open STDOUT, '>&', $node_out or die "stdout: $!";
+    open STDERR, '>&', \*STDOUT or die "stderr: $!";
+    $ENV{ROOMS_CHROMIUM} = $CHROMIUM;
+    exec $node, "$NODE_DIR/demo_check.js", "http://127.0.0.1:$port/", $dir,
+        'DEMO' or die "exec: $!";
+}
+close $node_in;
+close $node_out;
+$to_node->autoflush(1);
+
+my $n = 0;
+my $done = 0;
+eval {
+    local $SIG{ALRM} = sub { die "timeout\n" };
+    alarm $LIMIT;
+    while (my $line = <$from_node>) {
+        chomp $line;
+        if ($line =~ /^(not )?ok - (.*)$/) {
+            ok(!$1, $2);
+            $n++;
+        } elsif ($line =~ /^do (\w+)$/ && $do{$1}) {
+            $do{$1}->();
+            print {$to_node} "done $1\n";
+        } else {
+            diag($line);
+        }
+    }
+    alarm 0;
+    $done = 1;
+};
+if (!$done) {
+    fail("the browser run ended within $LIMIT s");
+    kill 'KILL', -$pid;
+}
+waitpid($pid, 0);
+is($?, 0, 'demo_check.js exited 0');
+cmp_ok($n, '>=', 40, 'every check ran');
+
+ok(-s "$dir/demo-desktop.png" && -s "$dir/demo-mobile.png",
+    'screenshots taken');
+
+open my $log, '<', $t->error_log or die "error.log: $!";
+my @missing = grep { /No such file|favicon|\[error\].*open\(\)/ } <$log>;
+ok(!@missing, 'no 404 (favicon or other) in error.log')
+    or diag(join '', @missing);
+
+$t->finish;
