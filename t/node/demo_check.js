@@ -180,6 +180,12 @@ async function main() {
              li.textContent.includes("2 connected");
     }, room), "Alice's Rooms panel shows her room with 2 connected");
 
+    await b.evaluate(() => window.scrollTo(0, 0));
+    await a.screenshot({ path: `${outDir}/demo-desktop.png` });
+    await b.screenshot({ path: `${outDir}/demo-mobile.png` });
+    ok(await b.evaluate(() => document.documentElement.scrollWidth <= 375),
+       "nothing overflows 375 px");
+
     // 5. odd envelopes from a raw client are shown safely or skipped
     const m = await rawClient("Mallory");
     const html = '<img src=x onerror="window.__xss=1">';
@@ -230,11 +236,6 @@ async function main() {
        `a message of ${fit} characters (at the limit) is sent`);
     ok(await connected(a, 2000), "Alice is still connected");
 
-    await a.screenshot({ path: `${outDir}/demo-desktop.png` });
-    await b.screenshot({ path: `${outDir}/demo-mobile.png` });
-    ok(await b.evaluate(() => document.documentElement.scrollWidth <= 375),
-       "nothing overflows 375 px");
-
     // 7. a late joiner sees the history
     const c = await newUser(browser, "Carol", desktop);
     ok(await inLog(c, "Alice: hello from Alice") &&
@@ -255,6 +256,12 @@ async function main() {
     for (const what of ["restart_sidecar", "reload_nginx"]) {
       console.log(await ask(what));
       const t = `after ${what}`;
+      if (what === "reload_nginx") {
+        // the old workers close their clients (worker_shutdown_timeout)
+        ok(await inLog(a, "Connection lost (1001", 30000) &&
+           await inLog(b, "Connection lost (1001", 30000),
+           `${what}: the old workers closed both pages`);
+      }
       ok(await connected(a, 30000) && await connected(b, 30000),
          `${what}: both are connected`);
       states = await send(a, t);
