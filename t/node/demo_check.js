@@ -242,6 +242,20 @@ async function main() {
        await inLog(c, "Bob: hi Alice, Bob here"),
        "Carol, joining later, sees the history");
 
+    // a failed join (a name over 32 characters: HTTP 400) keeps the log
+    await c.click("#leave-btn");
+    await c.$eval("#name", (el) => { el.value = "n".repeat(40); });
+    await c.click("#join-btn");
+    ok(await until(c, () => document.getElementById("status").className ===
+                            "error" && !document.getElementById("join-btn")
+                            .disabled),
+       "Carol's join with a bad name fails");
+    ok((await logText(c)).includes("Bob: hi Alice, Bob here"),
+       "the failed join kept Carol's conversation");
+    // the browser logs the refused handshake itself: expected here
+    c.bad = c.bad.filter((l) => !/^console: WebSocket connection to .* 400/
+                                  .test(l));
+
     // 8. F5 keeps room and name, and the room
     await a.reload({ waitUntil: "load" });
     ok(await a.$eval("#room", (el) => el.value) === room &&
