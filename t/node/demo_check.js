@@ -1,7 +1,7 @@
 "use strict";
 
 // The demo page (demo/index.html) in headless Chromium, as its users
-// would use it; driven by t/42_demo.t, which serves the page and runs
+// would use it; driven by t/43_demo.t, which serves the page and runs
 // the stack.
 //
 //   node demo_check.js BASE_URL OUT_DIR ROOM
