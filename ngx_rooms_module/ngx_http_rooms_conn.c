@@ -402,27 +402,26 @@ static void
 ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
     ngx_http_connection_t *hc)
 {
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl, *ln;
+    ngx_buf_t     *b;
+    ngx_uint_t     i;
+    ngx_chain_t   *cl, *ln, **lists[2];
 
-    for (cl = hc->busy; cl; /* void */) {
-        ln = cl;
-        cl = cl->next;
-        ngx_pfree(c->pool, ln->buf->start);
-        ngx_free_chain(c->pool, ln);
+    lists[0] = &hc->busy;
+    lists[1] = &hc->free;
+
+    for (i = 0; i < 2; i++) {
+
+        for (cl = *lists[i]; cl; /* void */) {
+            ln = cl;
+            cl = cl->next;
+            ngx_pfree(c->pool, ln->buf->start);
+            ngx_free_chain(c->pool, ln);
+        }
+
+        *lists[i] = NULL;
     }
 
-    hc->busy = NULL;
     hc->nbusy = 0;
-
-    for (cl = hc->free; cl; /* void */) {
-        ln = cl;
-        cl = cl->next;
-        ngx_pfree(c->pool, ln->buf->start);
-        ngx_free_chain(c->pool, ln);
-    }
-
-    hc->free = NULL;
 
     b = c->buffer;
 
@@ -437,16 +436,12 @@ ngx_http_rooms_conn_request_gone(void *data)
 {
     ngx_http_rooms_conn_t  *conn = data;
 
-    if (conn->taken) {
-        return;
-    }
+    /* the takeover unlinks this cleanup: nginx closes the connection */
 
     ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
                   "rooms: request ended before the upgrade took over");
 
     ngx_http_rooms_conn_detach(conn);
-
-    conn->doomed = 1;
 }
 
 

@@ -12,7 +12,7 @@ use warnings;
 
 use Test::More;
 
-use Rooms::Test;
+use Rooms::Test qw(proc_rss);
 use Rooms::Test::Raw;
 
 my $PINGS = 400_000;
@@ -32,21 +32,13 @@ my $port = do {
 my ($worker) = $t->workers;
 ok($worker, "one worker ($worker)");
 
-sub rss_kb {
-    open my $fh, '<', "/proc/$worker/status" or return 0;
-    while (<$fh>) {
-        return $1 if /^VmRSS:\s+(\d+)/;
-    }
-    return 0;
-}
-
 my $c = Rooms::Test::Raw->connect(port => $port, room => 'PING',
     name => 'flood', rcvbuf => 2048);
 ok(ref $c, 'client joins') or BAIL_OUT('upgrade refused');
 my $w = $c->next_json(5, no_pong => 1);
 is($w && $w->{type}, 'welcome', 'welcome');
 
-my $before = rss_kb();
+my $before = proc_rss($worker);
 
 # empty pings, 1000 frames a write, the last one with a payload
 my $ping = Rooms::Test::Raw::frame(op => 9);
@@ -71,7 +63,7 @@ while (my $f = $c->read_frame(5)) {
         last;
     }
 }
-my $grown = rss_kb() - $before;
+my $grown = proc_rss($worker) - $before;
 
 ok($chat, 'the chat sent after the flood arrives: the flood was read');
 cmp_ok($grown, '<', 4096, "the worker grew by $grown KiB, not by "
