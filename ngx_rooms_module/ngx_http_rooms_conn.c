@@ -68,7 +68,13 @@ static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
 static void ngx_http_rooms_conn_request_gone(void *data);
-static void ngx_http_rooms_conn_keep(ngx_http_request_t *r);
+static void ngx_http_rooms_conn_keep(ngx_http_request_t *r,
+    ngx_http_rooms_conn_t *conn);
+static ngx_int_t ngx_http_rooms_conn_save_strings(ngx_http_request_t *r,
+    ngx_http_connection_t *hc);
+static void ngx_http_rooms_conn_relocate(ngx_http_request_t *r,
+    u_char *start, u_char *end, u_char *to);
+static void ngx_http_rooms_conn_free_request(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
     ngx_http_connection_t *hc);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
@@ -161,6 +167,7 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
     conn->last_out = &conn->out;
     conn->send_timeout = clcf->send_timeout;
     conn->last_recv = ngx_current_msec;
+    conn->start = ngx_current_msec;
     ngx_queue_init(&conn->member);
     ngx_queue_init(&conn->dirty);
     ngx_queue_init(&conn->live);
@@ -180,6 +187,8 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
 
     frame->refs = 0;
     frame->len = len;
+
+    conn->head_sent = c->sent + len;
 
     if (ngx_http_rooms_link_open(conn) != NGX_OK) {
         ngx_free(frame);
@@ -237,11 +246,13 @@ ngx_http_rooms_conn_drained(void)
  * Frees the request and makes the connection a bare WebSocket: our event
  * handlers, no HTTP state.  Frames pipelined behind the request are kept.
  *
- * What other modules tied to the request's life is released with its
- * pool, by the pool's cleanups: limit_conn's slot is one (SPEC section 5:
- * it is held for the life of the WebSocket).  A request whose pool has
- * cleanups is therefore kept until the connection closes; any other is
- * freed here, so that an idle WebSocket costs no request pool.
+ * The request is kept until the connection closes when its access log
+ * line is to be written then (rooms_log_at close, the default: SPEC
+ * section 5), with its strings moved out of the header buffers; and when
+ * other modules tied something to its life, released by its pool's
+ * cleanups: limit_conn's slot is one (SPEC section 5: it is held for the
+ * life of the WebSocket).  Any other request is logged and freed here,
+ * so that an idle WebSocket costs no request pool.
  */
 
 static void
@@ -251,6 +262,7 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
     u_char                 *in;
     ngx_buf_t              *b;
     ngx_int_t               rc;
+    ngx_uint_t              keep;
     ngx_connection_t       *c;
     ngx_pool_cleanup_t    **cln;
     ngx_http_request_t     *r;
@@ -274,6 +286,7 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
 
         } else {
             ngx_memcpy(in, b->pos, size);
+            conn->bytes_in = size;
         }
     }
 
@@ -286,8 +299,18 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
         }
     }
 
-    if (r->pool->cleanup != NULL && !conn->doomed) {
-        ngx_http_rooms_conn_keep(r);
+    keep = !conn->doomed && (r->pool->cleanup != NULL || conn->log_close);
+
+    if (keep && conn->log_close
+        && ngx_http_rooms_conn_save_strings(r, hc) != NGX_OK)
+    {
+        /* logged now, as a freed one */
+        conn->log_close = 0;
+        keep = (r->pool->cleanup != NULL);
+    }
+
+    if (keep) {
+        ngx_http_rooms_conn_keep(r, conn);
 
     } else {
         ngx_http_free_request(r, 0);
@@ -344,35 +367,38 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
 
 
 /*
- * Keeps the request for the life of the WebSocket: it is logged now, as
- * a freed one is, and error lines stop showing it (its strings are in
- * the header buffers, freed at the takeover).  The connection's finalize
- * frees it, and ngx_http_free_request() then skips the log (r->logged).
+ * Keeps the request for the life of the WebSocket.  Unless its line is
+ * written at the close (then by ngx_http_free_request()), it is logged
+ * now, as a freed one is, and the close skips the log (r->logged).
+ * Error lines stop showing it either way.
  */
 
 static void
-ngx_http_rooms_conn_keep(ngx_http_request_t *r)
+ngx_http_rooms_conn_keep(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
 {
     ngx_uint_t                  i, n;
     ngx_http_log_ctx_t         *ctx;
     ngx_http_handler_pt        *log_handler;
     ngx_http_core_main_conf_t  *cmcf;
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "rooms: request kept for the life of the WebSocket");
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "rooms: request kept for the life of the WebSocket, "
+                   "logged at the %s", conn->log_close ? "close" : "upgrade");
 
-    r->connection->log->action = "logging request";
+    if (!conn->log_close) {
+        r->connection->log->action = "logging request";
 
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+        cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
 
-    log_handler = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
-    n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
+        log_handler = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
+        n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
 
-    for (i = 0; i < n; i++) {
-        log_handler[i](r);
+        for (i = 0; i < n; i++) {
+            log_handler[i](r);
+        }
+
+        r->logged = 1;
     }
-
-    r->logged = 1;
 
 #if (NGX_STAT_STUB)
 
@@ -388,6 +414,131 @@ ngx_http_rooms_conn_keep(ngx_http_request_t *r)
     ctx = r->connection->log->data;
     ctx->request = NULL;
     ctx->current_request = NULL;
+}
+
+
+/*
+ * The request's strings are in the header buffers, freed at the takeover:
+ * for a line written at the close, what of them was read is copied into
+ * the request's pool, and the pointers into them are moved there: the
+ * request's own, its headers' and the values of the variables evaluated
+ * so far.  Nothing else of a request refers to those buffers.
+ */
+
+static ngx_int_t
+ngx_http_rooms_conn_save_strings(ngx_http_request_t *r,
+    ngx_http_connection_t *hc)
+{
+    u_char       *p, *last;
+    size_t        size;
+    ngx_buf_t    *b;
+    ngx_uint_t    pass;
+    ngx_chain_t  *cl, first;
+
+    first.buf = r->connection->buffer;
+    first.next = hc->busy;
+
+    p = NULL;
+    size = 0;
+
+    for (pass = 0; pass < 2; pass++) {
+
+        for (cl = first.buf ? &first : hc->busy; cl; cl = cl->next) {
+            b = cl->buf;
+
+            /* the bytes pipelined behind the request are not its own */
+            last = (b == r->header_in) ? b->pos : b->last;
+
+            if (pass == 0) {
+                size += last - b->start;
+                continue;
+            }
+
+            ngx_memcpy(p, b->start, last - b->start);
+            ngx_http_rooms_conn_relocate(r, b->start, last, p);
+            p += last - b->start;
+        }
+
+        if (pass == 0) {
+            p = ngx_pnalloc(r->pool, size);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+#define ngx_http_rooms_reloc(ptr)                                            \
+    if ((u_char *) (ptr) >= start && (u_char *) (ptr) <= end) {               \
+        (ptr) = to + ((u_char *) (ptr) - start);                              \
+    }
+
+static void
+ngx_http_rooms_conn_relocate(ngx_http_request_t *r, u_char *start,
+    u_char *end, u_char *to)
+{
+    ngx_uint_t                  i;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_variable_value_t  *v;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    ngx_http_rooms_reloc(r->request_line.data);
+    ngx_http_rooms_reloc(r->uri.data);
+    ngx_http_rooms_reloc(r->args.data);
+    ngx_http_rooms_reloc(r->exten.data);
+    ngx_http_rooms_reloc(r->unparsed_uri.data);
+    ngx_http_rooms_reloc(r->method_name.data);
+    ngx_http_rooms_reloc(r->http_protocol.data);
+    ngx_http_rooms_reloc(r->schema.data);
+    ngx_http_rooms_reloc(r->captures_data);
+    ngx_http_rooms_reloc(r->headers_in.server.data);
+    ngx_http_rooms_reloc(r->headers_in.user.data);
+    ngx_http_rooms_reloc(r->headers_in.passwd.data);
+
+    ngx_http_rooms_reloc(r->header_name_start);
+    ngx_http_rooms_reloc(r->header_name_end);
+    ngx_http_rooms_reloc(r->header_start);
+    ngx_http_rooms_reloc(r->header_end);
+    ngx_http_rooms_reloc(r->uri_start);
+    ngx_http_rooms_reloc(r->uri_end);
+    ngx_http_rooms_reloc(r->uri_ext);
+    ngx_http_rooms_reloc(r->args_start);
+    ngx_http_rooms_reloc(r->request_start);
+    ngx_http_rooms_reloc(r->request_end);
+    ngx_http_rooms_reloc(r->method_end);
+    ngx_http_rooms_reloc(r->schema_start);
+    ngx_http_rooms_reloc(r->schema_end);
+    ngx_http_rooms_reloc(r->host_start);
+    ngx_http_rooms_reloc(r->host_end);
+    ngx_http_rooms_reloc(r->port_start);
+    ngx_http_rooms_reloc(r->port_end);
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            ngx_http_rooms_reloc(h[i].key.data);
+            ngx_http_rooms_reloc(h[i].value.data);
+            ngx_http_rooms_reloc(h[i].lowcase_key);
+        }
+    }
+
+    if (r->variables == NULL) {
+        return;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+    v = r->variables;
+
+    for (i = 0; i < cmcf->variables.nelts; i++) {
+        if (v[i].valid) {
+            ngx_http_rooms_reloc(v[i].data);
+        }
+    }
 }
 
 
@@ -534,6 +685,7 @@ ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
         }
 
         conn->last_recv = ngx_current_msec;
+        conn->bytes_in += n;
         budget -= ngx_min((size_t) n, budget);
 
         rc = ngx_http_rooms_conn_input(conn, ngx_http_rooms_recv_buf,
@@ -685,6 +837,7 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
 
         } else {
             /* sent to the sidecar, or held while there is none */
+            conn->messages_in++;
             rc = ngx_http_rooms_link_message(conn, (u_char *) ev->data,
                                              ev->len);
         }
@@ -710,6 +863,10 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
 
     case NGX_ROOMS_WS_OP_CLOSE:
         conn->close_received = 1;
+
+        if (conn->close_code == 0) {
+            conn->close_code = ev->status;
+        }
 
         if (conn->close_sent) {
             /* the close handshake is complete once ours is written */
@@ -817,6 +974,10 @@ ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
 
     payload[0] = (u_char) (status >> 8);
     payload[1] = (u_char) (status & 0xff);
+
+    if (conn->close_code == 0) {
+        conn->close_code = status;
+    }
 
     if (len) {
         ngx_memcpy(payload + 2, reason, len);
@@ -1155,6 +1316,11 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
             next = conn->out->next;
             out = (ngx_http_rooms_out_t *) conn->out;
 
+            /* a data frame: not the 101, not a control frame */
+            if ((out->frame->data[0] & 0x88) == 0x80) {
+                conn->messages_out++;
+            }
+
             ngx_http_rooms_conn_unqueue(conn, out);
 
             conn->out = next;
@@ -1220,16 +1386,14 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
 
 
 /*
- * Closes the client connection, and frees its request if it was kept
- * (a limit_conn slot goes back); before the takeover, it only marks it,
+ * Closes the client connection, and logs and frees its request if it was
+ * kept (a limit_conn slot goes back); before the takeover, it only marks it,
  * and the takeover closes it.
  */
 
 static void
 ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
 {
-    ngx_http_request_t  *r;
-
     ngx_http_rooms_conn_detach(conn);
 
     if (!conn->taken) {
@@ -1237,14 +1401,32 @@ ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
         return;
     }
 
-    r = conn->request;
-
-    if (r != NULL) {
-        conn->request = NULL;
-        ngx_http_free_request(r, 0);
-    }
+    ngx_http_rooms_conn_free_request(conn);
 
     ngx_http_close_connection(conn->connection);
+}
+
+
+/* logs the request at the close if it was kept for that, and frees it */
+
+static void
+ngx_http_rooms_conn_free_request(ngx_http_rooms_conn_t *conn)
+{
+    ngx_http_request_t  *r;
+
+    r = conn->request;
+
+    if (r == NULL) {
+        return;
+    }
+
+    conn->request = NULL;
+
+    if (conn->taken && conn->close_code == 0) {
+        conn->close_code = NGX_ROOMS_WS_CLOSE_ABNORMAL;
+    }
+
+    ngx_http_free_request(r, 0);
 }
 
 
@@ -1282,10 +1464,7 @@ ngx_http_rooms_conn_exit(void)
 
         /* before the takeover, or kept for the life of the WebSocket */
 
-        if (conn->request != NULL) {
-            ngx_http_free_request(conn->request, 0);
-            conn->request = NULL;
-        }
+        ngx_http_rooms_conn_free_request(conn);
 
         ngx_http_close_connection(c);
     }

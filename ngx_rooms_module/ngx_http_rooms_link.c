@@ -273,6 +273,17 @@ ngx_http_rooms_link_token(ngx_http_rooms_link_t *link)
 }
 
 
+/* buf has room for NGX_HTTP_ROOMS_PLAYER_MAX bytes */
+
+u_char *
+ngx_http_rooms_link_player(ngx_http_rooms_conn_t *conn, u_char *buf)
+{
+    return ngx_snprintf(buf, NGX_HTTP_ROOMS_PLAYER_MAX, "%*s.%P.%uL",
+                        sizeof(ngx_http_rooms_link.token),
+                        ngx_http_rooms_link.token, ngx_pid, conn->id);
+}
+
+
 ngx_uint_t
 ngx_http_rooms_link_up(void)
 {
@@ -1067,8 +1078,7 @@ ngx_http_rooms_link_announce(ngx_http_rooms_link_t *link,
     u_char               player[NGX_HTTP_ROOMS_PLAYER_MAX], *p;
     ngx_rooms_ipc_msg_t  msg;
 
-    p = ngx_snprintf(player, sizeof(player), "%*s.%P.%uL",
-                     sizeof(link->token), link->token, ngx_pid, conn->id);
+    p = ngx_http_rooms_link_player(conn, player);
 
     ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
 

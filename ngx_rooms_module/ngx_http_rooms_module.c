@@ -60,6 +60,7 @@ static ngx_int_t ngx_http_rooms_origin_valid(ngx_str_t *pattern);
 static char *ngx_http_rooms_merge_source(ngx_conf_t *cf,
     ngx_http_complex_value_t **cv, ngx_http_complex_value_t *prev,
     char *dflt);
+static ngx_int_t ngx_http_rooms_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_rooms_init_process(ngx_cycle_t *cycle);
 static void ngx_http_rooms_exit_process(ngx_cycle_t *cycle);
 
@@ -68,6 +69,13 @@ static ngx_http_handler_pt  ngx_http_rooms_websocket_handler_pt =
     ngx_http_rooms_websocket_handler;
 static ngx_http_handler_pt  ngx_http_rooms_list_handler_pt =
     ngx_http_rooms_list_handler;
+
+
+static ngx_conf_enum_t  ngx_http_rooms_log_at[] = {
+    { ngx_string("close"), NGX_HTTP_ROOMS_LOG_CLOSE },
+    { ngx_string("upgrade"), NGX_HTTP_ROOMS_LOG_UPGRADE },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_rooms_commands[] = {
@@ -170,12 +178,19 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
       offsetof(ngx_http_rooms_loc_conf_t, output_queue_size),
       NULL },
 
+    { ngx_string("rooms_log_at"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, log_at),
+      &ngx_http_rooms_log_at },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_rooms_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_rooms_preconfiguration,       /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_rooms_create_main_conf,       /* create main configuration */
@@ -295,6 +310,7 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
     conn->out_limit = rlcf->output_queue_size;
     conn->ping_interval = rlcf->ping_interval;
     conn->idle_timeout = rlcf->idle_timeout;
+    conn->log_close = (rlcf->log_at == NGX_HTTP_ROOMS_LOG_CLOSE);
 
     rc = ngx_http_rooms_conn_start(r, conn, &accept);
 
@@ -960,6 +976,7 @@ ngx_http_rooms_create_loc_conf(ngx_conf_t *cf)
     rlcf->output_queue_size = NGX_CONF_UNSET_SIZE;
     rlcf->ping_interval = NGX_CONF_UNSET_MSEC;
     rlcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    rlcf->log_at = NGX_CONF_UNSET_UINT;
 
     return rlcf;
 }
@@ -991,6 +1008,8 @@ ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->max_message_size, 16 * 1024);
     ngx_conf_merge_size_value(conf->output_queue_size,
                               prev->output_queue_size, 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->log_at, prev->log_at,
+                              NGX_HTTP_ROOMS_LOG_CLOSE);
 
     if (conf->max_message_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1212,6 +1231,13 @@ ngx_http_rooms_origin_valid(ngx_str_t *pattern)
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_rooms_add_variables(cf);
 }
 
 

@@ -24,6 +24,9 @@
 #define NGX_HTTP_ROOMS_PLAYER_MAX     64      /* token.pid.conn */
 #define NGX_HTTP_ROOMS_MESSAGE_MAX    (1024 * 1024)
 
+#define NGX_HTTP_ROOMS_LOG_CLOSE      0
+#define NGX_HTTP_ROOMS_LOG_UPGRADE    1
+
 
 typedef struct {
     ngx_addr_t                    *sidecar;
@@ -42,6 +45,7 @@ typedef struct {
     size_t                         output_queue_size;
     ngx_msec_t                     ping_interval;
     ngx_msec_t                     idle_timeout;
+    ngx_uint_t                     log_at;
 } ngx_http_rooms_loc_conf_t;
 
 
@@ -99,6 +103,14 @@ typedef struct {
     ngx_msec_t                     idle_timeout;
     ngx_msec_t                     last_recv;
 
+    /* for the access log ($rooms_* variables) */
+    ngx_msec_t                     start;       /* of the WebSocket */
+    uint64_t                       messages_in;
+    uint64_t                       messages_out;
+    uint64_t                       bytes_in;
+    off_t                          head_sent;   /* c->sent before frames */
+    ngx_uint_t                     close_code;  /* 0: none yet */
+
     ngx_rooms_ws_parser_t          parser;
 
     u_char                         code[NGX_HTTP_ROOMS_ROOM_MAX];
@@ -117,6 +129,7 @@ typedef struct {
     unsigned                       taken:1;     /* the request is gone */
     unsigned                       doomed:1;    /* close at the takeover */
     unsigned                       failed:1;    /* close when flushed */
+    unsigned                       log_close:1; /* request logged at close */
 } ngx_http_rooms_conn_t;
 
 
@@ -138,6 +151,7 @@ ngx_int_t ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn,
 ngx_int_t ngx_http_rooms_link_open(ngx_http_rooms_conn_t *conn);
 void ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn);
 ngx_int_t ngx_http_rooms_link_rooms_request(ngx_http_request_t *r);
+u_char *ngx_http_rooms_link_player(ngx_http_rooms_conn_t *conn, u_char *buf);
 
 ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
     ngx_http_rooms_conn_t *conn, ngx_str_t *accept);
@@ -154,6 +168,8 @@ void ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn,
     ngx_uint_t status, u_char *reason, size_t len);
 void ngx_http_rooms_conn_flush_dirty(void);
 void ngx_http_rooms_conn_exit(void);
+
+ngx_int_t ngx_http_rooms_add_variables(ngx_conf_t *cf);
 
 
 extern ngx_module_t  ngx_http_rooms_module;

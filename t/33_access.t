@@ -31,8 +31,10 @@ $t->start_redis;
 $t->start_sidecar;
 
 my $dir = $t->dir;
+# logged at the upgrade: the memory measured is what a held slot costs,
+# not a line at the close (t/46_access_log.t)
 my $port = $t->start_nginx(main => 'worker_shutdown_timeout 1s;',
-    http => <<'EOF', server => <<"EOF" . <<'EOF');
+    ws => 'rooms_log_at upgrade;', http => <<'EOF', server => <<"EOF" . <<'EOF');
     rooms_shutdown_spread 200ms;
     limit_conn_zone $binary_remote_addr zone=perip:1m;
     limit_conn_zone $binary_remote_addr zone=many:1m;
@@ -43,11 +45,13 @@ EOF
             rooms_websocket;
             limit_conn perip 2;
             access_log $dir/ws-conn.log;
+            rooms_log_at upgrade;
         }
 EOF
 
         location = /ws-many {
             rooms_websocket;
+            rooms_log_at upgrade;
             limit_conn many 1000;
         }
 
