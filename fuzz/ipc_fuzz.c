@@ -175,11 +175,13 @@ rooms_fuzz_known(unsigned type)
     case NGX_ROOMS_IPC_MESSAGE:
     case NGX_ROOMS_IPC_CLOSE:
     case NGX_ROOMS_IPC_ROOMS:
+    case NGX_ROOMS_IPC_STATS:
     case NGX_ROOMS_IPC_SEND:
     case NGX_ROOMS_IPC_ATTACH:
     case NGX_ROOMS_IPC_BROADCAST:
     case NGX_ROOMS_IPC_KICK:
     case NGX_ROOMS_IPC_ROOMS_REPLY:
+    case NGX_ROOMS_IPC_STATS_REPLY:
     case NGX_ROOMS_IPC_HELLO_ACK:
     case NGX_ROOMS_IPC_ACK:
         return 1;

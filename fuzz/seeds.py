@@ -89,11 +89,15 @@ IPC_SEEDS = {
     'message': ipc(0x03, struct.pack('>QQB', 7, 1, 0) + CHAT),
     'close': ipc(0x04, struct.pack('>Q', 7)),
     'rooms': ipc(0x05, struct.pack('>Q', 1)),
+    'stats': ipc(0x06, struct.pack('>Q', 2)),
     'send': ipc(0x81, struct.pack('>Q', 7) + b'{"type":"welcome"}'),
     'attach': ipc(0x82, struct.pack('>QQ', 7, 12)),
     'broadcast': ipc(0x83, str8(b'ABCD') + struct.pack('>Q', 12) + CHAT),
     'kick': ipc(0x84, struct.pack('>QH', 7, 1008) + b'slow'),
     'rooms_reply': ipc(0x85, struct.pack('>Q', 1) + b'[]'),
+    'stats_reply': ipc(0x88, struct.pack('>Q', 2)
+                       + b'# TYPE rooms_sidecar_rooms gauge\n'
+                       + b'rooms_sidecar_rooms 1\n'),
     'hello_ack': ipc(0x86, struct.pack('>HI', 2, 99)),
     'ack': ipc(0x87, struct.pack('>QQ', 7, 1) + b'{"type":"error"}'),
     'unknown': ipc(0x42, b'future'),
@@ -158,7 +162,10 @@ OPEN = ipc(0x02, struct.pack('>QBQ', 7, 0, 0) + str8(b'ABCD')
 LINK_SEEDS = {
     'session': link_stream(
         HELLO, OPEN, ipc(0x03, struct.pack('>QQB', 7, 1, 0) + CHAT),
-        ipc(0x05, struct.pack('>Q', 1)), ipc(0x04, struct.pack('>Q', 7))),
+        ipc(0x05, struct.pack('>Q', 1)), ipc(0x06, struct.pack('>Q', 2)),
+        ipc(0x04, struct.pack('>Q', 7))),
+    'stats_first': link_stream(HELLO, ipc(0x06, struct.pack('>Q', 1)),
+                               ipc(0x06, b'\x00' * 7), control=b'\x03\x02'),
     'resume': link_stream(
         HELLO, ipc(0x02, struct.pack('>QBQ', 9, 3, 41) + str8(b'R_1-2')
                    + str8(b'b') + str8(b'tok.1.9')),

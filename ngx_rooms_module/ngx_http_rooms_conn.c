@@ -32,6 +32,9 @@
     ((len) + sizeof(ngx_http_rooms_out_t) + sizeof(ngx_http_rooms_frame_t))
 #define NGX_HTTP_ROOMS_HOLD        3600000
 
+/* closes_total: closed without a close frame (RFC 6455, 7.1.5) */
+#define NGX_HTTP_ROOMS_CLOSE_LOST  1006
+
 
 /*
  * A graceful shutdown (reload, binary upgrade) does not drop clients:
@@ -197,6 +200,9 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
 
     ngx_queue_insert_tail(&ngx_http_rooms_live, &conn->live);
 
+    ngx_http_rooms_stats->connections++;
+    ngx_http_rooms_metrics_upgrade(NGX_HTTP_SWITCHING_PROTOCOLS);
+
     /* hold the worker through a graceful shutdown while it has clients */
 
     if (!ngx_http_rooms_drain.event.timer_set) {
@@ -287,6 +293,7 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
         } else {
             ngx_memcpy(in, b->pos, size);
             conn->bytes_in = size;
+            ngx_http_rooms_count(NGX_HTTP_ROOMS_M_BYTES_IN, size);
         }
     }
 
@@ -688,6 +695,8 @@ ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
         conn->bytes_in += n;
         budget -= ngx_min((size_t) n, budget);
 
+        ngx_http_rooms_count(NGX_HTTP_ROOMS_M_BYTES_IN, n);
+
         rc = ngx_http_rooms_conn_input(conn, ngx_http_rooms_recv_buf,
                                        ngx_http_rooms_recv_buf + n);
         if (rc != NGX_OK) {
@@ -836,6 +845,8 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
             rc = NGX_OK;
 
         } else {
+            ngx_http_rooms_count(NGX_HTTP_ROOMS_M_MESSAGES_IN, 1);
+
             /* sent to the sidecar, or held while there is none */
             conn->messages_in++;
             rc = ngx_http_rooms_link_message(conn, (u_char *) ev->data,
@@ -991,6 +1002,8 @@ ngx_http_rooms_conn_close_with(ngx_http_rooms_conn_t *conn,
     }
 
     conn->close_sent = 1;
+
+    ngx_http_rooms_metrics_close(status);
 
     /* the sidecar forgets the client now; its close may never come */
 
@@ -1153,6 +1166,8 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
                       "rooms: client too slow, %uz bytes queued",
                       conn->out_size);
 
+        ngx_http_rooms_count(NGX_HTTP_ROOMS_M_SLOW_KICKS, 1);
+
         if (frame->refs == 0) {
             ngx_free(frame);
         }
@@ -1312,6 +1327,8 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
             return NGX_ERROR;
         }
 
+        ngx_http_rooms_count(NGX_HTTP_ROOMS_M_BYTES_OUT, c->sent - sent);
+
         while (conn->out != cl) {
             next = conn->out->next;
             out = (ngx_http_rooms_out_t *) conn->out;
@@ -1319,6 +1336,7 @@ ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn)
             /* a data frame: not the 101, not a control frame */
             if ((out->frame->data[0] & 0x88) == 0x80) {
                 conn->messages_out++;
+                ngx_http_rooms_count(NGX_HTTP_ROOMS_M_MESSAGES_OUT, 1);
             }
 
             ngx_http_rooms_conn_unqueue(conn, out);
@@ -1619,6 +1637,12 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
     if (!ngx_queue_empty(&conn->live)) {
         ngx_queue_remove(&conn->live);
         ngx_queue_init(&conn->live);
+
+        ngx_http_rooms_stats->connections--;
+
+        if (!conn->close_sent) {
+            ngx_http_rooms_metrics_close(NGX_HTTP_ROOMS_CLOSE_LOST);
+        }
 
         /* the last client gone, a shutting down worker may exit */
 

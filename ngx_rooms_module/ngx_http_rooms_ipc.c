@@ -83,6 +83,7 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
 
     case NGX_ROOMS_IPC_CLOSE:
     case NGX_ROOMS_IPC_ROOMS:
+    case NGX_ROOMS_IPC_STATS:
         if (end - p < 8) {
             return NGX_ROOMS_IPC_MALFORMED;
         }
@@ -122,6 +123,7 @@ ngx_rooms_ipc_decode(const uint8_t *buf, size_t len,
 
     case NGX_ROOMS_IPC_SEND:
     case NGX_ROOMS_IPC_ROOMS_REPLY:
+    case NGX_ROOMS_IPC_STATS_REPLY:
         if (end - p < 8) {
             return NGX_ROOMS_IPC_MALFORMED;
         }
@@ -267,7 +269,7 @@ ngx_rooms_ipc_encode_head(uint8_t *buf, const ngx_rooms_ipc_msg_t *msg)
         break;
 
     default:
-        /* CLOSE, ROOMS, SEND, ROOMS_REPLY */
+        /* CLOSE, ROOMS, STATS, SEND, ROOMS_REPLY, STATS_REPLY */
         p = ngx_rooms_ipc_put64(p, msg->id);
         break;
     }
@@ -309,6 +311,7 @@ ngx_rooms_ipc_layout(const ngx_rooms_ipc_msg_t *msg, size_t *head,
 
     case NGX_ROOMS_IPC_CLOSE:
     case NGX_ROOMS_IPC_ROOMS:
+    case NGX_ROOMS_IPC_STATS:
         *head = 8;
         return 0;
 
@@ -326,6 +329,7 @@ ngx_rooms_ipc_layout(const ngx_rooms_ipc_msg_t *msg, size_t *head,
 
     case NGX_ROOMS_IPC_SEND:
     case NGX_ROOMS_IPC_ROOMS_REPLY:
+    case NGX_ROOMS_IPC_STATS_REPLY:
         *head = 8;
         break;
 

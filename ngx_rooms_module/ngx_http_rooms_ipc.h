@@ -34,6 +34,7 @@ extern "C" {
 #define NGX_ROOMS_IPC_MESSAGE        0x03
 #define NGX_ROOMS_IPC_CLOSE          0x04
 #define NGX_ROOMS_IPC_ROOMS          0x05
+#define NGX_ROOMS_IPC_STATS          0x06
 
 /* sidecar to worker */
 #define NGX_ROOMS_IPC_SEND           0x81
@@ -43,6 +44,7 @@ extern "C" {
 #define NGX_ROOMS_IPC_ROOMS_REPLY    0x85
 #define NGX_ROOMS_IPC_HELLO_ACK      0x86
 #define NGX_ROOMS_IPC_ACK            0x87
+#define NGX_ROOMS_IPC_STATS_REPLY    0x88
 
 /* OPEN flags */
 #define NGX_ROOMS_IPC_F_RESUME       0x01
@@ -75,7 +77,8 @@ typedef struct {
     unsigned             version;     /* HELLO, HELLO_ACK */
     unsigned             status;      /* KICK: WebSocket close status */
     uint32_t             pid;         /* HELLO */
-    uint64_t             id;          /* conn, or request id for ROOMS */
+    uint64_t             id;          /* conn, or request id for ROOMS,
+                                         STATS */
     uint64_t             since;       /* OPEN */
     uint64_t             seq;         /* MESSAGE, ACK */
     uint64_t             last_id;     /* ATTACH, BROADCAST */
@@ -83,7 +86,8 @@ typedef struct {
     ngx_rooms_ipc_str_t  name;        /* OPEN */
     ngx_rooms_ipc_str_t  player;      /* OPEN */
     ngx_rooms_ipc_str_t  payload;     /* MESSAGE, SEND, BROADCAST, KICK,
-                                         ROOMS_REPLY, ACK; unknown types:
+                                         ROOMS_REPLY, STATS_REPLY, ACK;
+                                         unknown types:
                                          body */
 } ngx_rooms_ipc_msg_t;
 

@@ -15,14 +15,13 @@
  * The worker's one link to the sidecar (docs/protocol.md): connection and
  * reconnection, frame I/O, and the worker's indexes that sidecar frames
  * address: live connections by number, attached members by room, pending
- * GET /rooms requests.
+ * GET /rooms and metrics requests.
  */
 
 
 #define NGX_HTTP_ROOMS_LINK_BUF          65536
 #define NGX_HTTP_ROOMS_BACKOFF_MIN       50
 #define NGX_HTTP_ROOMS_BACKOFF_MAX       500
-#define NGX_HTTP_ROOMS_LIST_TIMEOUT      5000
 #define NGX_HTTP_ROOMS_LINK_OUT_MAX      (64 * 1024 * 1024)
 
 
@@ -36,6 +35,7 @@ typedef struct {
 typedef struct {
     ngx_queue_t                    queue;
     uint64_t                       id;
+    ngx_uint_t                     type;        /* ROOMS or STATS */
     ngx_http_request_t            *request;
     ngx_event_t                    timeout;
 } ngx_http_rooms_pending_t;
@@ -77,6 +77,7 @@ typedef struct {
     u_char                         token[12];   /* of this worker's ids */
 
     ngx_queue_t                    held;        /* unsent messages, by age */
+    ngx_uint_t                     held_n;
     ngx_queue_t                    sent;        /* sent, unanswered, by
                                                    sent_at */
     size_t                         unanswered_size; /* memory they hold */
@@ -102,6 +103,7 @@ typedef struct {
 
     ngx_queue_t                    pending;
     uint64_t                       next_request;
+    ngx_uint_t                     ups;         /* HELLO_ACKs so far */
 } ngx_http_rooms_link_t;
 
 
@@ -537,6 +539,12 @@ ngx_http_rooms_link_ready(ngx_http_rooms_link_t *link)
     link->up = 1;
     now = ngx_current_msec;
 
+    ngx_http_rooms_stats->link_up = 1;
+
+    if (link->ups++) {
+        ngx_http_rooms_count(NGX_HTTP_ROOMS_M_LINK_RECONNECTS, 1);
+    }
+
     ngx_log_error(NGX_LOG_INFO, link->log, 0,
                   "rooms: sidecar at \"%V\" ready", &link->addr->name);
 
@@ -627,6 +635,7 @@ ngx_http_rooms_link_down(ngx_http_rooms_link_t *link, ngx_uint_t retry)
     }
 
     link->up = 0;
+    ngx_http_rooms_stats->link_up = 0;
 
     if (link->connection) {
         ngx_close_connection(link->connection);
@@ -863,13 +872,17 @@ ngx_http_rooms_link_dispatch(ngx_http_rooms_link_t *link,
         break;
 
     case NGX_ROOMS_IPC_ROOMS_REPLY:
+    case NGX_ROOMS_IPC_STATS_REPLY:
         for (q = ngx_queue_head(&link->pending);
              q != ngx_queue_sentinel(&link->pending);
              q = ngx_queue_next(q))
         {
             pending = ngx_queue_data(q, ngx_http_rooms_pending_t, queue);
 
-            if (pending->id == msg->id) {
+            if (pending->id == msg->id
+                && (pending->type == NGX_ROOMS_IPC_STATS)
+                   == (msg->type == NGX_ROOMS_IPC_STATS_REPLY))
+            {
                 ngx_http_rooms_list_reply(pending, NGX_HTTP_OK,
                                           &msg->payload);
                 break;
@@ -1214,12 +1227,17 @@ ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn, u_char *data,
 
     ngx_queue_insert_tail(&conn->unanswered, &m->queue);
     ngx_queue_insert_tail(&link->held, &m->held);
+    link->held_n++;
     link->unanswered_size += NGX_HTTP_ROOMS_MSG_SIZE(len);
     conn->unanswered_size += NGX_HTTP_ROOMS_MSG_SIZE(len);
+
+    ngx_http_rooms_stats->hold_bytes = link->unanswered_size;
 
     if (link->up && conn->announced) {
         return ngx_http_rooms_link_send_msg(link, m, 0);
     }
+
+    ngx_http_rooms_stats->held = link->held_n;
 
     if (!link->hold.timer_set) {
         ngx_add_timer(&link->hold, link->hold_time);
@@ -1252,6 +1270,12 @@ ngx_http_rooms_link_send_msg(ngx_http_rooms_link_t *link,
 
     ngx_queue_remove(&m->held);
     ngx_queue_insert_tail(&link->sent, &m->held);
+
+    if (!m->sent) {
+        link->held_n--;
+        ngx_http_rooms_stats->held = link->held_n;
+    }
+
     m->sent = 1;
     m->sent_at = ngx_current_msec;
 
@@ -1297,8 +1321,15 @@ ngx_http_rooms_link_free_msg(ngx_http_rooms_link_t *link,
     ngx_queue_remove(&m->queue);
     ngx_queue_remove(&m->held);
 
+    if (!m->sent) {
+        link->held_n--;
+        ngx_http_rooms_stats->held = link->held_n;
+    }
+
     link->unanswered_size -= NGX_HTTP_ROOMS_MSG_SIZE(m->len);
     m->conn->unanswered_size -= NGX_HTTP_ROOMS_MSG_SIZE(m->len);
+
+    ngx_http_rooms_stats->hold_bytes = link->unanswered_size;
 
     ngx_http_rooms_memory_freed(NGX_HTTP_ROOMS_MSG_SIZE(m->len));
 
@@ -1338,6 +1369,8 @@ ngx_http_rooms_link_hold_handler(ngx_event_t *ev)
 
         ngx_log_error(NGX_LOG_INFO, m->conn->connection->log, 0,
                       "rooms: no sidecar for %Mms, message refused", age);
+
+        ngx_http_rooms_count(NGX_HTTP_ROOMS_M_HELD_EXPIRED, 1);
 
         ngx_http_rooms_link_refuse(link, m);
     }
@@ -1422,6 +1455,8 @@ ngx_http_rooms_link_refuse(ngx_http_rooms_link_t *link,
 
     ngx_http_rooms_link_free_msg(link, m);
 
+    ngx_http_rooms_count(NGX_HTTP_ROOMS_M_UNAVAILABLE, 1);
+
     ngx_http_rooms_link_send_text(conn, buf, p - buf);
 }
 
@@ -1431,6 +1466,8 @@ ngx_http_rooms_link_unavailable(ngx_http_rooms_conn_t *conn, u_char *data,
     size_t len)
 {
     u_char  buf[NGX_HTTP_ROOMS_UNAVAILABLE_LEN], *p;
+
+    ngx_http_rooms_count(NGX_HTTP_ROOMS_M_UNAVAILABLE, 1);
 
     p = ngx_http_rooms_link_unavailable_json(buf, data, len);
 
@@ -1614,8 +1651,14 @@ ngx_http_rooms_link_flush(ngx_http_rooms_link_t *link)
 }
 
 
+/*
+ * A GET /rooms (ROOMS) or a metrics page (STATS): the sidecar's reply
+ * answers it, or the timeout, or the link's loss.
+ */
+
 ngx_int_t
-ngx_http_rooms_link_rooms_request(ngx_http_request_t *r)
+ngx_http_rooms_link_request(ngx_http_request_t *r, ngx_uint_t type,
+    ngx_msec_t timeout)
 {
     ngx_rooms_ipc_msg_t        msg;
     ngx_http_cleanup_t        *cln;
@@ -1635,11 +1678,12 @@ ngx_http_rooms_link_rooms_request(ngx_http_request_t *r)
     }
 
     pending->id = link->next_request++;
+    pending->type = type;
     pending->request = r;
 
     ngx_memzero(&msg, sizeof(ngx_rooms_ipc_msg_t));
 
-    msg.type = NGX_ROOMS_IPC_ROOMS;
+    msg.type = type;
     msg.id = pending->id;
 
     if (ngx_http_rooms_link_queue(link, &msg) != NGX_OK) {
@@ -1652,7 +1696,7 @@ ngx_http_rooms_link_rooms_request(ngx_http_request_t *r)
     pending->timeout.data = pending;
     pending->timeout.log = r->connection->log;
 
-    ngx_add_timer(&pending->timeout, NGX_HTTP_ROOMS_LIST_TIMEOUT);
+    ngx_add_timer(&pending->timeout, timeout);
 
     cln->handler = ngx_http_rooms_list_cleanup;
     cln->data = pending;
@@ -1678,6 +1722,17 @@ ngx_http_rooms_list_reply(ngx_http_rooms_pending_t *pending,
     c = r->connection;
 
     ngx_http_rooms_list_cleanup(pending);
+
+    if (pending->type == NGX_ROOMS_IPC_STATS) {
+
+        /* without the sidecar's figures, the page has the module's */
+
+        rc = ngx_http_rooms_metrics_send(r, status == NGX_HTTP_OK ? body
+                                                                  : NULL);
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
 
     if (status != NGX_HTTP_OK) {
         ngx_http_finalize_request(r, status);
@@ -1725,7 +1780,9 @@ ngx_http_rooms_list_timeout(ngx_event_t *ev)
     ngx_http_rooms_pending_t  *pending = ev->data;
 
     ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "rooms: sidecar did not answer GET /rooms in time");
+                  "rooms: sidecar did not answer %s in time",
+                  pending->type == NGX_ROOMS_IPC_STATS ? "STATS"
+                                                       : "GET /rooms");
 
     ngx_http_rooms_list_reply(pending, NGX_HTTP_GATEWAY_TIME_OUT, NULL);
 }

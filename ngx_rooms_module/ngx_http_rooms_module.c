@@ -14,6 +14,7 @@
 
 #define NGX_HTTP_ROOMS_WS_GUID           "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define NGX_HTTP_ROOMS_UPGRADE_REQUIRED  426
+#define NGX_HTTP_ROOMS_LIST_TIMEOUT      5000
 
 
 static ngx_int_t ngx_http_rooms_websocket_handler(ngx_http_request_t *r);
@@ -45,6 +46,9 @@ static ngx_int_t ngx_http_rooms_accept_key(ngx_http_request_t *r,
 static ngx_int_t ngx_http_rooms_add_header(ngx_http_request_t *r,
     char *name, size_t len, ngx_str_t *value);
 
+static ngx_int_t ngx_http_rooms_log_handler(ngx_http_request_t *r);
+
+static ngx_int_t ngx_http_rooms_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_rooms_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_rooms_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_rooms_create_loc_conf(ngx_conf_t *cf);
@@ -69,6 +73,8 @@ static ngx_http_handler_pt  ngx_http_rooms_websocket_handler_pt =
     ngx_http_rooms_websocket_handler;
 static ngx_http_handler_pt  ngx_http_rooms_list_handler_pt =
     ngx_http_rooms_list_handler;
+static ngx_http_handler_pt  ngx_http_rooms_metrics_handler_pt =
+    ngx_http_rooms_metrics_handler;
 
 
 static ngx_conf_enum_t  ngx_http_rooms_log_at[] = {
@@ -121,6 +127,13 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       &ngx_http_rooms_list_handler_pt },
+
+    { ngx_string("rooms_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_rooms_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      &ngx_http_rooms_metrics_handler_pt },
 
     { ngx_string("rooms_room"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -191,7 +204,7 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
 
 static ngx_http_module_t  ngx_http_rooms_module_ctx = {
     ngx_http_rooms_preconfiguration,       /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_rooms_postconfiguration,      /* postconfiguration */
 
     ngx_http_rooms_create_main_conf,       /* create main configuration */
     ngx_http_rooms_init_main_conf,         /* init main configuration */
@@ -912,7 +925,60 @@ ngx_http_rooms_list_handler(ngx_http_request_t *r)
                                      "sidecar unavailable");
     }
 
-    return ngx_http_rooms_link_rooms_request(r);
+    return ngx_http_rooms_link_request(r, NGX_ROOMS_IPC_ROOMS,
+                                       NGX_HTTP_ROOMS_LIST_TIMEOUT);
+}
+
+
+/*
+ * Upgrades are counted by the answer the client got: a refusal in any
+ * phase (allow/deny, limit_conn, auth_request, ours) when the request is
+ * logged; a 101 by ngx_http_rooms_conn_start(), when it is given.
+ */
+
+static ngx_int_t
+ngx_http_rooms_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->handler != ngx_http_rooms_websocket_handler
+        || r != r->main
+        || r->headers_out.status == NGX_HTTP_SWITCHING_PROTOCOLS)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_rooms_metrics_upgrade(r->headers_out.status);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt         *h;
+    ngx_http_core_main_conf_t   *cmcf;
+    ngx_http_rooms_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rooms_module);
+
+    if (ngx_http_rooms_metrics_add_zone(cf, rmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_rooms_log_handler;
+
+    return NGX_OK;
 }
 
 
@@ -930,6 +996,7 @@ ngx_http_rooms_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     rmcf->sidecar = NULL;
+     *     rmcf->metrics_zone = NULL;
      */
 
     rmcf->hold_time = NGX_CONF_UNSET_MSEC;
@@ -1173,8 +1240,8 @@ ngx_http_rooms_sidecar(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * "rooms_websocket" and "rooms_list": the location's content handler is
- * the one the directive's post field points to.
+ * "rooms_websocket", "rooms_list" and "rooms_metrics": the location's
+ * content handler is the one the directive's post field points to.
  */
 
 static char *
@@ -1254,7 +1321,13 @@ ngx_http_rooms_init_process(ngx_cycle_t *cycle)
 
     rmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_rooms_module);
 
-    if (rmcf == NULL || rmcf->sidecar == NULL) {
+    if (rmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_rooms_metrics_init_process(cycle, rmcf);
+
+    if (rmcf->sidecar == NULL) {
         return NGX_OK;
     }
 
@@ -1267,4 +1340,5 @@ ngx_http_rooms_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_rooms_conn_exit();
     ngx_http_rooms_link_exit(cycle);
+    ngx_http_rooms_metrics_exit_process();
 }

@@ -33,6 +33,7 @@ typedef struct {
     ngx_msec_t                     hold_time;
     size_t                         hold_size;
     ngx_msec_t                     shutdown_spread; /* one per worker */
+    ngx_shm_zone_t                *metrics_zone;
 } ngx_http_rooms_main_conf_t;
 
 
@@ -142,6 +143,41 @@ struct ngx_http_rooms_room_s {
 };
 
 
+/*
+ * One worker's figures in the metrics zone (ngx_http_rooms_metrics.c),
+ * written by that worker alone: counters, added up over the workers, and
+ * gauges, of the workers alive.
+ */
+
+#define NGX_HTTP_ROOMS_M_MESSAGES_IN      0
+#define NGX_HTTP_ROOMS_M_MESSAGES_OUT     1
+#define NGX_HTTP_ROOMS_M_BYTES_IN         2
+#define NGX_HTTP_ROOMS_M_BYTES_OUT        3
+#define NGX_HTTP_ROOMS_M_SLOW_KICKS       4
+#define NGX_HTTP_ROOMS_M_HELD_EXPIRED     5
+#define NGX_HTTP_ROOMS_M_UNAVAILABLE      6
+#define NGX_HTTP_ROOMS_M_LINK_RECONNECTS  7
+#define NGX_HTTP_ROOMS_M_UPGRADES         8     /* by status: 10 */
+#define NGX_HTTP_ROOMS_UPGRADE_CODES      10
+#define NGX_HTTP_ROOMS_M_CLOSES           18    /* by close code: 11 */
+#define NGX_HTTP_ROOMS_CLOSE_CODES        11
+#define NGX_HTTP_ROOMS_COUNTERS           29
+
+
+typedef struct {
+    ngx_atomic_t                   pid;         /* 0: a free slot */
+    ngx_atomic_t                   connections;
+    ngx_atomic_t                   link_up;
+    ngx_atomic_t                   held;        /* messages, not sent */
+    ngx_atomic_t                   hold_bytes;  /* unanswered_size */
+    ngx_atomic_t                   counter[NGX_HTTP_ROOMS_COUNTERS];
+} ngx_http_rooms_stats_t;
+
+
+#define ngx_http_rooms_count(i, n)                                            \
+    ngx_http_rooms_stats->counter[i] += (n)
+
+
 ngx_int_t ngx_http_rooms_link_init(ngx_cycle_t *cycle,
     ngx_http_rooms_main_conf_t *rmcf);
 void ngx_http_rooms_link_exit(ngx_cycle_t *cycle);
@@ -150,8 +186,9 @@ ngx_int_t ngx_http_rooms_link_message(ngx_http_rooms_conn_t *conn,
     u_char *data, size_t len);
 ngx_int_t ngx_http_rooms_link_open(ngx_http_rooms_conn_t *conn);
 void ngx_http_rooms_link_close(ngx_http_rooms_conn_t *conn);
-ngx_int_t ngx_http_rooms_link_rooms_request(ngx_http_request_t *r);
 u_char *ngx_http_rooms_link_player(ngx_http_rooms_conn_t *conn, u_char *buf);
+ngx_int_t ngx_http_rooms_link_request(ngx_http_request_t *r,
+    ngx_uint_t type, ngx_msec_t timeout);
 
 ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
     ngx_http_rooms_conn_t *conn, ngx_str_t *accept);
@@ -169,10 +206,23 @@ void ngx_http_rooms_conn_kick(ngx_http_rooms_conn_t *conn,
 void ngx_http_rooms_conn_flush_dirty(void);
 void ngx_http_rooms_conn_exit(void);
 
+ngx_int_t ngx_http_rooms_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_rooms_main_conf_t *rmcf);
+void ngx_http_rooms_metrics_init_process(ngx_cycle_t *cycle,
+    ngx_http_rooms_main_conf_t *rmcf);
+void ngx_http_rooms_metrics_exit_process(void);
+void ngx_http_rooms_metrics_upgrade(ngx_uint_t status);
+void ngx_http_rooms_metrics_close(ngx_uint_t code);
+ngx_int_t ngx_http_rooms_metrics_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_rooms_metrics_send(ngx_http_request_t *r,
+    ngx_rooms_ipc_str_t *sidecar);
+
 ngx_int_t ngx_http_rooms_add_variables(ngx_conf_t *cf);
 
 
-extern ngx_module_t  ngx_http_rooms_module;
+
+extern ngx_module_t             ngx_http_rooms_module;
+extern ngx_http_rooms_stats_t  *ngx_http_rooms_stats;
 
 
 #endif /* _NGX_HTTP_ROOMS_MODULE_H_INCLUDED_ */

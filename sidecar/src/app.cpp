@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <ctime>
 #include <random>
 #include <utility>
 #include <vector>
@@ -35,6 +36,10 @@ app::app(uv_loop_t* loop, const config& cfg)
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
     epoch_candidate_ = hex;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    start_time_ = static_cast<double>(ts.tv_sec) +
+                  static_cast<double>(ts.tv_nsec) / 1e9;
     redis_.set_barrier_channel(
         server_key(cfg_.key_prefix, cfg_.server_id, "barrier"));
 }
@@ -139,6 +144,7 @@ void app::on_link_frame(link& l, const ngx_rooms_ipc_msg_t& msg) {
                   "conn=%llu version=%u)",
                   ull(l.id()), l.greeted() ? l.pid() : msg.pid, fault,
                   msg.type, ull(msg.id), msg.version);
+        stats_.link_faults++;
         l.close_later(fault);
         return;
     }
@@ -158,6 +164,9 @@ void app::on_link_frame(link& l, const ngx_rooms_ipc_msg_t& msg) {
         break;
     case NGX_ROOMS_IPC_ROOMS:
         on_rooms(l, msg);
+        break;
+    case NGX_ROOMS_IPC_STATS:
+        on_stats(l, msg);
         break;
     default:
         log_debug("skipping frame type=0x%02x link=%llu pid=%u", msg.type,
@@ -284,6 +293,22 @@ void app::on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg) {
     }
 }
 
+// The figures of the moment, from memory: no Redis round trip, so that
+// the page answers while Redis does not.
+void app::on_stats(link& l, const ngx_rooms_ipc_msg_t& msg) {
+    sidecar_gauges g;
+    g.rooms = rooms_.room_count_total();
+    g.members = rooms_.member_count();
+    g.links = links_.link_count();
+    g.redis_command_up = redis_.commands_ready();
+    g.redis_subscriber_up = redis_.subscriber_ready();
+    g.start_time = start_time_;
+    std::string body = render_metrics(stats_, redis_.stats(), g);
+    ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_STATS_REPLY, msg.id);
+    m.payload = ipc_str(body);
+    l.send(m);
+}
+
 void app::on_link_closed(link& l) {
     auto left = rooms_.leave_link_members(l.id());
     if (!left.empty()) {
@@ -407,6 +432,8 @@ void app::broadcast(std::string_view room, std::string_view payload,
     for (const link_members& t : *targets) {
         if (link* l = links_.find(t.link)) {
             l->send(frame);
+            stats_.broadcasts++;
+            stats_.deliveries += t.attached;
         }
     }
 }
@@ -422,6 +449,7 @@ void app::broadcast_to(const std::vector<uint64_t>& links,
     for (uint64_t link_id : links) {
         if (link* l = links_.find(link_id)) {
             l->send(frame);
+            stats_.broadcasts++;
         }
     }
 }

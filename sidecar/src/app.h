@@ -19,6 +19,7 @@
 //   Redis message    one BROADCAST per link with attached members
 //   CLOSE / link     leave (`leave` script); unsubscribe an emptied room
 //   ROOMS            ROOMS_REPLY with the global rooms (Redis)
+//   STATS            STATS_REPLY with this sidecar's metrics (metrics.h)
 //   timer            heartbeat, reap dead servers   (app_presence.cpp)
 //   presence change  `state` now or at the end of the room's interval
 //                    (app_state.cpp)
@@ -39,6 +40,7 @@
 
 #include "config.h"
 #include "link_server.h"
+#include "metrics.h"
 #include "redis_client.h"
 #include "room_registry.h"
 #include "state_throttle.h"
@@ -123,6 +125,7 @@ private:
     static void late_timer_cb(uv_timer_t* t);
     void on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg);
     void on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg);
+    void on_stats(link& l, const ngx_rooms_ipc_msg_t& msg);
 
     struct sync_request {
         std::string room;
@@ -227,6 +230,9 @@ private:
     std::vector<uint64_t> unanswered_hellos_;
     bool started_ = false;
     bool stopping_ = false;
+
+    app_stats stats_;         // docs/metrics.md
+    double start_time_ = 0;   // unix seconds
 
     struct pending_leave {
         std::string room;

@@ -132,6 +132,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     case rate_limiter::verdict::limited:
         log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
                   ull(conn), m->room.c_str());
+        stats_.rate_limited++;
         ack(l.id(), conn, seq,
             make_error("rate_limited",
                        "too many messages, this one was dropped",
@@ -142,6 +143,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
                  "id=%s",
                  ull(l.id()), ull(conn), m->room.c_str(), m->id.c_str());
         m->kicked = true;
+        stats_.rate_limit_kicks++;
         ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, conn);
         k.status = 1008;
         k.payload = ipc_str("rate limit exceeded");
@@ -158,6 +160,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
         log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
                  ull(l.id()), ull(conn), m->room.c_str(), code,
                  env.message.c_str());
+        stats_.refused_invalid++;
         ack(l.id(), conn, seq, make_error(code, env.message, env.ref));
         return;
     }
@@ -244,6 +247,7 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
             }
             state_changed(ctx.room);
         }
+        stats_.published++;
         ack(ctx.link, ctx.conn, ctx.seq);  // published: its copy comes
         return;
     case publish_outcome::duplicate:
@@ -345,6 +349,7 @@ void app::late_timer_cb(uv_timer_t* t) {
 }
 
 void app::ack_unavailable(const publish_ctx& ctx) {
+    stats_.unavailable++;
     ack(ctx.link, ctx.conn, ctx.seq,
         make_error("unavailable", unavailable_text, ctx.ref));
 }

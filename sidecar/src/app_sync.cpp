@@ -195,6 +195,7 @@ void app::on_sync_barrier(const sync_request& req, const sync_snapshot& snap,
 // The joiners wait for the next sync: when the subscriber or the command
 // connection is back, or from the retry timer.
 void app::sync_failed(const sync_request& req, room_sync& rs) {
+    stats_.sync_failures++;
     rs.inflight--;
     rooms_.requeue(req.room, req.joiners);
     if (req.generation == sub_generation_) {
@@ -346,7 +347,12 @@ void app::gap_fill(const sync_request& req, const room_snapshot& snap,
                  req.room.c_str(), ull(from), ull(snap.seq), links.size(),
                  plan.messages.size(), plan.reset ? " reset" : "");
         uint64_t expect = from + 1;
+        if (plan.reset || !plan.messages.empty()) {
+            stats_.gap_fills++;
+        }
+        stats_.gap_fill_messages += plan.messages.size() * links.size();
         if (plan.reset) {
+            stats_.resets++;
             broadcast_to(links, req.room, make_reset(snap.seq), snap.seq);
             stale = true;
         }
@@ -396,6 +402,7 @@ std::optional<uint64_t> app::admit(const member_key& key,
         backfill_plan plan = plan_backfill(snap, since, cfg_.history_length);
         reset = plan.reset;
         if (plan.reset) {
+            stats_.resets++;
             send_text(*l, key.conn, make_reset(snap.seq));
         }
         for (std::string_view msg : plan.messages) {

@@ -354,6 +354,7 @@ void redis_connection::check_health() {
         // The reconnects log at debug level until one succeeds.
         failures_ = 1;
         owner_.timed_out_ = true;
+        owner_.stats_.timeouts++;
         abandon();
         owner_.timed_out_ = false;
         return;
@@ -472,6 +473,11 @@ void redis_client::stop() {
 }
 
 void redis_client::connection_ready(redis_connection::role r) {
+    bool& ever = ever_ready_[r == redis_connection::role::command ? 0 : 1];
+    if (ever) {
+        stats_.reconnects++;
+    }
+    ever = true;
     if (r == redis_connection::role::command) {
         sha_.clear();
         load_scripts();
@@ -544,6 +550,7 @@ struct redis_client::call {
     std::vector<std::string> argv;
     reply_fn cb;
     uint64_t serial = 0;     // sent_serial_ when it was written
+    uint64_t written_ns = 0; // uv_hrtime() then: its latency
     unsigned noscripts = 0;  // NOSCRIPT answers so far
 };
 
@@ -591,6 +598,7 @@ bool redis_client::send(std::unique_ptr<call> c) {
             backlogged_ = true;
         }
         refused_++;
+        stats_.refused++;
         return false;
     }
     if (recovering_) {
@@ -618,6 +626,7 @@ bool redis_client::write(std::unique_ptr<call>& c) {
         return false;
     }
     c->serial = ++sent_serial_;
+    c->written_ns = uv_hrtime();
     cmd_.sent();
     c.release();
     return true;
@@ -691,6 +700,11 @@ void redis_client::command_cb(redisAsyncContext*, void* r, void* privdata) {
     if (reply != nullptr) {
         self->cmd_.answered();
         self->check_backlog();
+        self->stats_.latency.observe(
+            static_cast<double>(uv_hrtime() - c->written_ns) / 1e9);
+        if (reply->type == REDIS_REPLY_ERROR) {
+            self->stats_.errors++;
+        }
     }
     if (self->stopped_) {
         return;

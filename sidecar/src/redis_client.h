@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "deadline_tracker.h"
+#include "metrics.h"
 #include "redis_scripts.h"
 #include "uv_handle.h"
 
@@ -159,6 +160,9 @@ public:
     bool commands_ready() const { return cmd_.ready(); }
     bool subscriber_ready() const { return sub_.ready(); }
 
+    // Latency, errors and reconnects so far (docs/metrics.md).
+    const redis_stats& stats() const { return stats_; }
+
     // True while the NULL-reply callbacks (and on_redis_lost(), and the
     // failed barriers) of a connection abandoned because Redis stopped
     // answering run; false for a connection Redis closed or reset.  So a
@@ -243,6 +247,8 @@ private:
     // outstanding (logged once; over once half of them are answered).
     bool backlogged_ = false;
     uint64_t refused_ = 0;
+    redis_stats stats_;
+    bool ever_ready_[2] = {false, false};  // per role
     redis_connection cmd_;
     redis_connection sub_;
 

@@ -96,6 +96,11 @@ std::vector<ngx_rooms_ipc_msg_t> every_type() {
     v.push_back(m);
 
     m = {};
+    m.type = NGX_ROOMS_IPC_STATS;
+    m.id = 8;
+    v.push_back(m);
+
+    m = {};
     m.type = NGX_ROOMS_IPC_SEND;
     m.id = 44;
     m.payload = str(kPayload);
@@ -125,6 +130,12 @@ std::vector<ngx_rooms_ipc_msg_t> every_type() {
     m.type = NGX_ROOMS_IPC_ROOMS_REPLY;
     m.id = 7;
     m.payload = str("[]");
+    v.push_back(m);
+
+    m = {};
+    m.type = NGX_ROOMS_IPC_STATS_REPLY;
+    m.id = 8;
+    m.payload = str("rooms_sidecar_rooms 0\n");
     v.push_back(m);
 
     m = {};
@@ -271,6 +282,7 @@ TEST(Ipc, EncodeHeadPlusPayloadEqualsEncode) {
                            || m.type == NGX_ROOMS_IPC_BROADCAST
                            || m.type == NGX_ROOMS_IPC_KICK
                            || m.type == NGX_ROOMS_IPC_ROOMS_REPLY
+                           || m.type == NGX_ROOMS_IPC_STATS_REPLY
                            || m.type == NGX_ROOMS_IPC_ACK;
         if (has_payload) {
             b.insert(b.end(), m.payload.data, m.payload.data + m.payload.len);
@@ -285,6 +297,7 @@ TEST(Ipc, PayloadIgnoredByTypesWithout) {
     for (auto m : every_type()) {
         if (m.type != NGX_ROOMS_IPC_HELLO && m.type != NGX_ROOMS_IPC_OPEN
             && m.type != NGX_ROOMS_IPC_CLOSE && m.type != NGX_ROOMS_IPC_ROOMS
+            && m.type != NGX_ROOMS_IPC_STATS
             && m.type != NGX_ROOMS_IPC_ATTACH
             && m.type != NGX_ROOMS_IPC_HELLO_ACK)
         {
@@ -380,6 +393,7 @@ TEST(Ipc, TruncatedBodies) {
         {NGX_ROOMS_IPC_ATTACH, 16},      {NGX_ROOMS_IPC_BROADCAST, 9},
         {NGX_ROOMS_IPC_KICK, 10},        {NGX_ROOMS_IPC_ROOMS_REPLY, 8},
         {NGX_ROOMS_IPC_HELLO_ACK, 6},    {NGX_ROOMS_IPC_ACK, 16},
+        {NGX_ROOMS_IPC_STATS, 8},        {NGX_ROOMS_IPC_STATS_REPLY, 8},
     };
 
     for (const auto& c : cases) {
