@@ -135,9 +135,10 @@ void ngx_rooms_ws_parser_init(ngx_rooms_ws_parser_t *p, size_t max_message);
  * A message over max_message is an error (1009) as soon as its length is
  * known (for a compressed message: its compressed length).  RSV1 is
  * allowed only with p->deflate set, and only on the first frame of a
- * data message (RFC 7692 6.1); anywhere else it is an error (1002).  An empty text message may come with ev->data NULL.  After a
- * CLOSE event the parser reports nothing more: it discards all input and
- * returns NGX_ROOMS_WS_AGAIN.
+ * data message (RFC 7692 6.1); anywhere else it is an error (1002).  An
+ * empty text message may come with ev->data NULL.  After a CLOSE event
+ * the parser reports nothing more: it discards all input and returns
+ * NGX_ROOMS_WS_AGAIN.
  */
 int ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos,
     uint8_t *end, ngx_rooms_ws_event_t *ev);
