@@ -289,6 +289,38 @@ $plain->close;
 $rawc->close;
 
 
+# a client that asked for a 512-byte window (server_max_window_bits=9)
+# gets compressed frames for messages that fit it, plain ones for longer
+{
+    my $c = raw(room => 'WIN', name => 'w9', headers => {
+        $EXT => 'permessage-deflate; server_max_window_bits=9' });
+    is(extension_of($c), "$RESPONSE; server_max_window_bits=9",
+        'window of 2^9: negotiated');
+    $c->wait_json(type => 'welcome');
+
+    my $sender = $t->connect('WIN', 'sender');
+    my @sizes = (100, 1000);
+    $sender->send_json({ type => 'chat', data => { text => 'y' x $_ } })
+        for @sizes;
+
+    my @got;
+    while (@got < @sizes) {
+        my $f = $c->read_frame(10) or last;
+        next unless $f->{op} == 1;
+        my $payload = $f->{rsv} & 4
+            ? Rooms::Test::Raw::inflate_raw($f->{payload}) : $f->{payload};
+        my $m = eval { $JSON->decode($payload) } // {};
+        next unless ($m->{type} // '') eq 'chat';
+        push @got, [ length($payload) <= 512 ? 'fits' : 'longer',
+                     $f->{rsv}, length($m->{data}{text}) ];
+    }
+    is_deeply(\@got, [ [ 'fits', 4, 100 ], [ 'longer', 0, 1000 ] ],
+        'window of 2^9: compressed up to 512 bytes, plain beyond');
+    $c->close;
+    $sender->close;
+}
+
+
 # --- bounds and bad input ---------------------------------------------------
 
 # a compressed message whose inflated size is exactly the limit passes;
