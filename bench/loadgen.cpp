@@ -14,6 +14,13 @@
 //   nchan   ws://HOST:PORT/sub/{room} (an nchan_pubsub websocket location);
 //           the same envelope text is published and relayed verbatim.
 //
+// --deflate 1 offers permessage-deflate (RFC 7692, no context takeover
+// both ways, as ngx_rooms answers it): messages sent are compressed, the
+// compressed ones received are inflated (zlib).  --text english makes the
+// chat text English-like words (every message different) instead of a
+// run of 'x'.  Every delivery counts its frame's bytes on the wire and its
+// message's bytes once inflated.
+//
 // Structure: the first process is the controller.  It forks --procs worker
 // processes (each with --threads epoll threads owning a share of the
 // connections), samples the server processes given with --pid from /proc
@@ -23,6 +30,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -53,6 +61,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -128,6 +138,8 @@ struct options {
     std::string json_out;
     std::vector<pid_ref> pids;
     bool quiet = false;
+    bool deflate = false;
+    bool english = false;
 };
 
 
@@ -153,6 +165,10 @@ void usage()
         "  --threads T              epoll threads per process (1)\n"
         "  --procs K                worker processes (1)\n"
         "  --payload BYTES          text padding per message (64)\n"
+        "  --text pad|english       the text: 'x' x BYTES, or English-like\n"
+        "                           words, different in every message\n"
+        "  --deflate 0|1            offer permessage-deflate, compress\n"
+        "                           what is sent, inflate what comes (0)\n"
         "  --connect-timeout S      (120)   --inflight N per thread (200)\n"
         "  --addr-span N            connections per source address\n"
         "                           127.0.0.x (20000)\n"
@@ -221,6 +237,12 @@ bool parse_options(int argc, char** argv, options& o)
             o.path = v;
         } else if (a == "--tag") {
             o.tag = v;
+        } else if (a == "--text") {
+            o.english = v == "english";
+            ok = v == "pad" || v == "english";
+        } else if (a == "--deflate") {
+            o.deflate = v == "1";
+            ok = v == "0" || v == "1";
         } else if (a == "--json") {
             o.json_out = v;
         } else if (a == "--pid") {
@@ -378,6 +400,10 @@ struct stats {
     uint64_t max_latency_ns = 0;
     uint64_t cpu_ns = 0;
     uint64_t maxrss_kb = 0;
+    uint64_t wire_bytes = 0;       // frames of the deliveries, headers too
+    uint64_t text_bytes = 0;       // their messages, inflated
+    uint64_t inflated = 0;         // deliveries that came compressed
+    uint64_t deflate_conns = 0;    // connections that negotiated it
     uint64_t hist[hist_buckets] = {};
 
     void merge(const stats& s)
@@ -402,6 +428,10 @@ struct stats {
         max_latency_ns = std::max(max_latency_ns, s.max_latency_ns);
         cpu_ns += s.cpu_ns;
         maxrss_kb += s.maxrss_kb;
+        wire_bytes += s.wire_bytes;
+        text_bytes += s.text_bytes;
+        inflated += s.inflated;
+        deflate_conns += s.deflate_conns;
         for (size_t i = 0; i < hist_buckets; i++) {
             hist[i] += s.hist[i];
         }
@@ -495,7 +525,10 @@ struct conn {
     bool want_out = false;
     bool publisher = false;
     bool done = false;
+    bool deflate = false;          // negotiated
+    bool frag_rsv1 = false;
     uint8_t frag_op = 0;
+    uint64_t frag_wire = 0;
     uint32_t got = 0;
     uint32_t max_seq = 0;
     uint32_t next_seq = 0;
@@ -546,6 +579,9 @@ private:
     void poll_once(int timeout_ms);
     void send_due(uint64_t now);
     uint64_t sched_ns(const conn& c, uint32_t seq) const;
+    void deliver(conn& c, std::string_view m, bool rsv1, uint64_t wire);
+    bool compress(std::string_view in, std::string& out);
+    void english_text(std::string& out);
 
     const options& o_;
     const shape& sh_;
@@ -563,6 +599,13 @@ private:
     uint32_t receivers_done_ = 0;
     std::vector<char> buf_ = std::vector<char>(256 * 1024);
     std::string pad_;
+    uint64_t wire_ = 0;            // of the message being delivered
+    bool compressed_ = false;      // it came compressed
+    z_stream zin_{};
+    z_stream zout_{};
+    bool zinit_ = false;
+    std::string zbuf_;
+    std::string text_;
 };
 
 
@@ -748,7 +791,12 @@ void worker::on_event(conn& c, uint32_t ev)
             + std::to_string(o_.port)
             + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-              "Sec-WebSocket-Version: 13\r\n\r\n";
+              "Sec-WebSocket-Version: 13\r\n"
+            + std::string(o_.deflate
+                          ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                            "client_max_window_bits\r\n"
+                          : "")
+            + "\r\n";
         c.out = std::move(req);
         c.out_off = 0;
         flush(c);
@@ -824,6 +872,20 @@ void worker::on_upgrade_data(conn& c)
         return;
     }
     c.st = cstate::open;
+    if (o_.deflate) {
+        std::string head = c.in.substr(0, end);
+        for (auto& ch : head) {
+            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(
+                ch)));
+        }
+        auto at = head.find("\r\nsec-websocket-extensions:");
+        if (at != std::string::npos
+            && head.find("permessage-deflate", at) != std::string::npos)
+        {
+            c.deflate = true;
+            st_.deflate_conns++;
+        }
+    }
     if (o_.target == "nchan") {
         resolve(c, true);
     }
@@ -843,6 +905,7 @@ size_t worker::parse_frames(conn& c, const char* p, size_t n)
         auto b0 = static_cast<uint8_t>(p[off]);
         auto b1 = static_cast<uint8_t>(p[off + 1]);
         bool fin = b0 & 0x80;
+        bool rsv1 = b0 & 0x40;
         uint8_t op = b0 & 0x0f;
         bool masked = b1 & 0x80;
         uint64_t len = b1 & 0x7f;
@@ -874,22 +937,26 @@ size_t worker::parse_frames(conn& c, const char* p, size_t n)
         }
         std::string_view payload(p + off + hdr, static_cast<size_t>(len));
         off += hdr + static_cast<size_t>(len);
+        uint64_t wire = hdr + len;
         switch (op) {
         case 0x0:
             c.frag.append(payload);
+            c.frag_wire += wire;
             if (fin) {
                 std::string m = std::move(c.frag);
                 c.frag.clear();
-                on_message(c, m);
+                deliver(c, m, c.frag_rsv1, c.frag_wire);
             }
             break;
         case 0x1:
         case 0x2:
             if (fin) {
-                on_message(c, payload);
+                deliver(c, payload, rsv1, wire);
             } else {
                 c.frag.assign(payload);
                 c.frag_op = op;
+                c.frag_rsv1 = rsv1;
+                c.frag_wire = wire;
             }
             break;
         case 0x8:
@@ -906,6 +973,118 @@ size_t worker::parse_frames(conn& c, const char* p, size_t n)
         }
     }
     return off;
+}
+
+
+// A whole message: inflated first if it came compressed (RSV1); the
+// server compresses every message on its own, so the stream is reset.
+void worker::deliver(conn& c, std::string_view m, bool rsv1, uint64_t wire)
+{
+    wire_ = wire;
+    compressed_ = rsv1;
+    if (!rsv1) {
+        on_message(c, m);
+        return;
+    }
+    if (!c.deflate) {
+        drop(c);
+        return;
+    }
+    static const unsigned char tail[4] = {0x00, 0x00, 0xff, 0xff};
+    inflateReset(&zin_);
+    zbuf_.resize(std::max<size_t>(4 * m.size() + 256, 4096));
+    size_t have = 0;
+    int rc = Z_OK;
+    for (int part = 0; part < 2 && rc != Z_STREAM_END; part++) {
+        zin_.next_in = part == 0
+            ? reinterpret_cast<Bytef*>(const_cast<char*>(m.data()))
+            : const_cast<Bytef*>(tail);
+        zin_.avail_in = static_cast<uInt>(part == 0 ? m.size() : 4);
+        for (int guard = 0; guard < 64; guard++) {
+            if (have == zbuf_.size()) {
+                zbuf_.resize(2 * zbuf_.size());
+            }
+            zin_.next_out = reinterpret_cast<Bytef*>(zbuf_.data() + have);
+            zin_.avail_out = static_cast<uInt>(zbuf_.size() - have);
+            rc = inflate(&zin_, Z_SYNC_FLUSH);
+            have = zbuf_.size() - zin_.avail_out;
+            if (rc != Z_OK && rc != Z_BUF_ERROR) {
+                break;
+            }
+            if (zin_.avail_in == 0 && zin_.avail_out != 0) {
+                break;
+            }
+        }
+        if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+            st_.other_frames++;
+            return;
+        }
+    }
+    on_message(c, std::string_view(zbuf_.data(), have));
+}
+
+
+// A compressed message payload as permessage-deflate sends it.
+bool worker::compress(std::string_view in, std::string& out)
+{
+    deflateReset(&zout_);
+    out.resize(in.size() + 64);
+    zout_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    zout_.avail_in = static_cast<uInt>(in.size());
+    zout_.next_out = reinterpret_cast<Bytef*>(out.data());
+    zout_.avail_out = static_cast<uInt>(out.size());
+    int rc = deflate(&zout_, Z_SYNC_FLUSH);
+    size_t n = out.size() - zout_.avail_out;
+    if (rc != Z_OK || zout_.avail_in != 0 || n < 4) {
+        return false;
+    }
+    out.resize(n - 4);   // the trailing 00 00 ff ff
+    return true;
+}
+
+
+// English-like words up to o_.payload bytes (letters, spaces and
+// punctuation only: nothing to escape in JSON).
+void worker::english_text(std::string& out)
+{
+    static const char* const words[] = {
+        "the", "and", "you", "that", "was", "for", "are", "with", "his",
+        "they", "this", "have", "from", "one", "had", "word", "but", "not",
+        "what", "all", "were", "when", "your", "can", "said", "there",
+        "use", "each", "which", "she", "how", "their", "will", "other",
+        "about", "out", "many", "then", "them", "these", "some", "would",
+        "make", "like", "into", "time", "has", "look", "two", "more",
+        "write", "see", "number", "way", "could", "people", "than",
+        "first", "water", "been", "call", "who", "now", "find", "long",
+        "down", "day", "did", "get", "come", "made", "may", "part",
+        "meeting", "tonight", "station", "weather", "tomorrow", "game",
+        "ready", "team", "round", "score", "nice", "thanks", "everyone",
+        "sorry", "late", "coffee", "train", "maybe", "sounds", "good",
+    };
+    constexpr size_t nwords = sizeof(words) / sizeof(words[0]);
+    out.clear();
+    bool start = true;
+    while (out.size() < o_.payload) {
+        rng_ ^= rng_ << 13;
+        rng_ ^= rng_ >> 7;
+        rng_ ^= rng_ << 17;
+        std::string w = words[rng_ % nwords];
+        if (start) {
+            w[0] = static_cast<char>(std::toupper(
+                static_cast<unsigned char>(w[0])));
+            start = false;
+        }
+        if (!out.empty()) {
+            out += ' ';
+        }
+        out += w;
+        if ((rng_ >> 20) % 9 == 0) {
+            out += (rng_ >> 30) % 3 == 0 ? "?" : (rng_ >> 30) % 3 == 1
+                                                   ? "." : ",";
+            start = out.back() != ',';
+        }
+    }
+    out.resize(o_.payload);
 }
 
 
@@ -971,6 +1150,9 @@ void worker::on_message(conn& c, std::string_view m)
     }
     word |= bit;
     st_.received++;
+    st_.wire_bytes += wire_;
+    st_.text_bytes += m.size();
+    st_.inflated += compressed_ ? 1 : 0;
     if (c.got > 0 && seq < c.max_seq) {
         st_.out_of_order++;
     }
@@ -1023,9 +1205,18 @@ void worker::send_due(uint64_t now)
                 "\"bt\":%" PRIu64 ",\"text\":\"",
                 c.room, c.next_seq, t);
             std::string msg(head, static_cast<size_t>(hl));
-            msg += pad_;
+            if (o_.english) {
+                english_text(text_);
+                msg += text_;
+            } else {
+                msg += pad_;
+            }
             msg += "\"}}";
-            queue_frame(c, 0x1, msg);
+            if (c.deflate && compress(msg, zbuf_)) {
+                queue_frame(c, 0x1 | 0x40, zbuf_);
+            } else {
+                queue_frame(c, 0x1, msg);
+            }
             c.next_seq++;
             st_.sent++;
             queued = true;
@@ -1079,6 +1270,16 @@ void worker::run()
 {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     pad_.assign(o_.payload, 'x');
+    if (o_.deflate && !zinit_) {
+        if (inflateInit2(&zin_, -MAX_WBITS) != Z_OK
+            || deflateInit2(&zout_, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+                            -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        {
+            std::fputs("loadgen: zlib init failed\n", stderr);
+            std::exit(2);
+        }
+        zinit_ = true;
+    }
     connect_phase();
 
     // let the join traffic (welcome, state, backfill) die down: ready once
@@ -1604,6 +1805,16 @@ int main(int argc, char** argv)
         + ",\"procs\":" + std::to_string(o.procs)
         + ",\"threads\":" + std::to_string(o.threads)
         + ",\"payload\":" + std::to_string(o.payload)
+        + ",\"text\":" + jstr(o.english ? "english" : "pad")
+        + ",\"deflate\":" + (o.deflate ? "true" : "false")
+        + ",\"deflate_conns\":" + std::to_string(st->deflate_conns)
+        + ",\"inflated\":" + std::to_string(st->inflated)
+        + ",\"wire_bytes_per_delivery\":"
+        + fmt(st->received ? static_cast<double>(st->wire_bytes)
+                             / st->received : 0, 1)
+        + ",\"text_bytes_per_delivery\":"
+        + fmt(st->received ? static_cast<double>(st->text_bytes)
+                             / st->received : 0, 1)
         + ",\"tag\":" + jstr(o.tag)
         + ",\"complete\":" + (all_reported ? "true" : "false")
         + ",\"conns\":" + std::to_string(sh.total)

@@ -18,6 +18,12 @@
  * limit, control payloads are at most 125 bytes, an error repeats itself
  * and consumes nothing.  The message buffer is allocated at exactly the
  * size asked for, so that AddressSanitizer sees any overrun.
+ *
+ * Flag bit 1 parses as with permessage-deflate negotiated (RSV1 allowed
+ * on the first frame of a message, whose payload is then not UTF-8
+ * checked).  The same bytes are also read as a Sec-WebSocket-Extensions
+ * value: an accepted offer has no window or one of 8 to 15 bits, and its
+ * answer fits its bound.
  */
 
 
@@ -25,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngx_http_rooms_ext.h"
 #include "ngx_http_rooms_frame.h"
 #include "ngx_http_rooms_utf8.h"
 
@@ -47,8 +54,9 @@ typedef struct {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void rooms_fuzz_parse(const uint8_t *in, size_t len, size_t max,
-    const size_t *cuts, size_t ncuts, int free_after_text,
+    int deflate, const size_t *cuts, size_t ncuts, int free_after_text,
     rooms_fuzz_digest_t *d);
+static void rooms_fuzz_negotiate(const uint8_t *in, size_t len);
 static int rooms_fuzz_chunk(ngx_rooms_ws_parser_t *p, uint8_t *start,
     uint8_t *end, int free_after_text, rooms_fuzz_digest_t *d);
 static void rooms_fuzz_check_event(ngx_rooms_ws_parser_t *p,
@@ -65,7 +73,7 @@ static const size_t  rooms_fuzz_limits[8] = {
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int                   flags;
+    int                   flags, deflate;
     size_t                max, len, cut, cuts[1], *bytes, i;
     const uint8_t        *in;
     rooms_fuzz_digest_t   whole, split, bytewise;
@@ -79,11 +87,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in = data + 4;
     len = size - 4;
     cut = len ? ((size_t) data[2] << 8 | data[3]) % (len + 1) : 0;
+    deflate = (flags >> 1) & 1;
 
-    rooms_fuzz_parse(in, len, max, NULL, 0, 0, &whole);
+    rooms_fuzz_negotiate(in, len);
+
+    rooms_fuzz_parse(in, len, max, deflate, NULL, 0, 0, &whole);
 
     cuts[0] = cut;
-    rooms_fuzz_parse(in, len, max, cuts, 1, flags & 1, &split);
+    rooms_fuzz_parse(in, len, max, deflate, cuts, 1, flags & 1, &split);
 
     rooms_fuzz_assert(whole.hash == split.hash);
     rooms_fuzz_assert(whole.events == split.events);
@@ -103,8 +114,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bytes[i] = i;
     }
 
-    rooms_fuzz_parse(in, len, max, bytes + 1, len - 1, !(flags & 1),
-                     &bytewise);
+    rooms_fuzz_parse(in, len, max, deflate, bytes + 1, len - 1,
+                     !(flags & 1), &bytewise);
     free(bytes);
 
     rooms_fuzz_assert(whole.hash == bytewise.hash);
@@ -116,6 +127,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 
+static void
+rooms_fuzz_negotiate(const uint8_t *in, size_t len)
+{
+    size_t                        n;
+    uint8_t                       buf[NGX_ROOMS_WS_DEFLATE_RESPONSE_MAX];
+    ngx_rooms_ws_deflate_offer_t  offer;
+
+    offer.server_max_window_bits = 99;
+
+    if (!ngx_rooms_ws_deflate_negotiate(in, len, &offer)) {
+        rooms_fuzz_assert(offer.server_max_window_bits == 99);
+        return;
+    }
+
+    rooms_fuzz_assert(offer.server_max_window_bits == 0
+                      || (offer.server_max_window_bits >= 8
+                          && offer.server_max_window_bits <= 15));
+
+    n = ngx_rooms_ws_deflate_response(buf, &offer);
+    rooms_fuzz_assert(n <= sizeof(buf));
+}
+
+
 /*
  * Parses in[0..len) fed in pieces that end at the cut offsets (ascending)
  * and at len; each piece is copied into its own allocation so that reads
@@ -123,7 +157,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
  */
 
 static void
-rooms_fuzz_parse(const uint8_t *in, size_t len, size_t max,
+rooms_fuzz_parse(const uint8_t *in, size_t len, size_t max, int deflate,
     const size_t *cuts, size_t ncuts, int free_after_text,
     rooms_fuzz_digest_t *d)
 {
@@ -135,6 +169,7 @@ rooms_fuzz_parse(const uint8_t *in, size_t len, size_t max,
     d->hash = 14695981039346656037ULL;
 
     ngx_rooms_ws_parser_init(&p, max);
+    p.deflate = deflate;
 
     from = 0;
 
@@ -177,7 +212,7 @@ rooms_fuzz_chunk(ngx_rooms_ws_parser_t *p, uint8_t *start, uint8_t *end,
     int                    rc, again;
     size_t                 n;
     uint8_t               *pos, *before, *buf;
-    unsigned               v[3];
+    unsigned               v[4];
     ngx_rooms_ws_event_t   ev;
 
     pos = start;
@@ -228,6 +263,7 @@ rooms_fuzz_chunk(ngx_rooms_ws_parser_t *p, uint8_t *start, uint8_t *end,
             v[0] = ev.opcode;
             v[1] = ev.status;
             v[2] = (unsigned) ev.len;
+            v[3] = ev.compressed;
             rooms_fuzz_fold(d, v, sizeof(v));
 
             if (ev.len) {
@@ -287,12 +323,15 @@ rooms_fuzz_check_event(ngx_rooms_ws_parser_t *p, ngx_rooms_ws_event_t *ev)
     case NGX_ROOMS_WS_OP_TEXT:
         rooms_fuzz_assert(ev->len <= p->max_message);
         rooms_fuzz_assert(ev->len == 0 || ev->data != NULL);
-        rooms_fuzz_assert(ngx_rooms_utf8_valid(ev->data, ev->len)
-                          == NGX_ROOMS_UTF8_OK);
+        rooms_fuzz_assert(!ev->compressed || p->deflate);
+        rooms_fuzz_assert(ev->compressed
+                          || ngx_rooms_utf8_valid(ev->data, ev->len)
+                             == NGX_ROOMS_UTF8_OK);
         rooms_fuzz_assert(ev->status == 0);
         break;
 
     case NGX_ROOMS_WS_OP_CLOSE:
+        rooms_fuzz_assert(!ev->compressed);
         rooms_fuzz_assert(ev->len <= NGX_ROOMS_WS_CONTROL_MAX - 2);
         rooms_fuzz_assert(ev->status == NGX_ROOMS_WS_CLOSE_NO_STATUS
                           || ngx_rooms_ws_check_close(ev->data - 2,
@@ -304,6 +343,7 @@ rooms_fuzz_check_event(ngx_rooms_ws_parser_t *p, ngx_rooms_ws_event_t *ev)
 
     case NGX_ROOMS_WS_OP_PING:
     case NGX_ROOMS_WS_OP_PONG:
+        rooms_fuzz_assert(!ev->compressed);
         rooms_fuzz_assert(ev->len <= NGX_ROOMS_WS_CONTROL_MAX);
         break;
 

@@ -15,6 +15,7 @@ earlier and no longer made here (crash inputs kept as seeds) stay.
 
 import os
 import struct
+import zlib
 
 TOP = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,6 +44,16 @@ def control(limit, flags=0, cut=0):
 
 CHAT = b'{"type":"chat","data":{"text":"hello \xe2\x9c\x93"}}'
 
+
+def deflate_raw(data):
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b'\x00\x00\xff\xff')
+    return out[:-4]
+
+
+DEFLATED = deflate_raw(CHAT)
+
 FRAME_SEEDS = {
     'text': control(6) + frame(1, CHAT),
     'text_empty': control(6) + frame(1),
@@ -60,6 +71,18 @@ FRAME_SEEDS = {
     'binary': control(6) + frame(2, b'\x00\x01'),
     'unmasked': control(6) + frame(1, b'x', mask=False),
     'rsv': control(6) + frame(1, b'x', rsv=4),
+    # permessage-deflate negotiated (flag 2): a compressed message (raw
+    # DEFLATE of CHAT), one in fragments, RSV1 where it is not allowed
+    'deflate': control(6, 2) + frame(1, DEFLATED, rsv=4) + frame(1, CHAT),
+    'deflate_frag': control(6, 2, 9) + frame(1, DEFLATED[:5], fin=False,
+                                             rsv=4)
+    + frame(9, b'p') + frame(0, DEFLATED[5:]),
+    'deflate_rsv1_cont': control(6, 2) + frame(1, b'a', fin=False, rsv=4)
+    + frame(0, b'b', rsv=4),
+    'deflate_rsv1_ping': control(6, 2) + frame(9, b'', rsv=4),
+    # also read as Sec-WebSocket-Extensions values
+    'ext_offers': control(6) + b'permessage-deflate; client_max_window_bits'
+    b', permessage-deflate; server_max_window_bits="10"',
     'opcode3': control(6) + frame(3, b'x'),
     'ping_big': control(6) + frame(9, b'p' * 126),
     'ping_frag': control(6) + frame(9, b'p', fin=False),

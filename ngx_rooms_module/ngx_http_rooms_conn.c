@@ -121,7 +121,7 @@ static ngx_event_t   ngx_http_rooms_trim_event;
 
 ngx_int_t
 ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
-    ngx_str_t *accept)
+    ngx_str_t *accept, ngx_str_t *extensions)
 {
     size_t                     len;
     u_char                    *p;
@@ -134,6 +134,7 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
                             "Upgrade: websocket" CRLF
                             "Connection: Upgrade" CRLF
                             "Sec-WebSocket-Accept: ";
+    static u_char  ext[] = "Sec-WebSocket-Extensions: ";
 
     c = r->connection;
 
@@ -178,6 +179,10 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
 
     len = sizeof(head) - 1 + accept->len + 2 * (sizeof(CRLF) - 1);
 
+    if (extensions->len) {
+        len += sizeof(ext) - 1 + extensions->len + sizeof(CRLF) - 1;
+    }
+
     frame = ngx_alloc(sizeof(ngx_http_rooms_frame_t) + len, c->log);
     if (frame == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -186,6 +191,13 @@ ngx_http_rooms_conn_start(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn,
     p = ngx_cpymem(frame->data, head, sizeof(head) - 1);
     p = ngx_cpymem(p, accept->data, accept->len);
     *p++ = CR; *p++ = LF;
+
+    if (extensions->len) {
+        p = ngx_cpymem(p, ext, sizeof(ext) - 1);
+        p = ngx_cpymem(p, extensions->data, extensions->len);
+        *p++ = CR; *p++ = LF;
+    }
+
     *p++ = CR; *p++ = LF;
 
     frame->refs = 0;
@@ -834,23 +846,53 @@ static ngx_int_t
 ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
     ngx_rooms_ws_event_t *ev)
 {
-    ngx_int_t   rc;
-    ngx_uint_t  status;
+    char        *reason;
+    u_char      *data;
+    size_t       len;
+    ngx_int_t    rc;
+    ngx_uint_t   status;
 
     switch (ev->opcode) {
 
     case NGX_ROOMS_WS_OP_TEXT:
 
-        if (conn->close_sent) {
-            rc = NGX_OK;
+        rc = NGX_OK;
+        reason = NULL;
+        data = (u_char *) ev->data;
+        len = ev->len;
+        status = 0;
 
-        } else {
+        if (!conn->close_sent && ev->compressed) {
+
+            /* permessage-deflate: at most the message limit, UTF-8 */
+
+            status = ngx_http_rooms_inflate(data, len,
+                                            conn->parser.max_message,
+                                            &data, &len, &reason,
+                                            conn->connection->log);
+        }
+
+        if (status) {
+            ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
+                          "rooms: client protocol error %ui: %s",
+                          status, reason);
+
+            conn->parser_failed = 1;
+
+            rc = ngx_http_rooms_conn_close_with(conn, status,
+                                                (u_char *) reason,
+                                                ngx_strlen(reason));
+
+        } else if (!conn->close_sent) {
             ngx_http_rooms_count(NGX_HTTP_ROOMS_M_MESSAGES_IN, 1);
 
             /* sent to the sidecar, or held while there is none */
             conn->messages_in++;
-            rc = ngx_http_rooms_link_message(conn, (u_char *) ev->data,
-                                             ev->len);
+            rc = ngx_http_rooms_link_message(conn, data, len);
+        }
+
+        if (data != (u_char *) ev->data) {
+            ngx_free(data);
         }
 
         /* the message buffer is not needed between messages */
@@ -950,7 +992,28 @@ ngx_int_t
 ngx_http_rooms_conn_send(ngx_http_rooms_conn_t *conn,
     ngx_uint_t opcode, u_char *data, size_t len)
 {
+    ngx_http_rooms_text_t    text;
     ngx_http_rooms_frame_t  *frame;
+
+    if (opcode == NGX_ROOMS_WS_OP_TEXT && conn->deflate) {
+        ngx_memzero(&text, sizeof(ngx_http_rooms_text_t));
+
+        text.payload = data;
+        text.len = len;
+        text.log = conn->connection->log;
+
+        frame = ngx_http_rooms_text_frame(&text, conn);
+        if (frame == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_rooms_conn_queue(conn, frame);
+        ngx_http_rooms_text_release(&text);
+
+        return NGX_OK;
+    }
+
+    /* control frames are never compressed */
 
     frame = ngx_http_rooms_frame_create(opcode, data, len,
                                         conn->connection->log);

@@ -91,6 +91,7 @@ ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos, uint8_t *end,
                 ev->len = p->msg_len + p->frame_left;
                 ev->status = 0;
                 ev->reason = NULL;
+                ev->compressed = p->compressed;
                 return NGX_ROOMS_WS_NEED_BUF;
             }
 
@@ -104,7 +105,10 @@ ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos, uint8_t *end,
                 n = ngx_rooms_ws_copy(p, dst, pos, end);
                 p->msg_len += n;
 
-                if (ngx_rooms_utf8_feed(&p->utf8, dst, n)
+                /* compressed text is checked once inflated */
+
+                if (!p->compressed
+                    && ngx_rooms_utf8_feed(&p->utf8, dst, n)
                     == NGX_ROOMS_UTF8_INVALID)
                 {
                     return ngx_rooms_ws_fail(p, ev,
@@ -123,7 +127,9 @@ ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos, uint8_t *end,
                 break;
             }
 
-            if (ngx_rooms_utf8_feed(&p->utf8, NULL, 0) != NGX_ROOMS_UTF8_OK) {
+            if (!p->compressed
+                && ngx_rooms_utf8_feed(&p->utf8, NULL, 0) != NGX_ROOMS_UTF8_OK)
+            {
                 return ngx_rooms_ws_fail(p, ev,
                                          NGX_ROOMS_WS_CLOSE_INVALID_DATA,
                                          "text ends inside a UTF-8 sequence");
@@ -134,9 +140,11 @@ ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos, uint8_t *end,
             ev->len = p->msg_len;
             ev->status = 0;
             ev->reason = NULL;
+            ev->compressed = p->compressed;
 
             p->msg_len = 0;
             p->in_message = 0;
+            p->compressed = 0;
             p->utf8.state = 0;
             p->utf8.codepoint = 0;
 
@@ -172,7 +180,7 @@ ngx_rooms_ws_frame_header(uint8_t *buf, unsigned opcode, uint64_t len)
 {
     unsigned  i;
 
-    buf[0] = (uint8_t) (0x80 | opcode);
+    buf[0] = (uint8_t) (0x80 | opcode);   /* opcode may carry RSV1 */
 
     if (len < 126) {
         buf[1] = (uint8_t) len;
@@ -244,7 +252,7 @@ ngx_rooms_ws_header(ngx_rooms_ws_parser_t *p)
     switch (p->hdr_len) {
 
     case 2:
-        if (h[0] & 0x70) {
+        if (h[0] & 0x30 || (h[0] & NGX_ROOMS_WS_RSV1 && !p->deflate)) {
             p->reason = "reserved bits set";
             return NGX_ROOMS_WS_CLOSE_PROTOCOL;
         }
@@ -266,6 +274,11 @@ ngx_rooms_ws_header(ngx_rooms_ws_parser_t *p)
                 return NGX_ROOMS_WS_CLOSE_PROTOCOL;
             }
 
+            if (h[0] & NGX_ROOMS_WS_RSV1) {
+                p->reason = "RSV1 set on a continuation frame";
+                return NGX_ROOMS_WS_CLOSE_PROTOCOL;
+            }
+
             break;
 
         case NGX_ROOMS_WS_OP_TEXT:
@@ -281,6 +294,7 @@ ngx_rooms_ws_header(ngx_rooms_ws_parser_t *p)
             }
 
             p->in_message = !p->fin;
+            p->compressed = (h[0] & NGX_ROOMS_WS_RSV1) ? 1 : 0;
             break;
 
         case NGX_ROOMS_WS_OP_CLOSE:
@@ -288,6 +302,11 @@ ngx_rooms_ws_header(ngx_rooms_ws_parser_t *p)
         case NGX_ROOMS_WS_OP_PONG:
             if (!p->fin) {
                 p->reason = "fragmented control frame";
+                return NGX_ROOMS_WS_CLOSE_PROTOCOL;
+            }
+
+            if (h[0] & NGX_ROOMS_WS_RSV1) {
+                p->reason = "RSV1 set on a control frame";
                 return NGX_ROOMS_WS_CLOSE_PROTOCOL;
             }
 
@@ -431,6 +450,7 @@ ngx_rooms_ws_control(ngx_rooms_ws_parser_t *p, ngx_rooms_ws_event_t *ev)
     ev->len = p->ctl_len;
     ev->status = 0;
     ev->reason = NULL;
+    ev->compressed = 0;
 
     if (p->opcode != NGX_ROOMS_WS_OP_CLOSE) {
         return NGX_ROOMS_WS_EVENT;
@@ -474,6 +494,7 @@ ngx_rooms_ws_fail(ngx_rooms_ws_parser_t *p, ngx_rooms_ws_event_t *ev,
     ev->len = 0;
     ev->status = status;
     ev->reason = reason;
+    ev->compressed = 0;
 
     return NGX_ROOMS_WS_ERROR;
 }

@@ -33,6 +33,8 @@ extern "C" {
 #define NGX_ROOMS_WS_OP_PING         0x9
 #define NGX_ROOMS_WS_OP_PONG         0xa
 
+#define NGX_ROOMS_WS_RSV1            0x40   /* permessage-deflate */
+
 #define NGX_ROOMS_WS_CONTROL_MAX     125
 #define NGX_ROOMS_WS_HEADER_MAX      10     /* server frames: no mask */
 
@@ -59,6 +61,8 @@ extern "C" {
 typedef struct {
     /* set by the caller before the first call */
     size_t                   max_message;   /* text message limit, bytes */
+    unsigned                 deflate:1;     /* RSV1 allowed: negotiated
+                                               permessage-deflate */
 
     /*
      * The buffer a data message is assembled in.  The caller provides it
@@ -75,6 +79,7 @@ typedef struct {
     unsigned                 fin:1;
     unsigned                 in_message:1;  /* a fragmented text message */
     unsigned                 closed:1;      /* a close frame was parsed */
+    unsigned                 compressed:1;  /* the message had RSV1 */
     unsigned                 hdr_len;       /* header bytes in hdr */
     unsigned                 hdr_need;      /* header bytes wanted now */
     unsigned                 mask_pos;
@@ -101,6 +106,11 @@ typedef struct {
                                           with (1002, 1003, 1007, 1009) */
     const char              *reason;   /* ERROR: for the log and the close
                                           frame */
+    unsigned                 compressed;  /* TEXT: RSV1 was set on its
+                                             first frame; data is raw
+                                             DEFLATE, not checked as
+                                             UTF-8 (the caller inflates
+                                             and checks it) */
 } ngx_rooms_ws_event_t;
 
 
@@ -124,16 +134,20 @@ void ngx_rooms_ws_parser_init(ngx_rooms_ws_parser_t *p, size_t max_message);
  *                          the same error and consumes nothing).
  *
  * A message over max_message is an error (1009) as soon as its length is
- * known.  An empty text message may come with ev->data NULL.  After a
- * CLOSE event the parser reports nothing more: it discards all input and
- * returns NGX_ROOMS_WS_AGAIN.
+ * known (for a compressed message: its compressed length).  RSV1 is
+ * allowed only with p->deflate set, and only on the first frame of a
+ * data message (RFC 7692 6.1); anywhere else it is an error (1002).  An
+ * empty text message may come with ev->data NULL.  After a CLOSE event
+ * the parser reports nothing more: it discards all input and returns
+ * NGX_ROOMS_WS_AGAIN.
  */
 int ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos,
     uint8_t *end, ngx_rooms_ws_event_t *ev);
 
 /*
  * Writes an unmasked, final server frame header for a payload of len
- * bytes; returns the header length (2, 4 or 10).
+ * bytes; returns the header length (2, 4 or 10).  The opcode may carry
+ * NGX_ROOMS_WS_RSV1 (a compressed message).
  */
 size_t ngx_rooms_ws_frame_header(uint8_t *buf, unsigned opcode,
     uint64_t len);

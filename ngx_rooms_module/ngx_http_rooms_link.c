@@ -1001,7 +1001,8 @@ ngx_http_rooms_link_unattach(ngx_http_rooms_link_t *link,
 /*
  * One frame for the whole room: built once, queued on every attached
  * member; ngx_http_rooms_conn_flush_dirty() writes it after the link's
- * input is processed.
+ * input is processed.  Members with permessage-deflate share one
+ * compressed frame, built if one of them is there.
  */
 
 static void
@@ -1011,6 +1012,7 @@ ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
     ngx_str_t                str;
     ngx_queue_t             *q, *next;
     ngx_str_node_t          *sn;
+    ngx_http_rooms_text_t    text;
     ngx_http_rooms_room_t   *room;
     ngx_http_rooms_conn_t   *conn;
     ngx_http_rooms_frame_t  *frame;
@@ -1030,16 +1032,13 @@ ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
         room->last_id = msg->last_id;
     }
 
-    frame = ngx_http_rooms_frame_create(NGX_ROOMS_WS_OP_TEXT,
-                                        (u_char *) msg->payload.data,
-                                        msg->payload.len, link->log);
-    if (frame == NULL) {
-        return;
-    }
+    /* the frames are held while they are queued */
 
-    /* hold the frame while it is queued */
+    ngx_memzero(&text, sizeof(ngx_http_rooms_text_t));
 
-    frame->refs = 1;
+    text.payload = (u_char *) msg->payload.data;
+    text.len = msg->payload.len;
+    text.log = link->log;
 
     /*
      * A member may be kicked below (slow consumer) and leave the room;
@@ -1054,10 +1053,15 @@ ngx_http_rooms_link_broadcast(ngx_http_rooms_link_t *link,
         next = ngx_queue_next(q);
         conn = ngx_queue_data(q, ngx_http_rooms_conn_t, member);
 
+        frame = ngx_http_rooms_text_frame(&text, conn);
+        if (frame == NULL) {
+            break;
+        }
+
         ngx_http_rooms_conn_queue(conn, frame);
     }
 
-    ngx_http_rooms_frame_release(frame);
+    ngx_http_rooms_text_release(&text);
 }
 
 

@@ -43,6 +43,8 @@ static ngx_int_t ngx_http_rooms_refuse(ngx_http_request_t *r,
     ngx_uint_t status, char *reason);
 static ngx_int_t ngx_http_rooms_accept_key(ngx_http_request_t *r,
     ngx_str_t *key, ngx_str_t *accept);
+static ngx_int_t ngx_http_rooms_negotiate_deflate(ngx_http_request_t *r,
+    ngx_http_rooms_conn_t *conn, ngx_str_t *extensions);
 static ngx_int_t ngx_http_rooms_add_header(ngx_http_request_t *r,
     char *name, size_t len, ngx_str_t *value);
 
@@ -198,6 +200,13 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
       offsetof(ngx_http_rooms_loc_conf_t, log_at),
       &ngx_http_rooms_log_at },
 
+    { ngx_string("rooms_deflate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rooms_loc_conf_t, deflate),
+      NULL },
+
       ngx_null_command
 };
 
@@ -239,7 +248,7 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
     char                       *reason;
     uint64_t                    since;
     ngx_int_t                   rc;
-    ngx_str_t                   key, accept, room, name;
+    ngx_str_t                   key, accept, room, name, extensions;
     ngx_uint_t                  has_since;
     ngx_http_rooms_conn_t      *conn;
     ngx_http_rooms_loc_conf_t  *rlcf;
@@ -325,7 +334,15 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
     conn->idle_timeout = rlcf->idle_timeout;
     conn->log_close = (rlcf->log_at == NGX_HTTP_ROOMS_LOG_CLOSE);
 
-    rc = ngx_http_rooms_conn_start(r, conn, &accept);
+    ngx_str_null(&extensions);
+
+    if (rlcf->deflate
+        && ngx_http_rooms_negotiate_deflate(r, conn, &extensions) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_rooms_conn_start(r, conn, &accept, &extensions);
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
         return ngx_http_rooms_refuse(r, rc, "sidecar unavailable");
@@ -886,6 +903,76 @@ ngx_http_rooms_accept_key(ngx_http_request_t *r, ngx_str_t *key,
 }
 
 
+/*
+ * permessage-deflate (RFC 7692): the first offer we can honour, looked
+ * for through every Sec-WebSocket-Extensions line in order.  No offer,
+ * or none acceptable: no extension, *extensions stays empty.
+ */
+
+static ngx_int_t
+ngx_http_rooms_negotiate_deflate(ngx_http_request_t *r,
+    ngx_http_rooms_conn_t *conn, ngx_str_t *extensions)
+{
+    ngx_uint_t                     i;
+    ngx_list_part_t               *part;
+    ngx_table_elt_t               *h;
+    ngx_rooms_ws_deflate_offer_t   offer;
+
+    static char  name[] = "Sec-WebSocket-Extensions";
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_OK;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof(name) - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name,
+                               sizeof(name) - 1) == 0
+            && ngx_rooms_ws_deflate_negotiate(h[i].value.data,
+                                              h[i].value.len, &offer))
+        {
+            break;
+        }
+    }
+
+    extensions->data = ngx_pnalloc(r->pool,
+                                   NGX_ROOMS_WS_DEFLATE_RESPONSE_MAX);
+    if (extensions->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    extensions->len = ngx_rooms_ws_deflate_response(extensions->data,
+                                                    &offer);
+
+    /*
+     * A message compressed on its own refers back at most its length:
+     * with a window of 2^bits asked for, it is sent compressed if it is
+     * no longer than that, else as it is.
+     */
+
+    conn->deflate = 1;
+    conn->deflate_max = offer.server_max_window_bits
+                        ? (size_t) 1 << offer.server_max_window_bits
+                        : NGX_MAX_SIZE_T_VALUE;
+    conn->parser.deflate = 1;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "rooms: extension \"%V\"", extensions);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_rooms_add_header(ngx_http_request_t *r, char *name, size_t len,
     ngx_str_t *value)
@@ -1044,6 +1131,7 @@ ngx_http_rooms_create_loc_conf(ngx_conf_t *cf)
     rlcf->ping_interval = NGX_CONF_UNSET_MSEC;
     rlcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     rlcf->log_at = NGX_CONF_UNSET_UINT;
+    rlcf->deflate = NGX_CONF_UNSET;
 
     return rlcf;
 }
@@ -1077,6 +1165,7 @@ ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->output_queue_size, 1024 * 1024);
     ngx_conf_merge_uint_value(conf->log_at, prev->log_at,
                               NGX_HTTP_ROOMS_LOG_CLOSE);
+    ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
 
     if (conf->max_message_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1341,4 +1430,5 @@ ngx_http_rooms_exit_process(ngx_cycle_t *cycle)
     ngx_http_rooms_conn_exit();
     ngx_http_rooms_link_exit(cycle);
     ngx_http_rooms_metrics_exit_process();
+    ngx_http_rooms_deflate_exit();
 }

@@ -14,6 +14,7 @@
 
 #include "ngx_http_rooms_ipc.h"
 #include "ngx_http_rooms_frame.h"
+#include "ngx_http_rooms_ext.h"
 #include "ngx_http_rooms_utf8.h"
 #include "ngx_http_rooms_json.h"
 
@@ -47,6 +48,7 @@ typedef struct {
     ngx_msec_t                     ping_interval;
     ngx_msec_t                     idle_timeout;
     ngx_uint_t                     log_at;
+    ngx_flag_t                     deflate;
 } ngx_http_rooms_loc_conf_t;
 
 
@@ -66,6 +68,23 @@ typedef struct {
     ngx_buf_t                      buf;
     ngx_http_rooms_frame_t        *frame;
 } ngx_http_rooms_out_t;
+
+
+/*
+ * A text message to one or more clients: its plain frame and, for the
+ * clients that negotiated permessage-deflate, its compressed frame, each
+ * built at most once, when a client first needs it, and held (one
+ * reference) until ngx_http_rooms_text_release().
+ */
+
+typedef struct {
+    u_char                        *payload;
+    size_t                         len;
+    ngx_log_t                     *log;
+    ngx_http_rooms_frame_t        *plain;
+    ngx_http_rooms_frame_t        *deflated;
+    unsigned                       tried:1;     /* to compress it */
+} ngx_http_rooms_text_t;
 
 
 typedef struct ngx_http_rooms_room_s  ngx_http_rooms_room_t;
@@ -112,6 +131,9 @@ typedef struct {
     off_t                          head_sent;   /* c->sent before frames */
     ngx_uint_t                     close_code;  /* 0: none yet */
 
+    /* permessage-deflate: compressed frames for payloads up to this */
+    size_t                         deflate_max;
+
     ngx_rooms_ws_parser_t          parser;
 
     u_char                         code[NGX_HTTP_ROOMS_ROOM_MAX];
@@ -131,6 +153,7 @@ typedef struct {
     unsigned                       doomed:1;    /* close at the takeover */
     unsigned                       failed:1;    /* close when flushed */
     unsigned                       log_close:1; /* request logged at close */
+    unsigned                       deflate:1;   /* permessage-deflate */
 } ngx_http_rooms_conn_t;
 
 
@@ -191,7 +214,7 @@ ngx_int_t ngx_http_rooms_link_request(ngx_http_request_t *r,
     ngx_uint_t type, ngx_msec_t timeout);
 
 ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
-    ngx_http_rooms_conn_t *conn, ngx_str_t *accept);
+    ngx_http_rooms_conn_t *conn, ngx_str_t *accept, ngx_str_t *extensions);
 ngx_uint_t ngx_http_rooms_conn_drained(void);
 ngx_http_rooms_frame_t *ngx_http_rooms_frame_create(ngx_uint_t opcode,
     u_char *payload, size_t len, ngx_log_t *log);
@@ -216,6 +239,14 @@ void ngx_http_rooms_metrics_close(ngx_uint_t code);
 ngx_int_t ngx_http_rooms_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_rooms_metrics_send(ngx_http_request_t *r,
     ngx_rooms_ipc_str_t *sidecar);
+
+ngx_http_rooms_frame_t *ngx_http_rooms_text_frame(ngx_http_rooms_text_t *t,
+    ngx_http_rooms_conn_t *conn);
+void ngx_http_rooms_text_release(ngx_http_rooms_text_t *t);
+ngx_uint_t ngx_http_rooms_inflate(u_char *in, size_t len, size_t max,
+    u_char **out, size_t *out_len, char **reason, ngx_log_t *log);
+void ngx_http_rooms_deflate_exit(void);
+
 
 ngx_int_t ngx_http_rooms_add_variables(ngx_conf_t *cf);
 

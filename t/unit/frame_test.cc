@@ -102,6 +102,7 @@ struct Ev {
     unsigned opcode;
     std::string data;
     unsigned status;
+    bool compressed = false;
 
     bool operator==(const Ev&) const = default;
 };
@@ -184,7 +185,7 @@ class Conn {
                 EXPECT_EQ(rc, NGX_ROOMS_WS_EVENT);
                 out.push_back({rc, ev.opcode,
                                std::string(ev.data, ev.data + ev.len),
-                               ev.status});
+                               ev.status, ev.compressed != 0});
 
                 if (ev.opcode == kText && free_after_text_) {
                     std::free(p_.buf);
@@ -693,4 +694,102 @@ TEST(Frame, CheckClose) {
     EXPECT_EQ(check(close_payload(1000, "\xe2\x82")), 1007u);
     EXPECT_EQ(check(close_payload(1006)), 1002u);
     EXPECT_EQ(check(close_payload(1006, "\xff")), 1002u);
+}
+
+// permessage-deflate (RFC 7692 6.1): RSV1 marks the first frame of a
+// compressed message, only once negotiated (p.deflate); never on a
+// continuation or a control frame.  A compressed payload is not UTF-8
+// (the caller checks it inflated) and its compressed length has the
+// message limit.
+
+Ev deflated_ev(const std::string& s) {
+    return {NGX_ROOMS_WS_EVENT, kText, s, 0, true};
+}
+
+TEST(Frame, Rsv1MarksACompressedMessageOnceNegotiated) {
+    std::string raw("\xf2\x48\xcd\xc9\xc9\x07\x00", 7);  // "Hello"
+    bytes_t in = cat({build({.payload = raw, .rsv = 4}), text("plain")});
+
+    Conn c;
+    c.p_.deflate = 1;
+    EXPECT_EQ(c.feed(in), (std::vector<Ev>{deflated_ev(raw),
+                                           text_ev("plain")}));
+
+    // the same bytes one at a time
+    Conn slow;
+    slow.p_.deflate = 1;
+    EXPECT_EQ(slow.feed(in, 1), (std::vector<Ev>{deflated_ev(raw),
+                                                 text_ev("plain")}));
+
+    // not negotiated: a protocol error, as any reserved bit
+    EXPECT_EQ(events(in), std::vector<Ev>{error_ev(1002)});
+}
+
+TEST(Frame, Rsv1OnTheFirstFrameCoversTheFragments) {
+    std::string raw("\xff\xfe\x00\xc0", 4);  // not UTF-8: not checked
+    bytes_t in = cat({build({.payload = raw.substr(0, 1), .fin = false,
+                             .rsv = 4}),
+                      control(kPing, "p"),
+                      cont(raw.substr(1, 2), false), cont(raw.substr(3))});
+    Conn c;
+    c.p_.deflate = 1;
+    EXPECT_EQ(c.feed(in), (std::vector<Ev>{ping_ev("p"), deflated_ev(raw)}));
+}
+
+TEST(Frame, Rsv1ProtocolErrors) {
+    struct Case {
+        const char* what;
+        bytes_t in;
+        unsigned status;
+    };
+    std::vector<Case> cases = {
+        {"rsv1 on a continuation",
+         cat({build({.payload = "a", .fin = false, .rsv = 4}),
+              build({.opcode = kCont, .payload = "b", .rsv = 4})}),
+         1002},
+        {"rsv1 on a continuation of a plain message",
+         cat({text("a", false),
+              build({.opcode = kCont, .payload = "b", .rsv = 4})}),
+         1002},
+        {"rsv1 on a ping", build({.opcode = kPing, .payload = "", .rsv = 4}),
+         1002},
+        {"rsv1 on a pong", build({.opcode = kPong, .payload = "", .rsv = 4}),
+         1002},
+        {"rsv1 on a close",
+         build({.opcode = kClose, .payload = "", .rsv = 4}), 1002},
+        {"rsv1 on a ping inside a compressed message",
+         cat({build({.payload = "a", .fin = false, .rsv = 4}),
+              build({.opcode = kPing, .payload = "", .rsv = 4})}),
+         1002},
+        {"rsv2 with deflate", build({.payload = "hi", .rsv = 2}), 1002},
+        {"rsv3 with deflate", build({.payload = "hi", .rsv = 1}), 1002},
+        {"rsv1+rsv2", build({.payload = "hi", .rsv = 6}), 1002},
+        {"rsv1 binary", build({.opcode = kBinary, .payload = "b", .rsv = 4}),
+         1003},
+        {"compressed over the limit",
+         build({.payload = std::string(101, 'x'), .rsv = 4}), 1009},
+        {"plain text after a compressed one is UTF-8 checked",
+         cat({build({.payload = "\xff", .rsv = 4}), text("\xff")}), 1007},
+    };
+
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.what);
+        Conn fast(100);
+        fast.p_.deflate = 1;
+        std::vector<Ev> ev = fast.feed(c.in);
+        ASSERT_FALSE(ev.empty());
+        EXPECT_EQ(ev.back(), error_ev(c.status));
+
+        Conn slow(100);
+        slow.p_.deflate = 1;
+        EXPECT_EQ(slow.feed(c.in, 1), ev);
+    }
+}
+
+TEST(Frame, ServerFrameHeaderWithRsv1) {
+    uint8_t buf[NGX_ROOMS_WS_HEADER_MAX];
+    size_t n = ngx_rooms_ws_frame_header(buf, kText | NGX_ROOMS_WS_RSV1, 5);
+    ASSERT_EQ(n, 2u);
+    EXPECT_EQ(buf[0], 0xc1);
+    EXPECT_EQ(buf[1], 5);
 }

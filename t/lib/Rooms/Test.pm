@@ -39,7 +39,7 @@ use Time::HiRes qw(time sleep);
 use Rooms::Test::Client;
 
 our @EXPORT_OK = qw(wait_until free_port http_get publish_paced
-    process_alive proc_stat proc_cpu proc_rss redis_command);
+    process_alive proc_stat proc_cpu proc_rss proc_hwm redis_command);
 
 my $REPO = abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
 
@@ -974,6 +974,21 @@ sub proc_rss {
     open my $fh, '<', "/proc/$pid/status" or return 0;
     while (<$fh>) {
         return $1 if /^VmRSS:\s+(\d+)/;
+    }
+
+    return 0;
+}
+
+
+# Peak resident memory of a process in KiB (VmHWM of /proc/PID/status): a
+# short-lived allocation that RSS no longer shows is still counted; 0 if
+# there is no such process.
+sub proc_hwm {
+    my ($pid) = @_;
+
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    while (<$fh>) {
+        return $1 if /^VmHWM:\s+(\d+)/;
     }
 
     return 0;

@@ -12,10 +12,18 @@ package Rooms::Test::Raw;
 #   my ($code, $reason, $eof) = $c->expect_close(5);
 #
 # Also raw_http($port, $request) for handshake answers of any shape.
+#
+# permessage-deflate (RFC 7692): deflate_raw() and inflate_raw() make and
+# read message payloads as the extension sends them (raw DEFLATE, no
+# context takeover, the trailing 00 00 ff ff stripped); next_json()
+# inflates a text message that comes with RSV1 and counts it in
+# $c->{inflated}.
 
 use strict;
 use warnings;
 
+use Compress::Raw::Zlib qw(Z_OK Z_STREAM_END Z_BUF_ERROR Z_SYNC_FLUSH
+    Z_BEST_COMPRESSION Z_DEFAULT_COMPRESSION);
 use Digest::SHA qw(sha1_base64);
 use Exporter qw(import);
 use IO::Select;
@@ -26,7 +34,7 @@ use Socket qw(IPPROTO_TCP TCP_NODELAY SOL_SOCKET SO_RCVBUF
     inet_aton pack_sockaddr_in);
 use Time::HiRes qw(time sleep);
 
-our @EXPORT_OK = qw(raw_http frame upgrade_request);
+our @EXPORT_OK = qw(raw_http frame upgrade_request deflate_raw inflate_raw);
 
 my $GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 my $JSON = JSON::PP->new->utf8->canonical;
@@ -68,6 +76,43 @@ sub frame {
     }
 
     return $b;
+}
+
+
+# deflate_raw($bytes, level => 6): a permessage-deflate payload.
+sub deflate_raw {
+    my ($bytes, %o) = @_;
+
+    my ($d, $st) = Compress::Raw::Zlib::Deflate->new(
+        -WindowBits => -15, -AppendOutput => 1,
+        -Level => $o{level} // Z_DEFAULT_COMPRESSION);
+    die "deflate init: $st" unless $st == Z_OK;
+
+    my $out = '';
+    $d->deflate($bytes, $out) == Z_OK or die 'deflate failed';
+    $d->flush($out, Z_SYNC_FLUSH) == Z_OK or die 'deflate flush failed';
+    $out =~ s/\x00\x00\xff\xff\z// or die 'no sync flush marker';
+
+    return $out;
+}
+
+
+# inflate_raw($payload): the message of a permessage-deflate payload;
+# undef if it is not valid DEFLATE.
+sub inflate_raw {
+    my ($payload) = @_;
+
+    my ($i, $st) = Compress::Raw::Zlib::Inflate->new(
+        -WindowBits => -15, -AppendOutput => 1, -ConsumeInput => 1,
+        -LimitOutput => 0, -Bufsize => 65536);
+    die "inflate init: $st" unless $st == Z_OK;
+
+    my $in = $payload . "\x00\x00\xff\xff";
+    my $out = '';
+    $st = $i->inflate($in, $out);
+
+    return ($st == Z_OK || $st == Z_STREAM_END || $st == Z_BUF_ERROR)
+        ? $out : undef;
 }
 
 
@@ -242,6 +287,12 @@ sub next_json {
 
     while (1) {
         my $f = $self->read_frame($deadline - time) or return;
+
+        if ($f->{op} == 1 && $f->{rsv} & 4) {
+            $self->{inflated}++;
+            $f->{payload} = inflate_raw($f->{payload})
+                // return { type => '_not_deflate', raw => $f->{payload} };
+        }
 
         if ($f->{op} == 1) {
             my $m = eval { $JSON->decode($f->{payload}) };
