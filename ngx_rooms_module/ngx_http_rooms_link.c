@@ -1718,7 +1718,7 @@ ngx_http_rooms_list_reply(ngx_http_rooms_pending_t *pending,
 {
     ngx_int_t            rc;
     ngx_buf_t           *b;
-    ngx_chain_t          out;
+    ngx_str_t            type;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
@@ -1744,19 +1744,6 @@ ngx_http_rooms_list_reply(ngx_http_rooms_pending_t *pending,
         return;
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = body->len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        ngx_http_finalize_request(r, rc);
-        ngx_http_run_posted_requests(c);
-        return;
-    }
-
     b = ngx_create_temp_buf(r->pool, body->len ? body->len : 1);
     if (b == NULL) {
         ngx_http_finalize_request(r, NGX_ERROR);
@@ -1765,13 +1752,10 @@ ngx_http_rooms_list_reply(ngx_http_rooms_pending_t *pending,
     }
 
     b->last = ngx_cpymem(b->last, body->data, body->len);
-    b->last_buf = 1;
-    b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
+    ngx_str_set(&type, "application/json");
 
-    rc = ngx_http_output_filter(r, &out);
+    rc = ngx_http_rooms_send_buffer(r, NGX_HTTP_OK, &type, type.len, b);
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);

@@ -330,10 +330,9 @@ ngx_int_t
 ngx_http_rooms_metrics_send(ngx_http_request_t *r,
     ngx_rooms_ipc_str_t *sidecar)
 {
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    size_t      len;
+    ngx_buf_t  *b;
+    ngx_str_t   type;
 
     len = NGX_HTTP_ROOMS_PAGE_SIZE + (sidecar ? sidecar->len : 0);
 
@@ -350,24 +349,10 @@ ngx_http_rooms_metrics_send(ngx_http_request_t *r,
         b->last = ngx_cpymem(b->last, sidecar->data, sidecar->len);
     }
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    ngx_str_set(&type, "text/plain; version=0.0.4");
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_rooms_send_buffer(r, NGX_HTTP_OK, &type,
+                                      sizeof("text/plain") - 1, b);
 }
 
 

@@ -674,11 +674,10 @@ ngx_http_rooms_parse_since(ngx_http_request_t *r, uint64_t *since,
 static ngx_int_t
 ngx_http_rooms_refuse(ngx_http_request_t *r, ngx_uint_t status, char *reason)
 {
-    size_t            len;
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_str_t         value;
-    ngx_chain_t       out;
+    size_t      len;
+    ngx_int_t   rc;
+    ngx_buf_t  *b;
+    ngx_str_t   value, type;
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "rooms: upgrade refused with %ui: %s", status, reason);
@@ -697,8 +696,6 @@ ngx_http_rooms_refuse(ngx_http_request_t *r, ngx_uint_t status, char *reason)
 
     b->last = ngx_cpymem(b->last, reason, len);
     *b->last++ = LF;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
     if (status == NGX_HTTP_ROOMS_UPGRADE_REQUIRED) {
         ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
@@ -724,10 +721,32 @@ ngx_http_rooms_refuse(ngx_http_request_t *r, ngx_uint_t status, char *reason)
         }
     }
 
+    ngx_str_set(&type, "text/plain");
+
+    return ngx_http_rooms_send_buffer(r, status, &type, type.len, b);
+}
+
+
+/*
+ * Sends a whole response held in one buffer: the module's own pages and
+ * its refusals.  type_len is the length of the MIME type in type, without
+ * its parameters.
+ */
+
+ngx_int_t
+ngx_http_rooms_send_buffer(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, size_t type_len, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
     r->headers_out.status = status;
-    r->headers_out.content_length_n = len + 1;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type_len;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
 
     rc = ngx_http_send_header(r);
 

@@ -249,6 +249,8 @@ void ngx_http_rooms_deflate_exit(void);
 
 
 ngx_int_t ngx_http_rooms_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_rooms_send_buffer(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *type, size_t type_len, ngx_buf_t *b);
 
 
 
