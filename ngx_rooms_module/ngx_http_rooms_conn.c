@@ -32,9 +32,6 @@
     ((len) + sizeof(ngx_http_rooms_out_t) + sizeof(ngx_http_rooms_frame_t))
 #define NGX_HTTP_ROOMS_HOLD        3600000
 
-/* closes_total: closed without a close frame (RFC 6455, 7.1.5) */
-#define NGX_HTTP_ROOMS_CLOSE_LOST  1006
-
 
 /*
  * A graceful shutdown (reload, binary upgrade) does not drop clients:
@@ -114,9 +111,9 @@ static ngx_event_t   ngx_http_rooms_trim_event;
  * is announced to the sidecar and the 101 response queued.  The request
  * itself is freed right after the content phase, by
  * ngx_http_rooms_conn_takeover(): an upgraded connection keeps only its
- * connection pool and this structure, not a request pool; unless what
- * the request holds is to last as long as the WebSocket (a limit_conn
- * slot, see there).
+ * connection pool and this structure, not a request pool; unless the
+ * request is to last as long as the WebSocket (its access log line
+ * written at the close, a limit_conn slot: see there).
  */
 
 ngx_int_t
@@ -1704,7 +1701,7 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
         ngx_http_rooms_stats->connections--;
 
         if (!conn->close_sent) {
-            ngx_http_rooms_metrics_close(NGX_HTTP_ROOMS_CLOSE_LOST);
+            ngx_http_rooms_metrics_close(NGX_ROOMS_WS_CLOSE_ABNORMAL);
         }
 
         /* the last client gone, a shutting down worker may exit */

@@ -65,6 +65,8 @@ static u_char *ngx_http_rooms_metrics_render(u_char *p, u_char *last,
     ngx_uint_t sidecar_up);
 static u_char *ngx_http_rooms_metrics_family(u_char *p, u_char *last,
     char *name, char *type, char *help);
+static u_char *ngx_http_rooms_metrics_sample(u_char *p, u_char *last,
+    char *name, char *type, char *help, ngx_atomic_uint_t value);
 
 
 /* the fixed label values; the last one is "other" */
@@ -408,13 +410,13 @@ ngx_http_rooms_metrics_render(u_char *p, u_char *last, ngx_uint_t sidecar_up)
         ngx_shmtx_unlock(&shpool->mutex);
     }
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_workers", "gauge",
-                                      "Worker processes counted.");
-    p = ngx_slprintf(p, last, "rooms_workers %ui\n", workers);
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_workers", "gauge",
+                                      "Worker processes counted.",
+                                      workers);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_connections", "gauge",
-                                      "Open WebSocket connections.");
-    p = ngx_slprintf(p, last, "rooms_connections %uA\n", connections);
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_connections", "gauge",
+                                      "Open WebSocket connections.",
+                                      connections);
 
     p = ngx_http_rooms_metrics_family(p, last, "rooms_upgrades_total",
                                       "counter",
@@ -439,82 +441,74 @@ ngx_http_rooms_metrics_render(u_char *p, u_char *last, ngx_uint_t sidecar_up)
                          c[NGX_HTTP_ROOMS_M_CLOSES + i]);
     }
 
-    p = ngx_http_rooms_metrics_family(p, last,
+    p = ngx_http_rooms_metrics_sample(p, last,
                                       "rooms_messages_received_total",
                                       "counter",
-                                      "Text messages received from clients.");
-    p = ngx_slprintf(p, last, "rooms_messages_received_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_MESSAGES_IN]);
+                                      "Text messages received from clients.",
+                                      c[NGX_HTTP_ROOMS_M_MESSAGES_IN]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_messages_sent_total",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_messages_sent_total",
                                       "counter",
-                                      "Text frames written to clients.");
-    p = ngx_slprintf(p, last, "rooms_messages_sent_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_MESSAGES_OUT]);
+                                      "Text frames written to clients.",
+                                      c[NGX_HTTP_ROOMS_M_MESSAGES_OUT]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_received_bytes_total",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_received_bytes_total",
                                       "counter",
-                                      "Bytes read from WebSocket clients.");
-    p = ngx_slprintf(p, last, "rooms_received_bytes_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_BYTES_IN]);
+                                      "Bytes read from WebSocket clients.",
+                                      c[NGX_HTTP_ROOMS_M_BYTES_IN]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_sent_bytes_total",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_sent_bytes_total",
                                       "counter",
                                       "Bytes written to WebSocket clients, "
-                                      "the 101 response included.");
-    p = ngx_slprintf(p, last, "rooms_sent_bytes_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_BYTES_OUT]);
+                                      "the 101 response included.",
+                                      c[NGX_HTTP_ROOMS_M_BYTES_OUT]);
 
-    p = ngx_http_rooms_metrics_family(p, last,
+    p = ngx_http_rooms_metrics_sample(p, last,
                                       "rooms_slow_consumer_kicks_total",
                                       "counter",
                                       "Clients closed for not reading "
-                                      "(rooms_output_queue_size).");
-    p = ngx_slprintf(p, last, "rooms_slow_consumer_kicks_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_SLOW_KICKS]);
+                                      "(rooms_output_queue_size).",
+                                      c[NGX_HTTP_ROOMS_M_SLOW_KICKS]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_held_messages",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_held_messages",
                                       "gauge",
                                       "Client messages held while no "
-                                      "sidecar takes them.");
-    p = ngx_slprintf(p, last, "rooms_held_messages %uA\n", held);
+                                      "sidecar takes them.",
+                                      held);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_hold_bytes", "gauge",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_hold_bytes", "gauge",
                                       "Memory of client messages the "
                                       "sidecar has not answered "
-                                      "(rooms_hold_size).");
-    p = ngx_slprintf(p, last, "rooms_hold_bytes %uA\n", hold_bytes);
+                                      "(rooms_hold_size).",
+                                      hold_bytes);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_held_expired_total",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_held_expired_total",
                                       "counter",
                                       "Held messages refused after "
-                                      "rooms_hold_time.");
-    p = ngx_slprintf(p, last, "rooms_held_expired_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_HELD_EXPIRED]);
+                                      "rooms_hold_time.",
+                                      c[NGX_HTTP_ROOMS_M_HELD_EXPIRED]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_unavailable_total",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_unavailable_total",
                                       "counter",
                                       "Client messages answered "
-                                      "\"unavailable\" by the worker.");
-    p = ngx_slprintf(p, last, "rooms_unavailable_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_UNAVAILABLE]);
+                                      "\"unavailable\" by the worker.",
+                                      c[NGX_HTTP_ROOMS_M_UNAVAILABLE]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_link_up", "gauge",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_link_up", "gauge",
                                       "Workers whose link to the sidecar "
-                                      "is up.");
-    p = ngx_slprintf(p, last, "rooms_link_up %uA\n", link_up);
+                                      "is up.",
+                                      link_up);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_link_reconnects_total",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_link_reconnects_total",
                                       "counter",
                                       "Links to the sidecar made again "
-                                      "after a loss.");
-    p = ngx_slprintf(p, last, "rooms_link_reconnects_total %uA\n",
-                     c[NGX_HTTP_ROOMS_M_LINK_RECONNECTS]);
+                                      "after a loss.",
+                                      c[NGX_HTTP_ROOMS_M_LINK_RECONNECTS]);
 
-    p = ngx_http_rooms_metrics_family(p, last, "rooms_sidecar_up", "gauge",
+    p = ngx_http_rooms_metrics_sample(p, last, "rooms_sidecar_up", "gauge",
                                       "Whether the sidecar's figures "
-                                      "follow.");
-    p = ngx_slprintf(p, last, "rooms_sidecar_up %ui\n", sidecar_up);
+                                      "follow.",
+                                      sidecar_up);
 
     return p;
 }
@@ -526,4 +520,16 @@ ngx_http_rooms_metrics_family(u_char *p, u_char *last, char *name,
 {
     return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
                         name, help, name, type);
+}
+
+
+/* a family of one sample without labels */
+
+static u_char *
+ngx_http_rooms_metrics_sample(u_char *p, u_char *last, char *name,
+    char *type, char *help, ngx_atomic_uint_t value)
+{
+    p = ngx_http_rooms_metrics_family(p, last, name, type, help);
+
+    return ngx_slprintf(p, last, "%s %uA\n", name, value);
 }

@@ -33,8 +33,8 @@ static ngx_int_t ngx_http_rooms_variable_close_code(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_http_rooms_conn_t *ngx_http_rooms_variable_conn(
     ngx_http_request_t *r, ngx_http_variable_value_t *v);
-static ngx_int_t ngx_http_rooms_variable_set(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, u_char *data, size_t len);
+static u_char *ngx_http_rooms_variable_alloc(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, size_t size);
 
 
 static ngx_http_variable_t  ngx_http_rooms_vars[] = {
@@ -122,7 +122,7 @@ static ngx_int_t
 ngx_http_rooms_variable_player(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                 *p, buf[NGX_HTTP_ROOMS_PLAYER_MAX];
+    u_char                 *p;
     ngx_http_rooms_conn_t  *conn;
 
     conn = ngx_http_rooms_variable_conn(r, v);
@@ -130,9 +130,14 @@ ngx_http_rooms_variable_player(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_http_rooms_link_player(conn, buf);
+    p = ngx_http_rooms_variable_alloc(r, v, NGX_HTTP_ROOMS_PLAYER_MAX);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
 
-    return ngx_http_rooms_variable_set(r, v, buf, p - buf);
+    v->len = ngx_http_rooms_link_player(conn, p) - p;
+
+    return NGX_OK;
 }
 
 
@@ -142,7 +147,7 @@ static ngx_int_t
 ngx_http_rooms_variable_session_time(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                 *p, buf[NGX_TIME_T_LEN + 4];
+    u_char                 *p;
     ngx_msec_t              ms;
     ngx_http_rooms_conn_t  *conn;
 
@@ -151,11 +156,16 @@ ngx_http_rooms_variable_session_time(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    p = ngx_http_rooms_variable_alloc(r, v, NGX_TIME_T_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
     ms = ngx_current_msec - conn->start;
 
-    p = ngx_sprintf(buf, "%T.%03M", (time_t) (ms / 1000), ms % 1000);
+    v->len = ngx_sprintf(p, "%T.%03M", (time_t) (ms / 1000), ms % 1000) - p;
 
-    return ngx_http_rooms_variable_set(r, v, buf, p - buf);
+    return NGX_OK;
 }
 
 
@@ -163,7 +173,7 @@ static ngx_int_t
 ngx_http_rooms_variable_counter(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                 *p, buf[NGX_INT64_LEN];
+    u_char                 *p;
     ngx_http_rooms_conn_t  *conn;
 
     conn = ngx_http_rooms_variable_conn(r, v);
@@ -171,9 +181,14 @@ ngx_http_rooms_variable_counter(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_sprintf(buf, "%uL", *(uint64_t *) ((char *) conn + data));
+    p = ngx_http_rooms_variable_alloc(r, v, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
 
-    return ngx_http_rooms_variable_set(r, v, buf, p - buf);
+    v->len = ngx_sprintf(p, "%uL", *(uint64_t *) ((char *) conn + data)) - p;
+
+    return NGX_OK;
 }
 
 
@@ -183,7 +198,7 @@ static ngx_int_t
 ngx_http_rooms_variable_bytes_out(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                 *p, buf[NGX_OFF_T_LEN];
+    u_char                 *p;
     off_t                   sent;
     ngx_http_rooms_conn_t  *conn;
 
@@ -192,11 +207,16 @@ ngx_http_rooms_variable_bytes_out(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    p = ngx_http_rooms_variable_alloc(r, v, NGX_OFF_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
     sent = conn->connection->sent - conn->head_sent;
 
-    p = ngx_sprintf(buf, "%O", sent > 0 ? sent : (off_t) 0);
+    v->len = ngx_sprintf(p, "%O", sent > 0 ? sent : (off_t) 0) - p;
 
-    return ngx_http_rooms_variable_set(r, v, buf, p - buf);
+    return NGX_OK;
 }
 
 
@@ -211,7 +231,7 @@ static ngx_int_t
 ngx_http_rooms_variable_close_code(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                 *p, buf[NGX_INT_T_LEN];
+    u_char                 *p;
     ngx_http_rooms_conn_t  *conn;
 
     conn = ngx_http_rooms_variable_conn(r, v);
@@ -224,9 +244,14 @@ ngx_http_rooms_variable_close_code(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_sprintf(buf, "%ui", conn->close_code);
+    p = ngx_http_rooms_variable_alloc(r, v, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
 
-    return ngx_http_rooms_variable_set(r, v, buf, p - buf);
+    v->len = ngx_sprintf(p, "%ui", conn->close_code) - p;
+
+    return NGX_OK;
 }
 
 
@@ -246,21 +271,20 @@ ngx_http_rooms_variable_conn(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_rooms_variable_set(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, u_char *data, size_t len)
+/* room for a value of at most size bytes; the caller sets v->len */
+
+static u_char *
+ngx_http_rooms_variable_alloc(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, size_t size)
 {
-    v->data = ngx_pnalloc(r->pool, len);
+    v->data = ngx_pnalloc(r->pool, size);
     if (v->data == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
-    ngx_memcpy(v->data, data, len);
-
-    v->len = len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
 
-    return NGX_OK;
+    return v->data;
 }

@@ -872,19 +872,7 @@ sub publish_paced {
 # mem_cmp_ok(got, op, bound, name): cmp_ok for a bound on memory (RSS,
 # dirty pages).  Skipped under ROOMS_SANITIZE: ASan's redzones,
 # quarantine and shadow memory are counted too, and dwarf the bounds.
-sub mem_cmp_ok {
-    my ($got, $op, $bound, $name) = @_;
-
-    if ($ENV{ROOMS_SANITIZE}) {
-        my $tb = Test::More->builder;
-        $tb->skip("under ASan memory is not measured: $name "
-            . "(got $got, bound $bound)");
-        return 1;
-    }
-
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    return cmp_ok($got, $op, $bound, $name);
-}
+sub mem_cmp_ok { return _unsanitized_cmp_ok('memory is', @_) }
 
 
 # cpu_cmp_ok(got, op, bound, name): cmp_ok for a bound on a ratio of CPU
@@ -892,17 +880,21 @@ sub mem_cmp_ok {
 # access, so per-frame and per-byte work slow down by different factors
 # (t/35's tiny-frame ratio went from 5x to 34x); the suite without
 # sanitizers asserts these bounds.
-sub cpu_cmp_ok {
-    my ($got, $op, $bound, $name) = @_;
+sub cpu_cmp_ok { return _unsanitized_cmp_ok('CPU ratios are', @_) }
+
+
+sub _unsanitized_cmp_ok {
+    my ($what, $got, $op, $bound, $name) = @_;
 
     if ($ENV{ROOMS_SANITIZE}) {
         my $tb = Test::More->builder;
-        $tb->skip("under ASan CPU ratios are not measured: $name "
+        $tb->skip("under ASan $what not measured: $name "
             . "(got $got, bound $bound)");
         return 1;
     }
 
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    # failures are reported at the caller of mem_cmp_ok / cpu_cmp_ok
+    local $Test::Builder::Level = $Test::Builder::Level + 2;
     return cmp_ok($got, $op, $bound, $name);
 }
 
