@@ -495,6 +495,11 @@ int listen_on(const std::string& host, int port)
 }
 
 
+// A thread's connections: owned here, freed once closed and out of the
+// event batch that may still name them.
+using conn_set = std::unordered_map<conn*, std::unique_ptr<conn>>;
+
+
 void close_conn(conn& c, std::vector<conn*>& dead)
 {
     if (c.dead) {
@@ -519,8 +524,9 @@ void on_readable(conn& c, std::vector<char>& buf, std::vector<conn*>& dead)
             return;
         }
         c.in.append(buf.data(), static_cast<size_t>(n));
-        bool ok = c.open ? on_frames(c) : on_upgrade(c);
-        if (ok && c.open && !c.in.empty()) {
+        bool was_open = c.open;
+        bool ok = was_open ? on_frames(c) : on_upgrade(c);
+        if (ok && !was_open && c.open && !c.in.empty()) {
             ok = on_frames(c);  // frames that came with the request
         }
         if (!ok) {
@@ -542,6 +548,7 @@ void serve(int lfd)
     lev.data.ptr = nullptr;
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
     std::vector<char> buf(64 * 1024);
+    conn_set conns;
     std::vector<conn*> dead;
     epoll_event evs[256];
     for (;;) {
@@ -558,7 +565,9 @@ void serve(int lfd)
                     int one = 1;
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
                                sizeof(one));
-                    auto* nc = new conn;
+                    auto owned = std::make_unique<conn>();
+                    conn* nc = owned.get();
+                    conns.emplace(nc, std::move(owned));
                     nc->fd = fd;
                     nc->ep = ep;
                     epoll_event ev{};
@@ -581,7 +590,7 @@ void serve(int lfd)
             }
         }
         for (conn* c : dead) {
-            delete c;
+            conns.erase(c);
         }
         dead.clear();
     }
