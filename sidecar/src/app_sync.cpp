@@ -57,7 +57,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         room_key(p, code, "seq"),      room_key(p, code, "history"),
         room_key(p, code, "trimmed"),  room_key(p, code, "presence"),
         rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
-        room_key(p, code, "epoch")};
+        room_key(p, code, "epoch"),    room_key(p, code, "senders")};
     std::vector<std::string> args = {room_channel(p, code), code,
                                      cfg_.server_id,
                                      // unique per call: a Redis that lost
@@ -65,7 +65,8 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      // server has seen before
                                      epoch_candidate_ + "." +
                                          std::to_string(++epoch_serial_),
-                                     epoch_candidate_};
+                                     epoch_candidate_,
+                                     std::to_string(cfg_.room_ttl_ms)};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     for (const member_key& k : players) {
@@ -78,6 +79,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         args.push_back(m->ready ? "1" : "0");
     }
 
+    flush_publishes(code);
     auto req = std::make_shared<sync_request>();
     req->room = code;
     req->incarnation = rs->incarnation;
