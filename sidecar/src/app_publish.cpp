@@ -69,11 +69,11 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
 
     // Until the room's SUBSCRIBE is confirmed (it is on its way: the
     // subscriber connection is up), its messages wait, in order.
-    auto w = waiting_.find(m->room);
+    auto w = waiting_.find(m->room());
     if (w != waiting_.end() ||
-        (!rooms_.is_subscribed(m->room) && redis_.subscriber_ready())) {
+        (!rooms_.is_subscribed(m->room()) && redis_.subscriber_ready())) {
         if (w == waiting_.end()) {
-            w = waiting_.emplace(m->room, std::deque<waiting_message>())
+            w = waiting_.emplace(m->room(), std::deque<waiting_message>())
                     .first;
         }
         w->second.push_back(waiting_message{
@@ -110,8 +110,8 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     ctx.link = l.id();
     ctx.conn = conn;
     ctx.seq = seq;
-    ctx.room = m->room;
-    ctx.player = m->id;
+    ctx.room = m->room();
+    ctx.player = m->id();
 
     if (flags & NGX_ROOMS_IPC_F_EXPIRED) {
         // Held by the worker past its bound after an earlier sidecar took
@@ -131,7 +131,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
         break;
     case rate_limiter::verdict::limited:
         log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
-                  ull(conn), m->room.c_str());
+                  ull(conn), m->room().c_str());
         stats_.rate_limited++;
         ack(l.id(), conn, seq,
             make_error("rate_limited",
@@ -141,7 +141,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     case rate_limiter::verdict::kick: {
         log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
                  "id=%s",
-                 ull(l.id()), ull(conn), m->room.c_str(), m->id.c_str());
+                 ull(l.id()), ull(conn), m->room().c_str(), m->id().c_str());
         m->kicked = true;
         stats_.rate_limit_kicks++;
         ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, conn);
@@ -153,12 +153,12 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     }
 
     envelope_result env = process_client_envelope(
-        payload, m->name, cfg_.max_message_bytes, m->id);
+        payload, m->name, cfg_.max_message_bytes, m->id());
     ctx.ref = env.ref;
     if (env.status != envelope_status::ok) {
         const char* code = envelope_error_code(env.status);
         log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
-                 ull(l.id()), ull(conn), m->room.c_str(), code,
+                 ull(l.id()), ull(conn), m->room().c_str(), code,
                  env.message.c_str());
         stats_.refused_invalid++;
         ack(l.id(), conn, seq, make_error(code, env.message, env.ref));
@@ -187,17 +187,17 @@ void app::publish(member& m, const publish_ctx& base, std::string&& body,
     const std::string& p = cfg_.key_prefix;
     std::string keep_n =
         std::to_string(cfg_.kept(type) ? cfg_.history_length : 0);
-    std::vector<std::string> keys = {room_key(p, m.room, "seq"),
-                                     room_key(p, m.room, "history"),
-                                     room_key(p, m.room, "trimmed")};
-    std::vector<std::string> args = {room_channel(p, m.room),
-                                     std::move(body), keep_n, m.id};
+    std::vector<std::string> keys = {room_key(p, m.room(), "seq"),
+                                     room_key(p, m.room(), "history"),
+                                     room_key(p, m.room(), "trimmed")};
+    std::vector<std::string> args = {room_channel(p, m.room()),
+                                     std::move(body), keep_n, m.id()};
     bool agree = type == "agree";
     if (agree) {
-        keys.push_back(room_key(p, m.room, "presence"));
-        args.push_back(m.room);
+        keys.push_back(room_key(p, m.room(), "presence"));
+        args.push_back(m.room());
     }
-    keys.push_back(room_key(p, m.room, "senders"));
+    keys.push_back(room_key(p, m.room(), "senders"));
     args.push_back(std::to_string(ctx.seq));
     args.push_back(redis_deadline);
 
@@ -208,12 +208,12 @@ void app::publish(member& m, const publish_ctx& base, std::string&& body,
     if (!sent) {
         log_warn("message not published, Redis unavailable link=%llu "
                  "conn=%llu room=%s",
-                 ull(ctx.link), ull(ctx.conn), m.room.c_str());
+                 ull(ctx.link), ull(ctx.conn), m.room().c_str());
         ack_unavailable(ctx);
         return;
     }
     log_debug("publish link=%llu conn=%llu seq=%llu room=%s type=%s",
-              ull(ctx.link), ull(ctx.conn), ull(ctx.seq), m.room.c_str(),
+              ull(ctx.link), ull(ctx.conn), ull(ctx.seq), m.room().c_str(),
               type.c_str());
 }
 
