@@ -243,7 +243,7 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
 
     // The worker mints player ids: the same for the life of the
     // connection, whatever sidecar serves it.
-    auto res = rooms_.join(key, room, name, std::string(player), msg.flags,
+    auto res = rooms_.join(key, room, name, player, msg.flags,
                            msg.since);
     log_info("open link=%llu conn=%llu room=%.*s id=%.*s name=\"%.*s\"%s",
              ull(l.id()), ull(msg.id), len(room), room.data(), len(player),

@@ -71,11 +71,11 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
 
     // Until the room's SUBSCRIBE is confirmed (it is on its way: the
     // subscriber connection is up), its messages wait, in order.
-    auto w = waiting_.find(m->room);
+    auto w = waiting_.find(m->room());
     if (w != waiting_.end() ||
-        (!rooms_.is_subscribed(m->room) && redis_.subscriber_ready())) {
+        (!rooms_.is_subscribed(m->room()) && redis_.subscriber_ready())) {
         if (w == waiting_.end()) {
-            w = waiting_.emplace(m->room, std::deque<waiting_message>())
+            w = waiting_.emplace(m->room(), std::deque<waiting_message>())
                     .first;
         }
         w->second.push_back(waiting_message{
@@ -112,8 +112,8 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     ctx.link = l.id();
     ctx.conn = conn;
     ctx.seq = seq;
-    ctx.room = m->room;
-    ctx.player = m->id;
+    ctx.room = m->room();
+    ctx.player = m->id();
 
     if (flags & NGX_ROOMS_IPC_F_EXPIRED) {
         // Held by the worker past its bound after an earlier sidecar took
@@ -133,7 +133,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
         break;
     case rate_limiter::verdict::limited:
         log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
-                  ull(conn), m->room.c_str());
+                  ull(conn), m->room().c_str());
         stats_.rate_limited++;
         ack(l.id(), conn, seq,
             make_error("rate_limited",
@@ -143,7 +143,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     case rate_limiter::verdict::kick: {
         log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
                  "id=%s",
-                 ull(l.id()), ull(conn), m->room.c_str(), m->id.c_str());
+                 ull(l.id()), ull(conn), m->room().c_str(), m->id().c_str());
         m->kicked = true;
         stats_.rate_limit_kicks++;
         ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, conn);
@@ -155,12 +155,12 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     }
 
     envelope_result env = process_client_envelope(
-        payload, m->name, cfg_.max_message_bytes, m->id);
+        payload, m->name, cfg_.max_message_bytes, m->id());
     ctx.ref = env.ref;
     if (env.status != envelope_status::ok) {
         const char* code = envelope_error_code(env.status);
         log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
-                 ull(l.id()), ull(conn), m->room.c_str(), code,
+                 ull(l.id()), ull(conn), m->room().c_str(), code,
                  env.message.c_str());
         stats_.refused_invalid++;
         ack(l.id(), conn, seq, make_error(code, env.message, env.ref));
@@ -185,11 +185,11 @@ void app::publish(member& m, const publish_ctx& base, std::string&& body,
     publish_ctx ctx = base;
     ctx.deadline = uv_now(loop_) + cfg_.redis_timeout_ms / 2;
     ctx.agree = type == "agree";
-    publish_queue& q = publishing_[m.room];
+    publish_queue& q = publishing_[m.room()];
     q.queued.push_back(
         queued_publish{std::move(ctx), std::move(body), cfg_.kept(type)});
     if (q.inflight == 0 && q.queued.size() == 1) {
-        publish_due_.push_back(m.room);
+        publish_due_.push_back(m.room());
         if (publish_prepare_) {
             uv_prepare_start(publish_prepare_.get(), publish_prepare_cb);
         }

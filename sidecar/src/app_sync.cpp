@@ -74,7 +74,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         if (m == nullptr) {
             continue;
         }
-        args.push_back(m->id);
+        args.push_back(m->id());
         args.push_back(json_string(m->name));
         args.push_back(m->ready ? "1" : "0");
     }
@@ -396,7 +396,7 @@ std::optional<uint64_t> app::admit(const member_key& key,
     bool reset = false;
     if (!(m->flags & NGX_ROOMS_IPC_F_RESUME)) {
         send_text(*l, key.conn,
-                  make_welcome(m->room, m->id, m->name, snap.seq));
+                  make_welcome(m->room(), m->id(), m->name, snap.seq));
         std::optional<uint64_t> since;
         if (m->flags & NGX_ROOMS_IPC_F_SINCE) {
             since = m->since;
@@ -428,7 +428,7 @@ std::optional<uint64_t> app::admit(const member_key& key,
     rooms_.attach(key);
     log_debug("attached link=%llu conn=%llu room=%s last_id=%llu "
               "backfill=%zu live=%zu%s",
-              ull(key.link), ull(key.conn), m->room.c_str(), ull(snap.seq),
+              ull(key.link), ull(key.conn), m->room().c_str(), ull(snap.seq),
               backfilled, live, reset ? " reset" : "");
     return last_id;
 }
