@@ -267,21 +267,27 @@ cluster_action cluster_on_error(std::string_view error,
         std::optional<cluster_redirect> to = parse_redirect(error, from_host);
         // an unreadable redirection: the map is stale all the same
         a.refresh_map = moved || !to;
-        if (to && done.redirects < limits.max_redirects) {
-            a.step = cluster_step::redirect;
-            a.to = std::move(*to);
+        if (!to) {
+            return a;
         }
+        if (moved || limits.follow_ask) {
+            if (done.redirects < limits.max_redirects) {
+                a.step = cluster_step::redirect;
+                a.to = std::move(*to);
+            }
+            return a;
+        }
+        // an ASK not followed: wait for the migration to end (MOVED)
+    } else if (starts_with_word(error, "CLUSTERDOWN")) {
+        // a master failed and no replica took over yet, or the node lost
+        // the majority: the map will change
+        a.refresh_map = true;
+    } else if (!starts_with_word(error, "TRYAGAIN")) {
+        // TRYAGAIN: a multi-key command met a slot half migrated, the
+        // keys will be on one node shortly; anything else is the
+        // command's own answer
         return a;
     }
-    bool down = starts_with_word(error, "CLUSTERDOWN");
-    if (!down && !starts_with_word(error, "TRYAGAIN")) {
-        return a;  // not the cluster's: the command's own answer
-    }
-    // CLUSTERDOWN: a master failed and no replica took over yet, or the
-    // node lost the majority: the map will change.  TRYAGAIN: a
-    // multi-key command met a slot half migrated: the keys will be on one
-    // node shortly.
-    a.refresh_map = down;
     if (done.retries >= limits.max_retries) {
         return a;
     }

@@ -113,9 +113,14 @@ std::optional<cluster_redirect> parse_redirect(std::string_view error,
 //             also updates the map (set_master) and asks for a refresh
 //   retry:    send it again to the slot's master after `delay_ms`
 //             (TRYAGAIN: a multi-key command during a slot migration;
-//             CLUSTERDOWN: the cluster is failing over)
+//             CLUSTERDOWN: the cluster is failing over; ASK when
+//             !follow_ask)
 // refresh_map: the slot map is stale, ask for a new one (cluster_refresh).
 struct cluster_limits {
+    // false for a room's scripts: during a migration they wait for the
+    // slot's new owner instead of running on the importing node, whose
+    // SPUBLISH reaches none of the room's subscribers (docs/redis.md)
+    bool follow_ask = true;
     int max_redirects = 5;
     int max_retries = 6;
     uint64_t retry_delay_ms = 20;  // doubled per retry

@@ -368,8 +368,25 @@ TEST(ClusterPolicy, Redirections) {
                          {lim.max_redirects, 0}, lim);
     EXPECT_EQ(a.step, cluster_step::fail);
 
+    // a room's scripts wait for the migration to end rather than run on
+    // the importing node
+    cluster_limits rooms_lim;
+    rooms_lim.follow_ask = false;
+    a = cluster_on_error("ASK 3999 127.0.0.1:6381", "h", {}, rooms_lim);
+    EXPECT_EQ(a.step, cluster_step::retry);
+    EXPECT_FALSE(a.refresh_map);
+    EXPECT_EQ(a.delay_ms, rooms_lim.retry_delay_ms);
+    a = cluster_on_error("ASK 3999 127.0.0.1:6381", "h",
+                         {0, rooms_lim.max_retries}, rooms_lim);
+    EXPECT_EQ(a.step, cluster_step::fail);
+    a = cluster_on_error("MOVED 3999 127.0.0.1:6381", "h", {}, rooms_lim);
+    EXPECT_EQ(a.step, cluster_step::redirect);  // the migration ended
+
     // an unreadable redirection fails the command, and the map is stale
     a = cluster_on_error("MOVED 3999 nowhere", "h", {}, lim);
+    EXPECT_EQ(a.step, cluster_step::fail);
+    EXPECT_TRUE(a.refresh_map);
+    a = cluster_on_error("ASK 3999 nowhere", "h", {}, rooms_lim);
     EXPECT_EQ(a.step, cluster_step::fail);
     EXPECT_TRUE(a.refresh_map);
 }
