@@ -271,7 +271,8 @@ cluster_action cluster_on_error(std::string_view error,
             return a;
         }
         if (moved || limits.follow_ask) {
-            if (done.redirects < limits.max_redirects) {
+            bool follow = !moved || limits.follow_moved;
+            if (follow && done.redirects < limits.max_redirects) {
                 a.step = cluster_step::redirect;
                 a.to = std::move(*to);
             }

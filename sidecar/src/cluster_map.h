@@ -107,8 +107,8 @@ std::optional<cluster_redirect> parse_redirect(std::string_view error,
 
 // What to do with a command whose reply was an error, given how often it
 // was redirected and retried already (cluster_attempts).
-//   fail:     the error is the answer (not a cluster error, or too many
-//             hops or retries)
+//   fail:     the error is the answer (not a cluster error, too many
+//             hops or retries, or a MOVED when !follow_moved)
 //   redirect: send it again to `to` (after ASKING if to.ask); a MOVED
 //             also updates the map (set_master) and asks for a refresh
 //   retry:    send it again to the slot's master after `delay_ms`
@@ -121,6 +121,10 @@ struct cluster_limits {
     // slot's new owner instead of running on the importing node, whose
     // SPUBLISH reaches none of the room's subscribers (docs/redis.md)
     bool follow_ask = true;
+    // false for `sync`: its snapshot must be taken on the node of the
+    // room's confirmed subscription; a MOVED fails it (the map is
+    // refreshed and the room subscribed on the new owner first)
+    bool follow_moved = true;
     int max_redirects = 5;
     int max_retries = 6;
     uint64_t retry_delay_ms = 20;  // doubled per retry

@@ -382,6 +382,15 @@ TEST(ClusterPolicy, Redirections) {
     a = cluster_on_error("MOVED 3999 127.0.0.1:6381", "h", {}, rooms_lim);
     EXPECT_EQ(a.step, cluster_step::redirect);  // the migration ended
 
+    // sync: a MOVED fails it, the map is refreshed
+    cluster_limits sync_lim = rooms_lim;
+    sync_lim.follow_moved = false;
+    a = cluster_on_error("MOVED 3999 127.0.0.1:6381", "h", {}, sync_lim);
+    EXPECT_EQ(a.step, cluster_step::fail);
+    EXPECT_TRUE(a.refresh_map);
+    a = cluster_on_error("ASK 3999 127.0.0.1:6381", "h", {}, sync_lim);
+    EXPECT_EQ(a.step, cluster_step::retry);
+
     // an unreadable redirection fails the command, and the map is stale
     a = cluster_on_error("MOVED 3999 nowhere", "h", {}, lim);
     EXPECT_EQ(a.step, cluster_step::fail);
