@@ -10,6 +10,9 @@
 # a writer following MOVED/ASK loses no increment, the old owner drops
 # its subscribers with `sunsubscribe`), a master killed and its replica
 # promoted with the room's data, and every node stopped at the end.
+# Also what the cluster design counts on: scripts confined to a slot,
+# a repeated SSUBSCRIBE confirmed (a barrier), a script run with ASKING
+# on an importing node publishing to nobody.
 
 use strict;
 use warnings;
@@ -92,6 +95,43 @@ like($wrong->call('SSUBSCRIBE', $chan),
 
 my $sub = subscriber($owner, $chan);
 delivered($owner, $sub, 'hello', 'on the owner');
+
+# --- what the cluster design relies on (docs/redis.md) ----------------------
+
+my $ychan = 'room:{Y}:pub';
+my $yseq = 'room:{Y}:seq';
+my $yslot = $c->slot_of($ychan);
+my $yowner = $c->owner_of($ychan);
+my ($ydest) = grep { $_ != $yowner } @masters;
+my $spub = "redis.call('INCR', KEYS[1]) "
+    . "return redis.call('SPUBLISH', ARGV[1], ARGV[2])";
+
+is($c->command($yowner, 'EVAL', $spub, 1, $yseq, $ychan, 'a'), 0,
+    'a script SPUBLISHes on its room\'s channel');
+like($c->command($yowner, 'EVAL',
+    "return redis.call('SPUBLISH', ARGV[1], ARGV[2])", 1, $yseq, $chan, 'a'),
+    qr/non local key/, 'a script\'s SPUBLISH to another slot is refused');
+like($c->command($yowner, 'EVAL', 'return 1', 2, $yseq, 'rooms'),
+    qr/^CROSSSLOT/, 'a script with keys in two slots is refused');
+
+my $ysub = subscriber($yowner, $ychan);
+is_deeply($ysub->call('SSUBSCRIBE', $ychan), [ 'ssubscribe', $ychan, 1 ],
+    'SSUBSCRIBE again: confirmed, same count (a barrier)');
+
+$c->migrate_start($yslot, $yowner, $ydest);
+$c->migrate_keys($yslot, $yowner, $ydest, $yseq);
+like($c->command($yowner, 'EVAL', $spub, 1, $yseq, $ychan, 'b'),
+    qr/^ASK $yslot 127\.0\.0\.1:$ydest->{port}$/,
+    'migrating: the room\'s script gets ASK once its keys moved');
+my $asking = Rooms::Test::Cluster::Conn->new($ydest->{port});
+$asking->call('ASKING');
+is($asking->call('EVAL', $spub, 1, $yseq, $ychan, 'b'), 0,
+    'run with ASKING on the importing node, its SPUBLISH reaches nobody');
+is($ysub->reply(0.5), undef, 'nor the subscriber on the source');
+$c->migrate_end($yslot, $yowner, $ydest);
+is_deeply($ysub->reply(5), [ 'sunsubscribe', $ychan, 0 ],
+    'the migration ended: sunsubscribe');
+is($c->command($ydest, 'GET', $yseq), 2, 'both INCRs are on the new owner');
 
 # --- a busy room's slot moved to another master ----------------------------
 

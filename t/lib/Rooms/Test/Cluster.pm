@@ -11,6 +11,7 @@ package Rooms::Test::Cluster;
 #   my $n = $c->owner_of('room:{ABCD}:pub');   # { port, pid, id, role }
 #   my $r = $c->command($n, 'SPUBLISH', 'room:{ABCD}:pub', 'hi');
 #   $c->move_slot($slot, $from, $to);          # keys follow
+#   (or step by step: migrate_start, migrate_keys, migrate_end)
 #   my $new = $c->kill_master($n);              # its replica, promoted
 #   $c->stop;                                   # also done by END
 #
@@ -114,25 +115,22 @@ sub command {
 }
 
 
-# The cluster's view, from a live node: each node's id, role and master,
-# and the slot ranges of the masters (CLUSTER NODES).
+# Each live node's own view of itself (the "myself" line of its CLUSTER
+# NODES: a node learns the others' roles by gossip, later): id, role,
+# master and slot ranges.
 sub refresh {
     my ($self) = @_;
 
-    my ($any) = $self->live or die "no live node\n";
-    my $text = $self->command($any, 'CLUSTER', 'NODES');
-    die "CLUSTER NODES: $text\n" if is_error($text);
-
-    my %by_port = map { $_->{port} => $_ } $self->nodes;
-    for my $line (split /\n/, $text) {
-        my ($id, $addr, $flags, $master, undef, undef, undef, undef,
+    for my $n ($self->live) {
+        my $text = $self->command($n, 'CLUSTER', 'NODES');
+        die "CLUSTER NODES on $n->{port}: $text\n" if is_error($text);
+        my ($line) = grep { /\bmyself\b/ } split /\n/, $text
+            or die "CLUSTER NODES on $n->{port}: no myself line\n";
+        my ($id, undef, $flags, $master, undef, undef, undef, undef,
             @slots) = split ' ', $line;
-        my ($port) = $addr =~ /:(\d+)@/ or next;
-        my $n = $by_port{$port} or next;
         $n->{id} = $id;
         $n->{role} = $flags =~ /master/ ? 'master' : 'replica';
         $n->{master} = $master eq '-' ? undef : $master;
-        $n->{failed} = $flags =~ /\bfail\b/ ? 1 : 0;
         $n->{slots} = [ grep { !/^\[/ } @slots ];
     }
 }
@@ -215,39 +213,71 @@ sub wait_replicas {
 
 # move_slot($slot, $from, $to): moves a slot and its keys from one master
 # to another as redis-cli --cluster reshard does, while clients may go on
-# using it: IMPORTING on the target, MIGRATING on the source, MIGRATE of
-# the keys in batches until the source has none (new keys meanwhile go to
-# the target: ASK), then SETSLOT NODE on the target, the source and every
-# other master.  Returns the number of keys moved.
+# using it: migrate_start, migrate_keys, migrate_end.  Returns the number
+# of keys moved.
 sub move_slot {
+    my ($self, $slot, $from, $to) = @_;
+
+    $self->migrate_start($slot, $from, $to);
+    my $moved = $self->migrate_keys($slot, $from, $to);
+    $self->migrate_end($slot, $from, $to);
+
+    return $moved;
+}
+
+
+# IMPORTING on the target, then MIGRATING on the source: from now on the
+# source answers ASK for the slot's keys it does not have.
+sub migrate_start {
     my ($self, $slot, $from, $to) = @_;
 
     _ok($self->command($to, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING',
         $from->{id}), 'SETSLOT IMPORTING');
     _ok($self->command($from, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING',
         $to->{id}), 'SETSLOT MIGRATING');
+}
+
+
+# migrate_keys($slot, $from, $to, @keys): MIGRATE of the given keys, or
+# without keys of every key of the slot in batches of 100 until the
+# source has none (new keys meanwhile go to the target: ASK; bounded to
+# 10 s).  Returns the number of keys moved.
+sub migrate_keys {
+    my ($self, $slot, $from, $to, @only) = @_;
+
+    my $migrate = sub {
+        _ok($self->command($from, 'MIGRATE', '127.0.0.1', $to->{port}, '',
+            0, 5000, 'KEYS', @_), 'MIGRATE');
+        return scalar @_;
+    };
+    return $migrate->(@only) if @only;
 
     my $moved = 0;
     my $deadline = time + 10;
     while (1) {
-        die "move_slot: keys still in slot $slot after 10 s\n"
+        die "migrate_keys: keys still in slot $slot after 10 s\n"
             if time > $deadline;
         my $keys = $self->command($from, 'CLUSTER', 'GETKEYSINSLOT', $slot,
             100);
         die "GETKEYSINSLOT: $keys\n" if is_error($keys);
         last unless @$keys;
-        _ok($self->command($from, 'MIGRATE', '127.0.0.1', $to->{port}, '',
-            0, 5000, 'KEYS', @$keys), 'MIGRATE');
-        $moved += @$keys;
+        $moved += $migrate->(@$keys);
     }
+
+    return $moved;
+}
+
+
+# SETSLOT NODE on the target, the source and every other master: the
+# slot is the target's (the source drops its sharded subscriptions).
+sub migrate_end {
+    my ($self, $slot, $from, $to) = @_;
 
     for my $n ($to, $from, grep { $_ != $to && $_ != $from } $self->masters) {
         _ok($self->command($n, 'CLUSTER', 'SETSLOT', $slot, 'NODE',
             $to->{id}), "SETSLOT NODE on $n->{port}");
     }
     $self->refresh;
-
-    return $moved;
 }
 
 
@@ -349,7 +379,10 @@ sub _start_node {
         '--cluster-node-timeout', $self->{node_timeout},
         # a replica takes over however long it was cut off (tests kill
         # masters right after writing)
-        '--cluster-replica-validity-factor', 0);
+        '--cluster-replica-validity-factor', 0,
+        # a replica's first sync at once, not after 5 s of waiting for
+        # other replicas to share it
+        '--repl-diskless-sync-delay', 0);
 
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
