@@ -63,7 +63,8 @@ public:
     static std::optional<cluster_map> from_slots_reply(
         const redisReply& r, std::string_view from_host);
 
-    // The master serving the slot, or nullptr if none does.
+    // The master serving the slot, or nullptr if none does.  Pointers
+    // from here and masters() are valid until the next set_master().
     const cluster_node* master_of(uint16_t slot) const;
     const cluster_node* master_of_key(std::string_view key) const {
         return master_of(key_slot(key));
@@ -77,7 +78,8 @@ public:
     std::vector<const cluster_node*> masters() const;
 
     // After a MOVED: the slot is served by `node` from now on (the whole
-    // map is refreshed soon after, cluster_refresh).
+    // map is refreshed soon after, cluster_refresh).  A node without a
+    // host, or a slot out of range, changes nothing.
     void set_master(uint16_t slot, const cluster_node& node);
 
 private:
