@@ -44,6 +44,7 @@ my $t0 = time;
 my $c = Rooms::Test::Cluster->start(masters => 3, replicas => 1);
 my @masters = $c->masters;
 is(scalar @masters, 3, 'three masters');
+like($c->seed_url, qr{^redis://127\.0\.0\.1:\d+$}, 'a seed url');
 is(scalar(() = $c->replicas_of($_)), 1, "master $_->{port} has a replica")
     for @masters;
 diag(sprintf 'cluster up in %.1f s', time - $t0);

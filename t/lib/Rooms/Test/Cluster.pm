@@ -13,6 +13,7 @@ package Rooms::Test::Cluster;
 #   $c->move_slot($slot, $from, $to);          # keys follow
 #   (or step by step: migrate_start, migrate_keys, migrate_end)
 #   my $new = $c->kill_master($n);              # its replica, promoted
+#   $t->start_sidecar($c->seed_url);            # a Rooms::Test stack
 #   $c->stop;                                   # also done by END
 #
 # Replies are Perl values: strings and integers as scalars, nil as undef,
@@ -89,6 +90,12 @@ sub start {
 
 
 sub dir { $_[0]{dir} }
+
+# A seed address for a client (a sidecar's redis URL): a live master.
+sub seed_url {
+    my ($m) = $_[0]->masters or return;
+    return "redis://127.0.0.1:$m->{port}";
+}
 
 # Every node started (killed ones too, with pid undef).
 sub nodes { @{ $_[0]{nodes} } }
