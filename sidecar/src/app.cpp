@@ -343,6 +343,7 @@ void app::room_emptied(const std::string& room) {
     waiting_.erase(room);  // their senders are gone
     if (!stopping_) {
         redis_.unsubscribe(room_channel(cfg_.key_prefix, room));
+        touch_room(room);  // its keys live room_ttl from now
     }
 }
 

@@ -207,6 +207,7 @@ private:
     void start_heartbeat();
     void heartbeat();
     void touch_rooms();
+    void touch_room(const std::string& room);
     static void touch_timer_cb(uv_timer_t* t);
     void reap(bool stale);
     static void stale_reap_cb(uv_timer_t* t);
