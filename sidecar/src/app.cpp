@@ -31,7 +31,8 @@ app::app(uv_loop_t* loop, const config& cfg)
              {.backoff_min_ms = cfg_.redis_backoff_min_ms,
               .backoff_max_ms = cfg_.redis_backoff_max_ms,
               .timeout_ms = cfg_.redis_timeout_ms,
-              .max_pending = cfg_.redis_max_pending}) {
+              .max_pending = cfg_.redis_max_pending,
+              .sentinel = &cfg_.sentinel}) {
     std::random_device rd;
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());

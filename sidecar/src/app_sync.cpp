@@ -65,7 +65,10 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      // server has seen before
                                      epoch_candidate_ + "." +
                                          std::to_string(++epoch_serial_),
-                                     epoch_candidate_};
+                                     epoch_candidate_,
+                                     // a new one (failover, restart) may
+                                     // have lost acknowledged writes
+                                     redis_.master_replid()};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     for (const member_key& k : players) {

@@ -17,6 +17,10 @@
 // dropped one, and replaced.  A new connection counts as ready only once
 // Redis answered its handshake: a stopped Redis still accepts TCP
 // connects (the kernel's listen backlog).
+//
+// With Sentinel (sentinel.h), each connect first asks the sentinels where
+// the master is, and the handshake checks that the server it reached is
+// a master.
 
 #include <uv.h>
 
@@ -24,6 +28,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -34,6 +39,7 @@
 #include "deadline_tracker.h"
 #include "metrics.h"
 #include "redis_scripts.h"
+#include "sentinel.h"
 #include "uv_handle.h"
 
 struct redisAsyncContext;
@@ -49,6 +55,8 @@ struct redis_options {
     uint64_t backoff_max_ms = 1000;  // largest reconnect delay
     uint64_t timeout_ms = 2000;      // a connect, a handshake, any reply
     size_t max_pending = 100000;     // commands outstanding, at most
+    // Master discovery (nullptr or no sentinels: the address as given).
+    const sentinel_settings* sentinel = nullptr;
 };
 
 class redis_connection {
@@ -77,12 +85,15 @@ public:
     size_t outstanding() const { return pending_.size(); }
 
 private:
-    enum class state { idle, connecting, handshaking, ready, waiting,
-                       stopped };
+    enum class state { idle, resolving, connecting, handshaking, ready,
+                       waiting, stopped };
 
     void connect();
+    void resolved(std::optional<host_port> master);
+    void open();
     void connect_failed(const char* why);
     void handshake();
+    void handshake_step_done();
     void became_ready();
     void check_health();
     void retry_later();
@@ -92,6 +103,10 @@ private:
     static void disconnect_cb(const redisAsyncContext* ac, int status);
     static void handshake_cb(redisAsyncContext* ac, void* reply,
                              void* privdata);
+    static redis_connection* handshake_reply(redisAsyncContext* ac,
+                                             const redisReply* reply,
+                                             void* privdata);
+    static void info_cb(redisAsyncContext* ac, void* reply, void* privdata);
     static void probe_cb(redisAsyncContext* ac, void* reply,
                          void* privdata);
     static void timer_cb(uv_timer_t* t);
@@ -102,6 +117,7 @@ private:
 
     uv_loop_t* loop_;
     const redis_address& addr_;
+    redis_address target_;  // addr_, or the master the sentinels named
     role role_;
     redis_client& owner_;
     const redis_options& opts_;
@@ -178,6 +194,12 @@ public:
     int64_t redis_clock_offset_ms() const { return clock_offset_ms_; }
     bool clock_known() const { return clock_known_; }
 
+    // The replication id (`INFO replication`'s master_replid) of the
+    // server the command connection reached in its latest handshake;
+    // empty if it did not say.  A promoted replica (a failover) and a
+    // restarted master have a new one (docs/redis.md "Sentinel").
+    const std::string& master_replid() const { return replid_; }
+
     // Runs a script on the command connection: EVALSHA once its SCRIPT
     // LOAD answered, EVAL before that.  False when the command connection
     // is not usable, or already has max_pending commands outstanding or
@@ -239,6 +261,9 @@ private:
     handler& handler_;
     redis_address addr_;
     redis_options opts_;
+    // Declared before the connections, which use it: destroyed after.
+    std::unique_ptr<sentinel_resolver> sentinel_;
+    std::string replid_;
     bool stopped_ = false;
     bool timed_out_ = false;
     bool clock_known_ = false;

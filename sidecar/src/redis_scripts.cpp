@@ -211,8 +211,17 @@ return 0
 }
 
 // KEYS: seq history trimmed presence rooms server_rooms epoch
-// ARGV: channel code server_id epoch_candidate run
+// ARGV: channel code server_id epoch_candidate run replid
 //       then (player_id name_json ready) for each player to register
+// The epoch key holds `token/replid/fence`: the token clients' views
+// depend on, the replication id of the Redis the room was last synced on
+// (the caller's, from INFO), and the room's seq when the token last
+// changed for a new replication id.  A sync under another replication id
+// (a failover, a restarted master: writes acknowledged before may be
+// missing, the seq may have gone back) takes the caller's new token, so
+// every server's attached members get a reset, and reports ids up to the
+// fence as trimmed, so a `since=` resume from before the switch gets one
+// too (docs/redis.md "Sentinel").
 // A player already present (resumed after a sidecar restart: its id is
 // its connection's) keeps its entry; only its server and run change, so
 // nobody sees it leave and join.
@@ -221,13 +230,26 @@ const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
-redis.call('SET', KEYS[7], ARGV[4], 'NX')
-local epoch = redis.call('GET', KEYS[7])
+local replid = ARGV[6]
+local epoch, seen, fence = ARGV[4], replid, 0
+local cur = redis.call('GET', KEYS[7])
+if cur then
+    local t, r, f = string.match(cur, '^([^/]*)/?([^/]*)/?(%d*)$')
+    epoch, seen, fence = t or cur, r or '', tonumber(f) or 0
+    if replid ~= '' and seen ~= '' and seen ~= replid then
+        epoch, fence = ARGV[4], seq
+    end
+end
+if not cur or (replid ~= '' and seen ~= replid) then
+    redis.call('SET', KEYS[7], epoch .. '/' .. replid .. '/' ..
+        string.format('%d', fence))
+end
+trimmed = math.max(trimmed, fence)
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
 local changed = 0
 local server = cjson.encode(ARGV[3])
 local run = cjson.encode(ARGV[5])
-for i = 6, #ARGV - 2, 3 do
+for i = 7, #ARGV - 2, 3 do
     local v = redis.call('HGET', KEYS[4], ARGV[i])
     local p = v and decode(v)
     if not p then
@@ -242,7 +264,7 @@ for i = 6, #ARGV - 2, 3 do
         redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(p))
     end
 end
-if #ARGV >= 8 then
+if #ARGV >= 9 then
     redis.call('SADD', KEYS[6], ARGV[2])
     count_room(KEYS[4], KEYS[5], ARGV[2])
 end

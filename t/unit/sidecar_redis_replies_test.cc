@@ -11,26 +11,16 @@
 #include <vector>
 
 #include "redis_replies.h"
+#include "redis_reply_reader.h"
 
 using namespace rooms;
 
 namespace {
 
-struct reply_deleter {
-    void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+using rooms_test::reply_ptr;
 
-// The one reply in resp.
 reply_ptr parse(std::string_view resp) {
-    redisReader* reader = redisReaderCreate();
-    void* r = nullptr;
-    if (redisReaderFeed(reader, resp.data(), resp.size()) != REDIS_OK ||
-        redisReaderGetReply(reader, &r) != REDIS_OK) {
-        r = nullptr;
-    }
-    redisReaderFree(reader);
-    return reply_ptr(static_cast<redisReply*>(r));
+    return rooms_test::read_reply(resp);
 }
 
 std::string bulk(std::string_view s) {
