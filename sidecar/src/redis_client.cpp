@@ -309,7 +309,13 @@ void redis_connection::took_reply(const redisReply* reply) {
 void redis_connection::became_ready() {
     state_ = state::ready;
     backoff_ms_ = opts_.backoff_min_ms;
-    log_info("redis %s connected to %s", name(), target_.describe().c_str());
+    if (role_ == role::command && !owner_.replid_.empty()) {
+        log_info("redis %s connected to %s (replication id %s)", name(),
+                 target_.describe().c_str(), owner_.replid_.c_str());
+    } else {
+        log_info("redis %s connected to %s", name(),
+                 target_.describe().c_str());
+    }
     failures_ = 0;
     // From now on the timer runs the health checks.
     uv_timer_start(timer_.get(), timer_cb,
@@ -364,7 +370,8 @@ void redis_connection::disconnect_cb(const redisAsyncContext* ac,
     // hiredis frees the context after this callback.
     c->ac_ = nullptr;
     c->pending_.clear();
-    bool was_ready = c->state_ == state::ready;
+    bool was_ready =
+        c->state_ == state::ready || c->state_ == state::draining;
     if (status != REDIS_OK) {
         log_warn("redis %s connection lost: %s", c->name(), ac->errstr);
     } else {
@@ -378,7 +385,7 @@ void redis_connection::disconnect_cb(const redisAsyncContext* ac,
 
 void redis_connection::abandon() {
     redisAsyncContext* ac = ac_;
-    bool was_ready = state_ == state::ready;
+    bool was_ready = state_ == state::ready || state_ == state::draining;
     ac_ = nullptr;
     pending_.clear();
     retry_later();
@@ -388,6 +395,36 @@ void redis_connection::abandon() {
     if (was_ready) {
         owner_.connection_lost(role_);
     }
+}
+
+// Commands in flight on the command connection were sent to the old
+// master, which still runs them (a demoted master refuses writes): their
+// answers are awaited rather than turned into "in doubt", which the new
+// master, missing what the old one did not replicate, could not settle
+// truthfully.  The subscriber connection goes at once: the gap fill
+// covers what it would have delivered.
+void redis_connection::master_moved(const host_port& master) {
+    if (target_.host == master.host && target_.port == master.port) {
+        return;
+    }
+    if (state_ != state::ready && state_ != state::connecting &&
+        state_ != state::handshaking) {
+        return;  // resolving or waiting: the sentinels are asked next
+    }
+    log_info("redis %s: leaving %s, the master moved to %s", name(),
+             target_.describe().c_str(), master.describe().c_str());
+    backoff_ms_ = opts_.backoff_min_ms;
+    failures_ = 1;  // the reconnects log at debug level until one works
+    if (state_ == state::ready && role_ == role::command &&
+        outstanding() > 0) {
+        state_ = state::draining;
+        uv_timer_start(timer_.get(), timer_cb, opts_.timeout_ms, 0);
+        // Closes once every answer is in (maybe right now: the disconnect
+        // callback then runs from here).
+        redisAsyncDisconnect(ac_);
+        return;
+    }
+    abandon();
 }
 
 void redis_connection::retry_later() {
@@ -421,6 +458,12 @@ void redis_connection::timer_cb(uv_timer_t* t) {
     case state::ready:
         c->check_health();
         break;
+    case state::draining:
+        log_warn("redis %s: no answer from the old master for %llu ms, "
+                 "leaving it",
+                 c->name(), static_cast<unsigned long long>(c->opts_.timeout_ms));
+        c->abandon();
+        break;
     default:
         break;
     }
@@ -437,6 +480,13 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
                     ? std::make_unique<sentinel_resolver>(
                           loop, *opts.sentinel, opts.timeout_ms)
                     : nullptr),
+      watch_(sentinel_ ? std::make_unique<sentinel_watch>(
+                             loop, *opts.sentinel, opts.backoff_max_ms,
+                             [this](const host_port& master) {
+                                 cmd_.master_moved(master);
+                                 sub_.master_moved(master);
+                             })
+                       : nullptr),
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
       sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
 
@@ -450,6 +500,7 @@ void redis_client::start() {
         }
         log_info("redis master \"%s\" through sentinels %s",
                  opts_.sentinel->master_name.c_str(), list.c_str());
+        watch_->start();
     } else {
         log_info("redis at %s", addr_.describe().c_str());
     }
@@ -461,6 +512,7 @@ void redis_client::stop() {
     stopped_ = true;
     if (sentinel_) {
         sentinel_->stop();
+        watch_->stop();
     }
     cmd_.stop();
     sub_.stop();

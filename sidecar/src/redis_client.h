@@ -72,6 +72,10 @@ public:
 
     void start();
     void stop();
+    // The sentinels announced a new master: a connection to another
+    // server is left (the command connection drains first) and
+    // reconnected through the sentinels.
+    void master_moved(const host_port& master);
 
     // Connected, past AUTH/SELECT, and Redis answered the handshake.
     bool ready() const { return state_ == state::ready; }
@@ -85,8 +89,10 @@ public:
     size_t outstanding() const { return pending_.size(); }
 
 private:
+    // draining: the master moved; no new command goes out, the answers
+    // of those in flight are awaited (up to timeout_ms), then it closes.
     enum class state { idle, resolving, connecting, handshaking, ready,
-                       waiting, stopped };
+                       draining, waiting, stopped };
 
     void connect();
     void resolved(std::optional<host_port> master);
@@ -263,6 +269,7 @@ private:
     redis_options opts_;
     // Declared before the connections, which use it: destroyed after.
     std::unique_ptr<sentinel_resolver> sentinel_;
+    std::unique_ptr<sentinel_watch> watch_;
     std::string replid_;
     bool stopped_ = false;
     bool timed_out_ = false;

@@ -9,8 +9,49 @@
 
 #include "log.h"
 #include "redis_adapter.h"
+#include "redis_replies.h"
 
 namespace rooms {
+
+namespace {
+
+// A connection to sentinel `s` on the loop, with AUTH first when there is
+// a password (its answer is not needed: without it the next command
+// fails); nullptr when it cannot even start.
+redisAsyncContext* open_sentinel(uv_loop_t* loop, const host_port& s,
+                                 const std::string& password, void* owner,
+                                 redisConnectCallback* on_connect,
+                                 redisDisconnectCallback* on_disconnect) {
+    redisAsyncContext* ac = redisAsyncConnect(s.host.c_str(), s.port);
+    if (ac == nullptr) {
+        return nullptr;
+    }
+    if (ac->err || attach_redis_to_loop(ac, loop) != REDIS_OK) {
+        log_debug("sentinel %s: %s", s.describe().c_str(),
+                  ac->err ? ac->errstr : "cannot attach to the loop");
+        redisAsyncFree(ac);
+        return nullptr;
+    }
+    ac->data = owner;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (!password.empty()) {
+        redisAsyncCommand(ac, nullptr, nullptr, "AUTH %s", password.c_str());
+    }
+    return ac;
+}
+
+// Frees our context, if any, and forgets it first: its callbacks (a NULL
+// reply, the disconnect) find it is no longer ours.
+void release(redisAsyncContext*& ac) {
+    redisAsyncContext* old = ac;
+    ac = nullptr;
+    if (old != nullptr) {
+        redisAsyncFree(old);
+    }
+}
+
+}  // namespace
 
 /* pure parts */
 
@@ -57,6 +98,27 @@ std::optional<replication_info> parse_replication_info(
         return std::nullopt;
     }
     return info;
+}
+
+std::optional<host_port> parse_switch_master(std::string_view payload,
+                                             std::string_view name) {
+    std::string_view f[5];
+    size_t n = 0;
+    while (!payload.empty() && n < 5) {
+        size_t sp = payload.find(' ');
+        f[n++] = payload.substr(0, sp);
+        payload = sp == payload.npos ? std::string_view()
+                                     : payload.substr(sp + 1);
+    }
+    int port = 0;
+    auto [end, ec] =
+        std::from_chars(f[4].data(), f[4].data() + f[4].size(), port);
+    if (n != 5 || !payload.empty() || f[0] != name || f[3].empty() ||
+        ec != std::errc() || end != f[4].data() + f[4].size() || port < 1 ||
+        port > 65535) {
+        return std::nullopt;
+    }
+    return host_port{std::string(f[3]), port};
 }
 
 sentinel_rotation::sentinel_rotation(size_t count) : order_(count) {
@@ -129,27 +191,13 @@ void sentinel_resolver::ask(size_t step) {
         return;
     }
     const host_port& s = settings_.sentinels[rotation_.order()[step]];
-    redisAsyncContext* ac = redisAsyncConnect(s.host.c_str(), s.port);
+    redisAsyncContext* ac = open_sentinel(loop_, s, settings_.password, this,
+                                          connect_cb, disconnect_cb);
     if (ac == nullptr) {
         next();
         return;
     }
-    if (ac->err || attach_redis_to_loop(ac, loop_) != REDIS_OK) {
-        log_debug("sentinel %s: %s", s.describe().c_str(),
-                  ac->err ? ac->errstr : "cannot attach to the loop");
-        redisAsyncFree(ac);
-        next();
-        return;
-    }
-    ac->data = this;
-    redisAsyncSetConnectCallback(ac, connect_cb);
-    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     ac_ = ac;
-    if (!settings_.password.empty()) {
-        // Its answer is not needed: without it the query fails.
-        redisAsyncCommand(ac, nullptr, nullptr, "AUTH %s",
-                          settings_.password.c_str());
-    }
     redisAsyncCommand(ac, reply_cb, this,
                       "SENTINEL get-master-addr-by-name %s",
                       settings_.master_name.c_str());
@@ -162,11 +210,7 @@ void sentinel_resolver::next() {
 }
 
 void sentinel_resolver::drop_context() {
-    redisAsyncContext* ac = ac_;
-    ac_ = nullptr;
-    if (ac != nullptr) {
-        redisAsyncFree(ac);  // reply_cb sees a context no longer ours
-    }
+    release(ac_);
 }
 
 void sentinel_resolver::finish(std::optional<host_port> addr) {
@@ -246,6 +290,117 @@ void sentinel_resolver::timer_cb(uv_timer_t* t) {
                   .c_str(),
               static_cast<unsigned long long>(self->timeout_ms_));
     self->next();
+}
+
+/* sentinel_watch */
+
+sentinel_watch::sentinel_watch(uv_loop_t* loop,
+                               const sentinel_settings& settings,
+                               uint64_t retry_ms, switch_fn on_switch)
+    : loop_(loop),
+      settings_(settings),
+      retry_ms_(retry_ms),
+      on_switch_(std::move(on_switch)),
+      rotation_(settings.sentinels.size()) {}
+
+sentinel_watch::~sentinel_watch() {
+    stop();
+}
+
+void sentinel_watch::start() {
+    int rc = 0;
+    timer_ = make_uv_handle<uv_timer_t>(
+        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    if (!timer_) {
+        log_error("sentinel watch: uv_timer_init: %s", uv_strerror(rc));
+        return;
+    }
+    watch();
+}
+
+void sentinel_watch::stop() {
+    stopped_ = true;
+    release(ac_);
+    timer_.reset();
+}
+
+void sentinel_watch::watch() {
+    if (stopped_ || rotation_.order().empty()) {
+        return;
+    }
+    // One that refused the subscription: lost() kept it (it cannot be
+    // freed from its own callback).
+    release(ac_);
+    const std::vector<size_t>& order = rotation_.order();
+    const host_port& s = settings_.sentinels[order[next_ % order.size()]];
+    next_++;
+    redisAsyncContext* ac = open_sentinel(loop_, s, settings_.password, this,
+                                          connect_cb, disconnect_cb);
+    if (ac == nullptr) {
+        lost("cannot connect");
+        return;
+    }
+    ac_ = ac;
+    redisAsyncCommand(ac, event_cb, this, "SUBSCRIBE +switch-master");
+    log_debug("sentinel watch: subscribing to +switch-master on %s",
+              s.describe().c_str());
+}
+
+// The next sentinel after retry_ms.
+void sentinel_watch::lost(const char* why) {
+    log_debug("sentinel watch: %s, watching the next sentinel in %llu ms",
+              why, static_cast<unsigned long long>(retry_ms_));
+    if (timer_ && !stopped_) {
+        uv_timer_start(timer_.get(), timer_cb, retry_ms_, 0);
+    }
+}
+
+void sentinel_watch::connect_cb(const redisAsyncContext* ac, int status) {
+    auto* self = static_cast<sentinel_watch*>(ac->data);
+    if (self->ac_ != ac || status == REDIS_OK) {
+        return;
+    }
+    self->ac_ = nullptr;  // freed by hiredis after this callback
+    self->lost(ac->errstr);
+}
+
+void sentinel_watch::disconnect_cb(const redisAsyncContext* ac, int) {
+    auto* self = static_cast<sentinel_watch*>(ac->data);
+    if (self->ac_ != ac) {
+        return;
+    }
+    self->ac_ = nullptr;  // freed by hiredis after this callback
+    self->lost("connection lost");
+}
+
+void sentinel_watch::event_cb(redisAsyncContext* ac, void* r,
+                              void* privdata) {
+    auto* self = static_cast<sentinel_watch*>(privdata);
+    auto* reply = static_cast<redisReply*>(r);
+    if (reply == nullptr || self->ac_ != ac) {
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_warn("sentinel watch: SUBSCRIBE refused: %s", reply->str);
+        self->lost("refused");
+        return;
+    }
+    std::optional<pubsub_push> push = parse_pubsub_push(*reply);
+    if (!push || push->kind != "message" || !push->payload) {
+        return;  // the subscription's confirmation
+    }
+    std::optional<host_port> master =
+        parse_switch_master(*push->payload, self->settings_.master_name);
+    if (master) {
+        log_info("sentinel: master \"%s\" switched to %s",
+                 self->settings_.master_name.c_str(),
+                 master->describe().c_str());
+        self->on_switch_(*master);
+    }
+}
+
+void sentinel_watch::timer_cb(uv_timer_t* t) {
+    static_cast<sentinel_watch*>(t->data)->watch();
 }
 
 }  // namespace rooms

@@ -45,6 +45,11 @@ struct replication_info {
 };
 std::optional<replication_info> parse_replication_info(std::string_view text);
 
+// A `+switch-master` event ("<name> <old-ip> <old-port> <new-ip>
+// <new-port>"): the new master's address when it is about `name`.
+std::optional<host_port> parse_switch_master(std::string_view payload,
+                                             std::string_view name);
+
 // The order in which the sentinels are asked: all of them, starting with
 // the one that answered last (Redis's guidance for Sentinel clients), the
 // others in their configured order.
@@ -98,6 +103,45 @@ private:
     redisAsyncContext* ac_ = nullptr;
     size_t step_ = 0;  // into rotation_.order() while a discovery runs
     std::vector<done_fn> waiting_;
+    bool stopped_ = false;
+};
+
+// Learns of a failover as soon as the sentinels announce it: a
+// subscription to `+switch-master` on one sentinel at a time (the next
+// one in the rotation when it fails, retried every `retry_ms`).  Only an
+// accelerator: a lost master is also noticed by its connections.
+class sentinel_watch {
+public:
+    // The master moved there.
+    using switch_fn = std::function<void(const host_port& master)>;
+
+    sentinel_watch(uv_loop_t* loop, const sentinel_settings& settings,
+                   uint64_t retry_ms, switch_fn on_switch);
+    ~sentinel_watch();
+
+    sentinel_watch(const sentinel_watch&) = delete;
+    sentinel_watch& operator=(const sentinel_watch&) = delete;
+
+    void start();
+    void stop();
+
+private:
+    void watch();
+    void lost(const char* why);
+
+    static void connect_cb(const redisAsyncContext* ac, int status);
+    static void disconnect_cb(const redisAsyncContext* ac, int status);
+    static void event_cb(redisAsyncContext* ac, void* reply, void* privdata);
+    static void timer_cb(uv_timer_t* t);
+
+    uv_loop_t* loop_;
+    const sentinel_settings& settings_;
+    uint64_t retry_ms_;
+    switch_fn on_switch_;
+    sentinel_rotation rotation_;
+    size_t next_ = 0;  // the next sentinel to watch, into the rotation
+    uv_ptr<uv_timer_t> timer_;
+    redisAsyncContext* ac_ = nullptr;
     bool stopped_ = false;
 };
 

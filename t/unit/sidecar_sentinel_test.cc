@@ -152,3 +152,26 @@ TEST(HostPort, RequiredPort) {
     EXPECT_TRUE(parse_host_port("example.com:1", 0, hp, err));
     EXPECT_EQ(hp, (host_port{"example.com", 1}));
 }
+
+TEST(SwitchMaster, NewAddressOfOurMaster) {
+    std::optional<host_port> a = parse_switch_master(
+        "mymaster 127.0.0.1 6379 127.0.0.1 6380", "mymaster");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(*a, (host_port{"127.0.0.1", 6380}));
+    a = parse_switch_master("m ::1 6379 ::2 26", "m");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(*a, (host_port{"::2", 26}));
+}
+
+TEST(SwitchMaster, OtherMastersAndJunkIgnored) {
+    for (std::string_view p : {
+             std::string_view("other 127.0.0.1 6379 127.0.0.1 6380"),
+             std::string_view("mymaster 127.0.0.1 6379 127.0.0.1"),
+             std::string_view("mymaster 127.0.0.1 6379 127.0.0.1 0"),
+             std::string_view("mymaster 127.0.0.1 6379 127.0.0.1 x"),
+             std::string_view("mymaster 127.0.0.1 6379 127.0.0.1 6380 x"),
+             std::string_view(""),
+         }) {
+        EXPECT_FALSE(parse_switch_master(p, "mymaster")) << p;
+    }
+}
