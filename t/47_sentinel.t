@@ -11,10 +11,13 @@
 # - no client connection is dropped;
 # - every message gets exactly one answer: its copy back to its sender
 #   (acknowledged) or error `unavailable`, never both, never neither;
-# - every client receives every acknowledged message, and between two
-#   `reset`s (a failover may have lost acknowledged writes, so a client's
-#   view restarts with a reset, never silently) no id and no message
-#   twice, ids increasing; at most one reset per failover;
+# - every client receives every message the final master kept, and
+#   between two `reset`s no id and no message twice, ids increasing; a
+#   failover may lose acknowledged writes (the old master's after the
+#   promotion, or those a killed one had not replicated): only inside
+#   the failover windows, and a client that saw one gets a reset after
+#   it (its view restarts, never silently); at most one reset per
+#   failover; no message published twice;
 # - afterwards presence (`state`) and GET /rooms list the four players;
 # - the sidecars never connect to the restarted old master.
 # Reports the failover times as the clients see them: the longest gap
@@ -249,6 +252,12 @@ my @lost_b = grep { $sent{$_}[1] >= $tb0 - 1 && $sent{$_}[1] <= $tb0 } @lost;
 is(@lost_a + @lost_b, scalar @lost,
     'acknowledged messages lost only in the failover windows')
     or diag("lost: @lost");
+my @unavail_a = grep { $sent{$_}[1] >= $ta0 && $sent{$_}[1] <= $ta1 } @refused;
+my @unavail_b = grep { $sent{$_}[1] >= $tb0 - 1 && $sent{$_}[1] <= $tb1 }
+    @refused;
+diag(sprintf 'answered unavailable: %d around the forced failover, %d '
+    . 'around the kill, %d in all', scalar @unavail_a, scalar @unavail_b,
+    scalar @refused);
 diag(sprintf '%d acknowledged messages kept by the final master; lost: %d '
     . 'in the forced failover (sent %s after the FAILOVER), %d in the kill',
     scalar keys %kept, scalar @lost_a,
@@ -256,14 +265,16 @@ diag(sprintf '%d acknowledged messages kept by the final master; lost: %d '
         $sent{ $lost_a[-1] }[1] - $ta0) : '-', scalar @lost_b);
 
 # --- every client's view -----------------------------------------------------
+my %is_lost = map { $_ => 1 } @lost;
 for my $who (sort keys %c) {
-    my (@bad, %seen_ever, $resets);
+    my (@bad, %seen_ever, $resets, $lost_unreset);
     my %seen;
     my $last = 0;
     for my $e (@{ $got{$who} }) {
         my $m = $e->[1];
         if ($m->{type} eq 'reset') {
             $resets++;
+            $lost_unreset = undef;
             %seen = ();
             $last = 0;
             next;
@@ -274,6 +285,7 @@ for my $who (sort keys %c) {
         push @bad, "$m->{ref} never sent" unless $sent{ $m->{ref} };
         $last = $m->{id};
         $seen_ever{ $m->{ref} } = 1;
+        $lost_unreset //= $m->{ref} if $is_lost{ $m->{ref} };
     }
     my @missing = grep { !$seen_ever{$_} } sort keys %kept;
     ok(!@bad, "$who: ids increasing, nothing twice between resets")
@@ -281,6 +293,9 @@ for my $who (sort keys %c) {
     is(scalar @missing, 0, "$who: every message the master kept received")
         or diag("missing: @missing[0 .. ($#missing > 9 ? 9 : $#missing)]");
     cmp_ok($resets // 0, '<=', 2, "$who: at most one reset per failover");
+    ok(!defined $lost_unreset,
+        "$who: a reset followed every message it saw that was lost")
+        or diag("saw $lost_unreset, no reset after it");
     ok(!$c{$who}->closed, "$who: still connected");
     diag(sprintf '%s: %d resets; longest delivery gap %.2fs (from %+.2fs) '
         . 'in the forced failover, %.2fs (from %+.2fs) in the kill',

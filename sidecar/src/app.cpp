@@ -414,6 +414,7 @@ void app::on_message(std::string_view channel, std::string_view payload) {
     }
     if (id > rs->last_id) {
         rs->last_id = id;
+        rs->last_hash = message_hash(payload);
     }
     broadcast(room, payload, id);
 }

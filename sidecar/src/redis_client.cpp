@@ -401,8 +401,8 @@ void redis_connection::abandon() {
 // master, which still runs them (a demoted master refuses writes): their
 // answers are awaited rather than turned into "in doubt", which the new
 // master, missing what the old one did not replicate, could not settle
-// truthfully.  The subscriber connection goes at once: the gap fill
-// covers what it would have delivered.
+// truthfully.  The subscriber connection is left after that
+// (redis_client::leave_subscriber).
 void redis_connection::master_moved(const host_port& master) {
     if (target_.host == master.host && target_.port == master.port) {
         return;
@@ -425,6 +425,16 @@ void redis_connection::master_moved(const host_port& master) {
         return;
     }
     abandon();
+}
+
+// From a callback of this connection's context, which must not be freed
+// there: the timer leaves it.
+void redis_connection::leave_soon(const host_port& master) {
+    if (state_ != state::ready) {
+        return;
+    }
+    leaving_to_ = master;
+    uv_timer_start(timer_.get(), timer_cb, 0, 0);
 }
 
 void redis_connection::retry_later() {
@@ -456,6 +466,12 @@ void redis_connection::timer_cb(uv_timer_t* t) {
         c->abandon();
         break;
     case state::ready:
+        if (c->leaving_to_) {
+            host_port master = std::move(*c->leaving_to_);
+            c->leaving_to_.reset();
+            c->master_moved(master);
+            break;
+        }
         c->check_health();
         break;
     case state::draining:
@@ -483,8 +499,7 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
       watch_(sentinel_ ? std::make_unique<sentinel_watch>(
                              loop, *opts.sentinel, opts.backoff_max_ms,
                              [this](const host_port& master) {
-                                 cmd_.master_moved(master);
-                                 sub_.master_moved(master);
+                                 master_moved(master);
                              })
                        : nullptr),
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
@@ -538,6 +553,36 @@ void redis_client::connection_ready(redis_connection::role r) {
     }
 }
 
+// The command connection drains first; the subscriber connection stays
+// until it is done (connection_lost), then until a barrier shows that
+// the copies of everything the old master published to it, the messages
+// just answered included (two sockets: no order between them), have
+// arrived.  Otherwise a sender would be told "published" and never see
+// its copy, which the new master may not have.
+void redis_client::master_moved(const host_port& master) {
+    moved_to_ = master;
+    cmd_.master_moved(master);
+    if (!cmd_.draining()) {
+        leave_subscriber();
+    }
+}
+
+void redis_client::leave_subscriber() {
+    if (!moved_to_) {
+        return;
+    }
+    host_port master = std::move(*moved_to_);
+    moved_to_.reset();
+    bool waits = sub_.ready() && barrier([this, master](bool ok) {
+        if (ok) {
+            sub_.leave_soon(master);
+        }
+    });
+    if (!waits) {
+        sub_.master_moved(master);
+    }
+}
+
 void redis_client::connection_lost(redis_connection::role r) {
     std::deque<barrier_fn> failed;
     if (r == redis_connection::role::subscriber) {
@@ -551,6 +596,7 @@ void redis_client::connection_lost(redis_connection::role r) {
     }
     if (r == redis_connection::role::command) {
         fail_held();  // after the calls in flight, as they were sent
+        leave_subscriber();  // the old master's answers are all in
     }
     handler_.on_redis_lost(r);
     for (barrier_fn& cb : failed) {

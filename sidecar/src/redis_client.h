@@ -76,6 +76,9 @@ public:
     // server is left (the command connection drains first) and
     // reconnected through the sentinels.
     void master_moved(const host_port& master);
+    // The same from one of its own callbacks (on the next loop turn).
+    void leave_soon(const host_port& master);
+    bool draining() const { return state_ == state::draining; }
 
     // Connected, past AUTH/SELECT, and Redis answered the handshake.
     bool ready() const { return state_ == state::ready; }
@@ -134,6 +137,7 @@ private:
     uv_ptr<uv_timer_t> timer_;
     deadline_tracker pending_;
     uint64_t last_time_sent_ = 0;  // command: the last TIME (uv_now)
+    std::optional<host_port> leaving_to_;  // leave_soon()
     unsigned handshake_left_ = 0;
     uint64_t backoff_ms_;
     unsigned failures_ = 0;
@@ -247,6 +251,8 @@ private:
     friend class redis_connection;
 
     void connection_ready(redis_connection::role r);
+    void master_moved(const host_port& master);
+    void leave_subscriber();
     void connection_lost(redis_connection::role r);
     void clock_sample(uint64_t sent, uint64_t now, const redisReply* reply);
     void check_backlog();
@@ -270,6 +276,9 @@ private:
     // Declared before the connections, which use it: destroyed after.
     std::unique_ptr<sentinel_resolver> sentinel_;
     std::unique_ptr<sentinel_watch> watch_;
+    // A switch announced: where the subscriber connection goes once the
+    // command connection has drained.
+    std::optional<host_port> moved_to_;
     std::string replid_;
     bool stopped_ = false;
     bool timed_out_ = false;

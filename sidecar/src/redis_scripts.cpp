@@ -213,19 +213,18 @@ return 0
 // KEYS: seq history trimmed presence rooms server_rooms epoch
 // ARGV: channel code server_id epoch_candidate run replid
 //       then (player_id name_json ready) for each player to register
-// The epoch key holds `token/replid/fence`: the token clients' views
-// depend on, the replication id of the Redis the room was last synced on
-// (the caller's, from INFO), and the room's seq when the token last
-// changed for a new replication id.  A sync under another replication id
-// (a failover, a restarted master: writes acknowledged before may be
-// missing, the seq may have gone back) takes the caller's new token, so
-// every server's attached members get a reset, and reports ids up to the
-// fence as trimmed, so a `since=` resume from before the switch gets one
-// too (docs/redis.md "Sentinel").
+// The epoch key holds `token/replid/fence`: the token (new only when the
+// room's keys were lost), the replication id of the Redis the room was
+// last synced on (the caller's, from INFO), and the fence: the room's seq
+// at its first sync under that replication id.  A new replication id (a
+// failover, a restarted master) means writes acknowledged before may be
+// missing here; each server checks its own members' view against the
+// history (app_sync.cpp), and a `since=` resume at or below the fence
+// gets a reset, as if those ids were trimmed (docs/redis.md "Sentinel").
+// -> { seq, trimmed, epoch token, { history... }, changed (1/0), fence }
 // A player already present (resumed after a sidecar restart: its id is
 // its connection's) keeps its entry; only its server and run change, so
 // nobody sees it leave and join.
-// -> { seq, trimmed, epoch, { history... }, changed (1/0) }
 const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -237,14 +236,13 @@ if cur then
     local t, r, f = string.match(cur, '^([^/]*)/?([^/]*)/?(%d*)$')
     epoch, seen, fence = t or cur, r or '', tonumber(f) or 0
     if replid ~= '' and seen ~= '' and seen ~= replid then
-        epoch, fence = ARGV[4], seq
+        fence = seq
     end
 end
 if not cur or (replid ~= '' and seen ~= replid) then
     redis.call('SET', KEYS[7], epoch .. '/' .. replid .. '/' ..
         string.format('%d', fence))
 end
-trimmed = math.max(trimmed, fence)
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
 local changed = 0
 local server = cjson.encode(ARGV[3])
@@ -268,7 +266,7 @@ if #ARGV >= 9 then
     redis.call('SADD', KEYS[6], ARGV[2])
     count_room(KEYS[4], KEYS[5], ARGV[2])
 end
-return { seq, trimmed, epoch, hist, changed }
+return { seq, trimmed, epoch, hist, changed, fence }
 )lua");
     return s;
 }

@@ -57,6 +57,16 @@ TEST(RedisReplies, Sync) {
     EXPECT_EQ(s->epoch, "ep.1");
     EXPECT_EQ(s->history, (std::vector<std::string_view>{"a", "b"}));
     EXPECT_TRUE(s->registered);
+    EXPECT_EQ(s->fence, 0u);
+
+    s = parse_sync_reply(*parse("*6\r\n:12\r\n:3\r\n" + bulk("ep.1") +
+                                "*0\r\n:0\r\n:9\r\n"));
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->fence, 9u);
+    EXPECT_EQ(s->trimmed, 3u);
+    EXPECT_FALSE(parse_sync_reply(*parse("*7\r\n:12\r\n:3\r\n" +
+                                         bulk("ep.1") +
+                                         "*0\r\n:0\r\n:9\r\n:1\r\n")));
 
     // negative or non-integer counters read as 0
     s = parse_sync_reply(
