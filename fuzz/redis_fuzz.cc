@@ -14,7 +14,8 @@
 // history or the buffer, each id once, at most `keep` after a reset,
 // exactly the ids above `since` otherwise); a pushed message is framed
 // as the BROADCAST the app sends and decodes back to the same room,
-// payload and id.
+// payload and id; a CLUSTER SLOTS map serves each slot once, from a
+// reachable address, and a redirection names a valid slot and endpoint.
 
 #include <hiredis/hiredis.h>
 
@@ -32,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backfill.h"
+#include "cluster_map.h"
 #include "envelope.h"
 #include "keys.h"
 #include "ngx_http_rooms_ipc.h"
@@ -289,6 +291,50 @@ void check_push(const redisReply& r, const extent& ext) {
                            back.payload.len) == *p->payload);
 }
 
+// Redis Cluster routing (cluster_map.h): a reply read as CLUSTER SLOTS,
+// and a string or error read as a redirection and as a key.
+void check_cluster(const redisReply& r) {
+    if (std::optional<cluster_map> m =
+            cluster_map::from_slots_reply(r, "10.0.0.1")) {
+        check(r.type == REDIS_REPLY_ARRAY);
+        size_t served = 0;
+        for (unsigned slot = 0; slot < cluster_slot_count; slot++) {
+            const cluster_node* n = m->master_of(static_cast<uint16_t>(slot));
+            if (n != nullptr) {
+                check(!n->host.empty() && n->port >= 1 && n->port <= 65535);
+                served++;
+            }
+        }
+        check(served + m->unserved_slots() == cluster_slot_count);
+        std::vector<const cluster_node*> masters = m->masters();
+        check(masters.size() <= served);
+        for (size_t i = 0; i < masters.size(); i++) {
+            for (size_t j = i + 1; j < masters.size(); j++) {
+                check(!masters[i]->same_address(*masters[j]));
+            }
+        }
+    }
+    if (r.type != REDIS_REPLY_STRING && r.type != REDIS_REPLY_ERROR) {
+        return;
+    }
+    std::string_view s(r.str, r.len);
+    std::string_view tag = key_hash_part(s);
+    check(tag.data() >= s.data() &&
+          tag.data() + tag.size() <= s.data() + s.size());
+    check(key_slot(s) < cluster_slot_count);
+
+    std::optional<cluster_redirect> to = parse_redirect(s, "10.0.0.1");
+    if (to) {
+        check(to->slot < cluster_slot_count && !to->host.empty() &&
+              to->port >= 1 && to->port <= 65535);
+    }
+    cluster_limits limits;
+    cluster_action a = cluster_on_error(s, "10.0.0.1", {}, limits);
+    check((a.step == cluster_step::redirect) == to.has_value());
+    check(a.step != cluster_step::retry ||
+          (a.delay_ms > 0 && a.delay_ms <= limits.retry_delay_max_ms));
+}
+
 void check_reply(const redisReply& r, unsigned control) {
     extent ext;
     ext.collect(&r);
@@ -347,6 +393,7 @@ void check_reply(const redisReply& r, unsigned control) {
     }
 
     check_push(r, ext);
+    check_cluster(r);
 }
 
 }  // namespace

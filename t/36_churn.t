@@ -9,8 +9,10 @@
 # - the worker's and the sidecar's RSS are back near their baseline
 #   (taken after a warm-up churn of the same kind), i.e. nothing is kept
 #   per room that was left;
-# - what Redis keeps by design (a room's seq, epoch and history of kept
-#   types: its `state` envelopes are not kept) is counted and printed.
+# - what Redis keeps for a while (a room's seq, epoch and history of kept
+#   types: its `state` envelopes are not kept) is counted and printed,
+#   every key of it expires (SPEC 4: room_ttl, 20 s here), and Redis is
+#   then back near its baseline: nothing is left for rooms nobody uses.
 #
 # ROOMS_CHURN sets the number of rooms (default 100000).  The run is
 # bounded in time: the clients stop at the deadline, and the test then
@@ -34,7 +36,9 @@ my $DEADLINE = 150;         # seconds for the whole churn
 
 my $t = Rooms::Test->new;
 $t->start_redis;
-$t->start_sidecar(undef, log_level => 'warn');
+my $ROOM_TTL = 20;
+$t->start_sidecar(undef, log_level => 'warn',
+    args => [ '--room-ttl', $ROOM_TTL ]);
 my $port = $t->start_nginx(workers => 1, log_level => 'warn');
 
 my ($worker) = $t->workers;
@@ -215,7 +219,7 @@ is(redis_int("return redis.call('zcard', 'rooms')"), 0,
 is(redis_int("return redis.call('scard', ARGV[1])", $server_rooms), 0,
     "Redis: $server_rooms is empty");
 
-# what stays by design (docs/redis.md: room keys do not expire yet)
+# what stays until room_ttl after the room's last use
 
 my @kept;
 for my $kind (qw(seq epoch history trimmed)) {
@@ -224,11 +228,20 @@ for my $kind (qw(seq epoch history trimmed)) {
     push @kept, sprintf('%s %d keys, %d bytes', $kind, $n,
         key_bytes("room:{R*}:$kind"));
 }
-diag('Redis keeps by design for the rooms left: '
+diag('Redis keeps for room_ttl after their last use: '
     . (@kept ? join('; ', @kept) : 'nothing'));
+is(redis_int(<<'EOF'), 0, 'every key of those rooms expires');
+local n = 0
+for _, k in ipairs(redis.call('keys', 'room:{R*}:*')) do
+    if redis.call('pttl', k) < 0 then
+        n = n + 1
+    end
+end
+return n
+EOF
 my $other = redis_int(<<'EOF');
 local n = 0
-for _, k in ipairs(redis.call('keys', 'room:{R*}')) do
+for _, k in ipairs(redis.call('keys', 'room:{R*}:*')) do
     local kind = string.match(k, '}:(%a+)$')
     if kind ~= 'seq' and kind ~= 'epoch' and kind ~= 'history'
         and kind ~= 'trimmed' then
@@ -238,5 +251,15 @@ end
 return n
 EOF
 is($other, 0, 'Redis: no other key of those rooms is left');
+
+# room_ttl after the last room was left, nothing of them is left
+my $expired = wait_until(sub { count_keys('room:{R*}:*') == 0 },
+    timeout => $ROOM_TTL + 30, interval => 0.5);
+ok($expired, "Redis: every key of those rooms gone after room_ttl");
+my $mem_end = used_memory();
+diag(sprintf('once expired: Redis used_memory %d bytes (%+.1f MB from the '
+    . 'baseline)', $mem_end, ($mem_end - $mem0) / 1e6));
+cmp_ok($mem_end - $mem0, '<', 2e6,
+    'Redis used_memory back within 2 MB of its baseline');
 
 $t->finish;

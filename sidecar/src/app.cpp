@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <ctime>
 #include <random>
@@ -75,8 +76,8 @@ bool app::start(int listen_fd, std::string& err) {
     start_heartbeat();
     start_state_timer();
     int rc = 0;
-    for (uv_ptr<uv_timer_t>* t :
-         {&sync_retry_, &stale_reap_, &late_timer_, &startup_timer_}) {
+    for (uv_ptr<uv_timer_t>* t : {&sync_retry_, &stale_reap_, &late_timer_,
+                                   &startup_timer_, &touch_timer_}) {
         *t = make_uv_handle<uv_timer_t>(
             [&](uv_timer_t* h) { return uv_timer_init(loop_, h); }, rc, this);
         if (!*t) {
@@ -84,8 +85,20 @@ bool app::start(int listen_fd, std::string& err) {
             return false;
         }
     }
+    publish_prepare_ = make_uv_handle<uv_prepare_t>(
+        [&](uv_prepare_t* h) { return uv_prepare_init(loop_, h); }, rc,
+        this);
+    if (!publish_prepare_) {
+        err = std::string("cannot create a prepare handle: ") +
+              uv_strerror(rc);
+        return false;
+    }
     uv_timer_start(startup_timer_.get(), startup_timer_cb,
                    cfg_.redis_timeout_ms, 0);
+    if (cfg_.room_ttl_ms > 0) {
+        uint64_t every = std::max<uint64_t>(cfg_.room_ttl_ms / 4, 250);
+        uv_timer_start(touch_timer_.get(), touch_timer_cb, every, every);
+    }
     redis_.start();
 
     log_info("ready: listening on %s (%s) server_id=%s key_prefix=\"%s\"",
@@ -112,6 +125,8 @@ void app::stop() {
     stale_reap_.reset();
     late_timer_.reset();
     startup_timer_.reset();
+    touch_timer_.reset();
+    publish_prepare_.reset();
     sigterm_.reset();
     sigint_.reset();
 }
@@ -229,7 +244,7 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
 
     // The worker mints player ids: the same for the life of the
     // connection, whatever sidecar serves it.
-    auto res = rooms_.join(key, room, name, std::string(player), msg.flags,
+    auto res = rooms_.join(key, room, name, player, msg.flags,
                            msg.since);
     log_info("open link=%llu conn=%llu room=%.*s id=%.*s name=\"%.*s\"%s",
              ull(l.id()), ull(msg.id), len(room), room.data(), len(player),
@@ -396,11 +411,24 @@ void app::on_subscribed(std::string_view channel) {
     release_waiting(code);
 }
 
+// A message on a room's channel holds one or more envelopes, in id order,
+// one per line (a `publish` batch; JSON text has no raw newline).
 void app::on_message(std::string_view channel, std::string_view payload) {
     std::string_view room;
     if (!room_of_channel(cfg_.key_prefix, channel, room)) {
         return;
     }
+    while (!payload.empty()) {
+        size_t nl = payload.find('\n');
+        on_envelope(room, payload.substr(0, nl));
+        if (nl == std::string_view::npos) {
+            break;
+        }
+        payload.remove_prefix(nl + 1);
+    }
+}
+
+void app::on_envelope(std::string_view room, std::string_view payload) {
     room_sync* rs = rooms_.sync_of(room);
     if (rs == nullptr) {
         return;

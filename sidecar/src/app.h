@@ -113,9 +113,30 @@ private:
         bool agree = false;     // shows the player ready once published
     };
 
-    // app_publish.cpp: answers (docs/redis.md "Answers").
+    // A message admitted, waiting for its room's next `publish` batch.
+    struct queued_publish {
+        publish_ctx ctx;
+        std::string body;
+        bool kept = false;  // its type goes to the history
+    };
+
+    // A room's batches: one in flight at a time; the messages that come
+    // meanwhile wait, and go together as the next one (flush_publishes()
+    // sends more).
+    struct publish_queue {
+        std::deque<queued_publish> queued;
+        unsigned inflight = 0;
+    };
+
+    // app_publish.cpp: batches and answers (docs/redis.md "Answers").
     void publish(member& m, const publish_ctx& ctx, std::string&& body,
                  const std::string& type);
+    void send_batch(const std::string& room);
+    void flush_publishes(const std::string& room);
+    void on_batch_reply(const std::string& room,
+                        const std::vector<publish_ctx>& batch,
+                        const redisReply* r);
+    static void publish_prepare_cb(uv_prepare_t* p);
     void on_publish_reply(const publish_ctx& ctx, const redisReply* r);
     void settle(const publish_ctx& ctx);
     void settle_in_doubt();
@@ -167,6 +188,7 @@ private:
                        const std::vector<history_entry>& buffered);
     void note_position(const std::string& room, room_sync& rs,
                        uint64_t link_id, uint64_t at);
+    void on_envelope(std::string_view room, std::string_view payload);
     void broadcast(std::string_view room, std::string_view payload,
                    uint64_t id);
     void broadcast_to(const std::vector<uint64_t>& links,
@@ -190,6 +212,8 @@ private:
     void flush_leaves();
     void start_heartbeat();
     void heartbeat();
+    void touch_rooms();
+    static void touch_timer_cb(uv_timer_t* t);
     void reap(bool stale);
     static void stale_reap_cb(uv_timer_t* t);
     void pause_reaping(const char* why);
@@ -227,6 +251,8 @@ private:
     uv_ptr<uv_timer_t> stale_reap_;   // once, after the resume grace
     uv_ptr<uv_timer_t> late_timer_;   // the earliest late answer
     uv_ptr<uv_timer_t> startup_timer_;  // links wait for Redis this long
+    uv_ptr<uv_timer_t> touch_timer_;    // quiet rooms' keys kept alive
+    uv_ptr<uv_prepare_t> publish_prepare_;  // batches go before polling
 
     // Until both Redis connections are up after the start (at most
     // redis_timeout), HELLOs are not answered: a worker resuming its
@@ -267,6 +293,10 @@ private:
     std::deque<publish_ctx> late_;
     // Per room, messages waiting for its subscription, in arrival order.
     std::unordered_map<std::string, std::deque<waiting_message>> waiting_;
+    // Per room, messages on their way to Redis (app_publish.cpp), and the
+    // rooms whose queue goes once this loop iteration's input is read.
+    std::unordered_map<std::string, publish_queue> publishing_;
+    std::vector<std::string> publish_due_;
 };
 
 }  // namespace rooms

@@ -34,6 +34,7 @@ void app::presence_leave(const std::string& room,
                                      last_local ? "1" : "0",
                                      closed ? "1" : "0"};
     pending_leave pl{room, player_id, last_local, closed};
+    flush_publishes(room);
     bool sent = redis_.eval(script_leave(), keys, args,
                             [this, pl](const redisReply* r) {
                                 if (r == nullptr && !stopping_) {
@@ -125,6 +126,25 @@ void app::heartbeat() {
                     }
                     heartbeat_seen_ = true;
                 });
+}
+
+// Every room_ttl / 4: the keys of each room with members here live
+// another room_ttl, even if nobody joins or writes (SPEC 4: only a room
+// nobody uses expires).
+void app::touch_rooms() {
+    if (stopping_ || !redis_.commands_ready()) {
+        return;
+    }
+    const std::string& p = cfg_.key_prefix;
+    std::string ttl = std::to_string(cfg_.room_ttl_ms);
+    for (const std::string& code : rooms_.room_codes()) {
+        redis_.eval(script_touch(), room_keys(p, code), {ttl},
+                    [](const redisReply*) {});
+    }
+}
+
+void app::touch_timer_cb(uv_timer_t* t) {
+    static_cast<app*>(t->data)->touch_rooms();
 }
 
 // stale: removes the players a previous run under this server id left

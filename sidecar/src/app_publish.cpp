@@ -25,7 +25,9 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
+#include <utility>
 
 #include "app.h"
 #include "app_util.h"
@@ -69,11 +71,11 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
 
     // Until the room's SUBSCRIBE is confirmed (it is on its way: the
     // subscriber connection is up), its messages wait, in order.
-    auto w = waiting_.find(m->room);
+    auto w = waiting_.find(m->room());
     if (w != waiting_.end() ||
-        (!rooms_.is_subscribed(m->room) && redis_.subscriber_ready())) {
+        (!rooms_.is_subscribed(m->room()) && redis_.subscriber_ready())) {
         if (w == waiting_.end()) {
-            w = waiting_.emplace(m->room, std::deque<waiting_message>())
+            w = waiting_.emplace(m->room(), std::deque<waiting_message>())
                     .first;
         }
         w->second.push_back(waiting_message{
@@ -110,8 +112,8 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     ctx.link = l.id();
     ctx.conn = conn;
     ctx.seq = seq;
-    ctx.room = m->room;
-    ctx.player = m->id;
+    ctx.room = m->room();
+    ctx.player = m->id();
 
     if (flags & NGX_ROOMS_IPC_F_EXPIRED) {
         // Held by the worker past its bound after an earlier sidecar took
@@ -131,7 +133,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
         break;
     case rate_limiter::verdict::limited:
         log_debug("rate limited link=%llu conn=%llu room=%s", ull(l.id()),
-                  ull(conn), m->room.c_str());
+                  ull(conn), m->room().c_str());
         stats_.rate_limited++;
         ack(l.id(), conn, seq,
             make_error("rate_limited",
@@ -141,7 +143,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     case rate_limiter::verdict::kick: {
         log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
                  "id=%s",
-                 ull(l.id()), ull(conn), m->room.c_str(), m->id.c_str());
+                 ull(l.id()), ull(conn), m->room().c_str(), m->id().c_str());
         m->kicked = true;
         stats_.rate_limit_kicks++;
         ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, conn);
@@ -153,12 +155,12 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     }
 
     envelope_result env = process_client_envelope(
-        payload, m->name, cfg_.max_message_bytes, m->id);
+        payload, m->name, cfg_.max_message_bytes, m->id());
     ctx.ref = env.ref;
     if (env.status != envelope_status::ok) {
         const char* code = envelope_error_code(env.status);
         log_info("rejected message link=%llu conn=%llu room=%s code=%s: %s",
-                 ull(l.id()), ull(conn), m->room.c_str(), code,
+                 ull(l.id()), ull(conn), m->room().c_str(), code,
                  env.message.c_str());
         stats_.refused_invalid++;
         ack(l.id(), conn, seq, make_error(code, env.message, env.ref));
@@ -168,53 +170,152 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     publish(*m, ctx, std::move(env.out), env.type);
 }
 
-// The `publish` (or `agree`) script with the message's player, seq and
-// deadline (in Redis's clock: the local one plus the measured offset).
+// A message goes into its room's queue; the queue goes to Redis as one
+// `publish` script call (a batch) once this loop iteration's input is
+// read, or, while the room's previous batch is in flight, when that one
+// is answered.  So a quiet room's message leaves at once, and a busy
+// room's messages share one script call, one TIME, one history append
+// and one PUBLISH: Redis's work per message shrinks as the load grows.
+// Per room the order is the arrival order, so a sender's messages keep
+// theirs; any other command about the room (sync, leave, state, settle)
+// sends the room's queue first (flush_publishes), so Redis runs the
+// room's commands in the order they were given, as without batches.
 void app::publish(member& m, const publish_ctx& base, std::string&& body,
                   const std::string& type) {
     publish_ctx ctx = base;
-    uint64_t now = uv_now(loop_);
-    ctx.deadline = now + cfg_.redis_timeout_ms / 2;
+    ctx.deadline = uv_now(loop_) + cfg_.redis_timeout_ms / 2;
     ctx.agree = type == "agree";
-
-    std::string redis_deadline = "0";
-    if (redis_.clock_known()) {
-        int64_t d = static_cast<int64_t>(ctx.deadline) +
-                    redis_.redis_clock_offset_ms();
-        redis_deadline = std::to_string(d > 0 ? d : 1);
+    publish_queue& q = publishing_[m.room()];
+    q.queued.push_back(
+        queued_publish{std::move(ctx), std::move(body), cfg_.kept(type)});
+    if (q.inflight == 0 && q.queued.size() == 1) {
+        publish_due_.push_back(m.room());
+        if (publish_prepare_) {
+            uv_prepare_start(publish_prepare_.get(), publish_prepare_cb);
+        }
     }
+}
 
-    const std::string& p = cfg_.key_prefix;
-    std::string keep_n =
-        std::to_string(cfg_.kept(type) ? cfg_.history_length : 0);
-    std::vector<std::string> keys = {room_key(p, m.room, "seq"),
-                                     room_key(p, m.room, "history"),
-                                     room_key(p, m.room, "trimmed")};
-    std::vector<std::string> args = {room_channel(p, m.room),
-                                     std::move(body), keep_n, m.id};
-    bool agree = type == "agree";
-    if (agree) {
-        keys.push_back(room_key(p, m.room, "presence"));
-        args.push_back(m.room);
+void app::publish_prepare_cb(uv_prepare_t* p) {
+    auto* self = static_cast<app*>(p->data);
+    std::vector<std::string> due = std::exchange(self->publish_due_, {});
+    for (const std::string& room : due) {
+        auto it = self->publishing_.find(room);
+        if (it != self->publishing_.end() && it->second.inflight == 0) {
+            self->send_batch(room);
+        }
     }
-    keys.push_back(room_key(p, m.room, "senders"));
-    args.push_back(std::to_string(ctx.seq));
-    args.push_back(redis_deadline);
+    if (self->publish_due_.empty()) {
+        uv_prepare_stop(p);
+    }
+}
 
-    bool sent = redis_.eval(agree ? script_agree() : script_publish(), keys,
-                            args, [this, ctx](const redisReply* r) {
-                                on_publish_reply(ctx, r);
-                            });
-    if (!sent) {
-        log_warn("message not published, Redis unavailable link=%llu "
-                 "conn=%llu room=%s",
-                 ull(ctx.link), ull(ctx.conn), m.room.c_str());
-        ack_unavailable(ctx);
+// Sends the room's queue now, whatever is in flight.
+void app::flush_publishes(const std::string& room) {
+    auto it = publishing_.find(room);
+    while (it != publishing_.end() && !it->second.queued.empty()) {
+        send_batch(room);
+        it = publishing_.find(room);
+    }
+}
+
+// One `publish` call for the head of the room's queue (at most
+// max_batch_messages, max_batch_bytes), each message with its player,
+// seq and deadline (in Redis's clock: the local one plus the measured
+// offset).
+void app::send_batch(const std::string& room) {
+    constexpr size_t max_batch_messages = 64;
+    constexpr size_t max_batch_bytes = 256 * 1024;
+
+    auto it = publishing_.find(room);
+    if (it == publishing_.end() || it->second.queued.empty()) {
         return;
     }
-    log_debug("publish link=%llu conn=%llu seq=%llu room=%s type=%s",
-              ull(ctx.link), ull(ctx.conn), ull(ctx.seq), m.room.c_str(),
-              type.c_str());
+    publish_queue& q = it->second;
+    const std::string& p = cfg_.key_prefix;
+    std::vector<std::string> keys = room_keys(p, room);
+    std::vector<std::string> args = {room_channel(p, room),
+                                     std::to_string(cfg_.history_length),
+                                     std::to_string(cfg_.room_ttl_ms)};
+    auto batch = std::make_shared<std::vector<publish_ctx>>();
+    size_t bytes = 0;
+    while (!q.queued.empty() && batch->size() < max_batch_messages &&
+           (batch->empty() ||
+            bytes + q.queued.front().body.size() <= max_batch_bytes)) {
+        queued_publish& qp = q.queued.front();
+        std::string redis_deadline = "0";
+        if (redis_.clock_known()) {
+            int64_t d = static_cast<int64_t>(qp.ctx.deadline) +
+                        redis_.redis_clock_offset_ms();
+            redis_deadline = std::to_string(d > 0 ? d : 1);
+        }
+        bytes += qp.body.size();
+        args.push_back(std::move(qp.body));
+        args.push_back(qp.kept ? "1" : "0");
+        args.push_back(qp.ctx.player);
+        args.push_back(std::to_string(qp.ctx.seq));
+        args.push_back(std::move(redis_deadline));
+        args.push_back(qp.ctx.agree ? "1" : "0");
+        batch->push_back(std::move(qp.ctx));
+        q.queued.pop_front();
+    }
+
+    bool sent = redis_.eval(script_publish(), keys, args,
+                            [this, room, batch](const redisReply* r) {
+                                on_batch_reply(room, *batch, r);
+                            });
+    if (!sent) {
+        log_warn("%zu messages not published, Redis unavailable room=%s",
+                 batch->size(), room.c_str());
+        for (const publish_ctx& ctx : *batch) {
+            ack_unavailable(ctx);
+        }
+        if (q.queued.empty() && q.inflight == 0) {
+            publishing_.erase(it);
+        }
+        return;
+    }
+    q.inflight++;
+    log_debug("publish room=%s messages=%zu bytes=%zu", room.c_str(),
+              batch->size(), bytes);
+}
+
+// One answer per message, in the batch's order; a reply that is not an
+// array of them (an error, a lost connection) answers each alike.
+void app::on_batch_reply(const std::string& room,
+                         const std::vector<publish_ctx>& batch,
+                         const redisReply* r) {
+    bool each = r != nullptr && r->type == REDIS_REPLY_ARRAY;
+    if (each && r->elements != batch.size()) {
+        log_error("publish reply has %zu answers for %zu messages room=%s",
+                  r->elements, batch.size(), room.c_str());
+    }
+    for (size_t i = 0; i < batch.size(); i++) {
+        on_publish_reply(batch[i],
+                         each && i < r->elements ? r->element[i] : r);
+    }
+    if (stopping_) {
+        return;
+    }
+    auto it = publishing_.find(room);
+    if (it == publishing_.end()) {
+        return;
+    }
+    publish_queue& q = it->second;
+    q.inflight--;
+    if (q.queued.empty()) {
+        if (q.inflight == 0) {
+            publishing_.erase(it);
+        }
+        return;
+    }
+    if (q.inflight > 0) {
+        return;  // the queue goes when the last one is answered
+    }
+    publish_due_.push_back(room);
+    if (publish_prepare_) {
+        uv_prepare_start(publish_prepare_.get(), publish_prepare_cb);
+    }
 }
 
 void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
@@ -275,6 +376,7 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
 // Asks Redis whether the message was published, and makes sure it never
 // will be if not.  Without Redis the question waits.
 void app::settle(const publish_ctx& ctx) {
+    flush_publishes(ctx.room);
     const std::string& p = cfg_.key_prefix;
     bool sent = redis_.eval(
         script_settle(), {room_key(p, ctx.room, "senders")},

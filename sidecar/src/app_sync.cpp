@@ -57,7 +57,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         room_key(p, code, "seq"),      room_key(p, code, "history"),
         room_key(p, code, "trimmed"),  room_key(p, code, "presence"),
         rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
-        room_key(p, code, "epoch")};
+        room_key(p, code, "epoch"),    room_key(p, code, "senders")};
     std::vector<std::string> args = {room_channel(p, code), code,
                                      cfg_.server_id,
                                      // unique per call: a Redis that lost
@@ -66,6 +66,7 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      epoch_candidate_ + "." +
                                          std::to_string(++epoch_serial_),
                                      epoch_candidate_,
+                                     std::to_string(cfg_.room_ttl_ms),
                                      // a new one (failover, restart) may
                                      // have lost acknowledged writes
                                      redis_.master_replid()};
@@ -76,11 +77,12 @@ void app::sync_room(const std::string& code, bool register_all) {
         if (m == nullptr) {
             continue;
         }
-        args.push_back(m->id);
+        args.push_back(m->id());
         args.push_back(json_string(m->name));
         args.push_back(m->ready ? "1" : "0");
     }
 
+    flush_publishes(code);
     auto req = std::make_shared<sync_request>();
     req->room = code;
     req->incarnation = rs->incarnation;
@@ -434,7 +436,7 @@ std::optional<uint64_t> app::admit(const member_key& key,
     bool reset = false;
     if (!(m->flags & NGX_ROOMS_IPC_F_RESUME)) {
         send_text(*l, key.conn,
-                  make_welcome(m->room, m->id, m->name, snap.seq));
+                  make_welcome(m->room(), m->id(), m->name, snap.seq));
         std::optional<uint64_t> since;
         if (m->flags & NGX_ROOMS_IPC_F_SINCE) {
             since = m->since;
@@ -466,7 +468,7 @@ std::optional<uint64_t> app::admit(const member_key& key,
     rooms_.attach(key);
     log_debug("attached link=%llu conn=%llu room=%s last_id=%llu "
               "backfill=%zu live=%zu%s",
-              ull(key.link), ull(key.conn), m->room.c_str(), ull(snap.seq),
+              ull(key.link), ull(key.conn), m->room().c_str(), ull(snap.seq),
               backfilled, live, reset ? " reset" : "");
     return last_id;
 }

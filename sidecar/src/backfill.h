@@ -49,11 +49,11 @@ uint64_t message_hash(std::string_view payload);
 
 // Whether members whose view of the room ends with message `last_id`,
 // fingerprint `last_hash` (message_hash), can go on from this snapshot:
-// nothing delivered yet, or the history holds that very message.  After a failover the new master
-// has every write up to one it holds (replication keeps their order), so
-// such a view lost nothing; one whose last message is missing or
-// different (not replicated, or the id reused for another message) was
-// built on writes the new master lacks.
+// nothing delivered yet, or the history holds that very message.  After
+// a failover the new master has every write up to one it holds
+// (replication keeps their order), so such a view lost nothing; one
+// whose last message is missing or different (not replicated, or the id
+// reused for another message) was built on writes the new master lacks.
 bool history_continues(const room_snapshot& snap, uint64_t last_id,
                        uint64_t last_hash);
 

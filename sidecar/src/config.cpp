@@ -393,6 +393,13 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             return false;
         }
         cfg.sync_buffer_bytes = static_cast<size_t>(v);
+    } else if (k == "room_ttl") {
+        long v = 0;
+        if (!parse_int(value, 10, 0, 31536000, v)) {
+            err = "room_ttl: 0 (never) to 31536000 (seconds)";
+            return false;
+        }
+        cfg.room_ttl_ms = static_cast<uint64_t>(v) * 1000;
     } else if (k == "rate_limit" || k == "rate_burst" || k == "rate_kick") {
         long v = 0;
         if (!parse_int(value, 10, 0, 1000000, v)) {

@@ -69,6 +69,10 @@ struct config {
     // Live messages held per room while a snapshot is in flight (a join,
     // a gap fill), in bytes; past it the room is snapshotted again.
     size_t sync_buffer_bytes = 4u << 20;
+    // A room's Redis keys expire this long after its last join, message
+    // or state, while no server has members in it (key room_ttl, in
+    // seconds; 0: never).
+    uint64_t room_ttl_ms = 24 * 3600 * 1000ull;
     rate_limit_config rate;              // per connection
     // Presence: heartbeat period and how long a silent server lives.
     uint64_t heartbeat_interval_ms = 1000;

@@ -33,6 +33,17 @@ std::string room_key(std::string_view prefix, std::string_view room,
     return s;
 }
 
+std::vector<std::string> room_keys(std::string_view prefix,
+                                   std::string_view room) {
+    std::vector<std::string> keys;
+    keys.reserve(6);
+    for (std::string_view what :
+         {"seq", "history", "trimmed", "senders", "presence", "epoch"}) {
+        keys.push_back(room_key(prefix, room, what));
+    }
+    return keys;
+}
+
 std::string server_key(std::string_view prefix, std::string_view server_id,
                        std::string_view what) {
     std::string s(prefix);

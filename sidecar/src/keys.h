@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace rooms {
 
@@ -15,6 +16,11 @@ std::string room_channel(std::string_view prefix, std::string_view room);
 // epoch)
 std::string room_key(std::string_view prefix, std::string_view room,
                      std::string_view what);
+
+// The keys of everything a room keeps, in this order: seq history
+// trimmed senders presence epoch (the `publish` and `touch` scripts').
+std::vector<std::string> room_keys(std::string_view prefix,
+                                   std::string_view room);
 
 // <prefix>server:{ID}:<what>  (what: alive, rooms, barrier, stall)
 std::string server_key(std::string_view prefix, std::string_view server_id,

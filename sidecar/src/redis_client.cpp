@@ -477,7 +477,8 @@ void redis_connection::timer_cb(uv_timer_t* t) {
     case state::draining:
         log_warn("redis %s: no answer from the old master for %llu ms, "
                  "leaving it",
-                 c->name(), static_cast<unsigned long long>(c->opts_.timeout_ms));
+                 c->name(),
+                 static_cast<unsigned long long>(c->opts_.timeout_ms));
         c->abandon();
         break;
     default:

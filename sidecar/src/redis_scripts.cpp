@@ -14,19 +14,26 @@ local function now_ms()
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The envelope's closing tail: its id and Redis's clock.
+local function complete(body, id, ts)
+    return body .. ',"id":' .. string.format('%d', id) .. ',"ts":' ..
+        ts .. '}'
+end
+
 local function publish(seq_key, channel, body)
     local id = redis.call('INCR', seq_key)
-    local msg = body .. ',"id":' .. string.format('%d', id) .. ',"ts":' ..
-        string.format('%.0f', now_ms()) .. '}'
+    local msg = complete(body, id, string.format('%.0f', now_ms()))
     redis.call('PUBLISH', channel, msg)
     return id, msg
 end
 
-local function keep(hist_key, trimmed_key, msg, n)
-    if n <= 0 then
+-- Appends msgs (a list) to the history and trims it to the last n,
+-- recording the newest id trimmed off.
+local function keep(hist_key, trimmed_key, msgs, n)
+    if n <= 0 or #msgs == 0 then
         return
     end
-    local len = redis.call('RPUSH', hist_key, msg)
+    local len = redis.call('RPUSH', hist_key, unpack(msgs))
     if len > n then
         local cut = redis.call('LINDEX', hist_key, len - n - 1)
         redis.call('LTRIM', hist_key, -n, -1)
@@ -34,6 +41,17 @@ local function keep(hist_key, trimmed_key, msg, n)
         if id then
             redis.call('SET', trimmed_key, id)
         end
+    end
+end
+
+-- A room's keys live ttl ms (0: for ever) after its last join or
+-- message (SPEC 4); keys that do not exist are skipped by Redis.
+local function touch(ttl, keys, first, last)
+    if ttl <= 0 then
+        return
+    end
+    for i = first, last do
+        redis.call('PEXPIRE', keys[i], ttl)
     end
 end
 
@@ -64,36 +82,20 @@ local function set_sender(senders_key, player, last, refused)
         string.format('%d', last) or string.format('%d|%s', last, refused))
 end
 
--- Marks seq (above the newest) refused for good.
-local function refuse(senders_key, player, seq, refused)
-    local list = refused == '' and tostring(seq) or refused .. ',' .. seq
-    local _, n = string.gsub(list, ',', '')
-    if n >= 1000 then
+-- The refused list with seq added (the last 1000 kept).
+local function add_refused(refused, seq)
+    local n = string.format('%d', seq)
+    local list = refused == '' and n or refused .. ',' .. n
+    local _, commas = string.gsub(list, ',', '')
+    if commas >= 1000 then
         list = string.match(list, '^[^,]*,(.*)$')
     end
-    set_sender(senders_key, player, seq, list)
+    return list
 end
 
--- -> 1 publish now, 0 published already, -1 past its deadline (refused
---    now), -2 refused already
-local function admit(senders_key, player, seq, deadline)
-    local last, refused = 0, ''
-    if seq > 0 then
-        last, refused = sender_state(senders_key, player)
-        if seq <= last then
-            return was_refused(refused, seq) and -2 or 0
-        end
-    end
-    if deadline > 0 and now_ms() > deadline then
-        if seq > 0 then
-            refuse(senders_key, player, seq, refused)
-        end
-        return -1
-    end
-    if seq > 0 then
-        set_sender(senders_key, player, seq, refused)
-    end
-    return 1
+-- Marks seq (above the newest) refused for good.
+local function refuse(senders_key, player, seq, refused)
+    set_sender(senders_key, player, seq, add_refused(refused, seq))
 end
 
 local function decode(v)
@@ -150,43 +152,81 @@ lua_script make(const char* name, const char* body) {
 
 }  // namespace
 
-// KEYS: seq history trimmed senders
-// ARGV: channel body keep_n player_id seq deadline_ms (0: none)
-// -> id > 0; or 0, -1, -2 from admit() (nothing published)
+// Several messages of one room, in arrival order, in one call (a batch:
+// app_publish.cpp).  Each is admitted as it would be alone; those
+// admitted get consecutive ids and one `ts`, go to the history (kept
+// ones) and are published in one PUBLISH, joined by newlines.
+// KEYS: seq history trimmed senders presence epoch
+// ARGV: channel keep_n ttl_ms, then for each message
+//       body kept(1/0) player_id seq deadline_ms(0: none) agree(1/0)
+// -> one answer per message: its id (> 0); 0 published before (sent
+//    again); -1 past its deadline (refused now); -2 refused before
 const lua_script& script_publish() {
     static const lua_script s = make("publish", R"lua(
-local ok = admit(KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
-if ok ~= 1 then
-    return ok
-end
-local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
-keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]))
-return id
-)lua");
-    return s;
-}
-
-// KEYS: seq history trimmed presence senders
-// ARGV: channel body keep_n player_id code seq deadline_ms
-// -> id of the agree envelope (the sidecar publishes the state: `state`),
-//    or 0, -1, -2 as publish
-const lua_script& script_agree() {
-    static const lua_script s = make("agree", R"lua(
-local ok = admit(KEYS[5], ARGV[4], tonumber(ARGV[6]), tonumber(ARGV[7]))
-if ok ~= 1 then
-    return ok
-end
-local id, msg = publish(KEYS[1], ARGV[1], ARGV[2])
-keep(KEYS[2], KEYS[3], msg, tonumber(ARGV[3]))
-local v = redis.call('HGET', KEYS[4], ARGV[4])
-if v then
-    local p = decode(v)
-    if p and p.ready ~= true then
-        p.ready = true
-        redis.call('HSET', KEYS[4], ARGV[4], cjson.encode(p))
+local keep_n, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local ts = string.format('%.0f', now)
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local senders, order = {}, {}
+local out, msgs, kept, ready = {}, {}, {}, {}
+for i = 4, #ARGV - 5, 6 do
+    local player, s = ARGV[i + 2], tonumber(ARGV[i + 3])
+    local deadline = tonumber(ARGV[i + 4])
+    local ok = 1
+    local st = senders[player]
+    if s > 0 and not st then
+        local last, refused = sender_state(KEYS[4], player)
+        st = { last = last, refused = refused, dirty = false }
+        senders[player] = st
+        order[#order + 1] = player
+    end
+    if s > 0 and s <= st.last then
+        ok = was_refused(st.refused, s) and -2 or 0
+    elseif deadline > 0 and now > deadline then
+        ok = -1
+        if s > 0 then
+            st.last, st.refused = s, add_refused(st.refused, s)
+            st.dirty = true
+        end
+    elseif s > 0 then
+        st.last, st.dirty = s, true
+    end
+    if ok == 1 then
+        seq = seq + 1
+        local msg = complete(ARGV[i], seq, ts)
+        msgs[#msgs + 1] = msg
+        if ARGV[i + 1] == '1' then
+            kept[#kept + 1] = msg
+        end
+        if ARGV[i + 5] == '1' then
+            ready[#ready + 1] = player
+        end
+        out[#out + 1] = seq
+    else
+        out[#out + 1] = ok
     end
 end
-return id
+for _, player in ipairs(order) do
+    local st = senders[player]
+    if st.dirty then
+        set_sender(KEYS[4], player, st.last, st.refused)
+    end
+end
+if #msgs > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', seq))
+    keep(KEYS[2], KEYS[3], kept, keep_n)
+    for _, player in ipairs(ready) do
+        local v = redis.call('HGET', KEYS[5], player)
+        local p = v and decode(v)
+        if p and p.ready ~= true then
+            p.ready = true
+            redis.call('HSET', KEYS[5], player, cjson.encode(p))
+        end
+    end
+    redis.call('PUBLISH', ARGV[1], table.concat(msgs, '\n'))
+end
+touch(ttl, KEYS, 1, 6)
+return out
 )lua");
     return s;
 }
@@ -210,8 +250,8 @@ return 0
     return s;
 }
 
-// KEYS: seq history trimmed presence rooms server_rooms epoch
-// ARGV: channel code server_id epoch_candidate run replid
+// KEYS: seq history trimmed presence rooms server_rooms epoch senders
+// ARGV: channel code server_id epoch_candidate run ttl_ms replid
 //       then (player_id name_json ready) for each player to register
 // The epoch key holds `token/replid/fence`: the token (new only when the
 // room's keys were lost), the replication id of the Redis the room was
@@ -229,7 +269,7 @@ const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
-local replid = ARGV[6]
+local replid = ARGV[7]
 local epoch, seen, fence = ARGV[4], replid, 0
 local cur = redis.call('GET', KEYS[7])
 if cur then
@@ -247,7 +287,7 @@ local hist = redis.call('LRANGE', KEYS[2], 0, -1)
 local changed = 0
 local server = cjson.encode(ARGV[3])
 local run = cjson.encode(ARGV[5])
-for i = 7, #ARGV - 2, 3 do
+for i = 8, #ARGV - 2, 3 do
     local v = redis.call('HGET', KEYS[4], ARGV[i])
     local p = v and decode(v)
     if not p then
@@ -262,10 +302,12 @@ for i = 7, #ARGV - 2, 3 do
         redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(p))
     end
 end
-if #ARGV >= 9 then
+if #ARGV >= 10 then
     redis.call('SADD', KEYS[6], ARGV[2])
     count_room(KEYS[4], KEYS[5], ARGV[2])
 end
+touch(tonumber(ARGV[6]), KEYS, 1, 4)
+touch(tonumber(ARGV[6]), KEYS, 7, 8)
 return { seq, trimmed, epoch, hist, changed, fence }
 )lua");
     return s;
@@ -293,13 +335,26 @@ return removed
 }
 
 // KEYS: seq presence
-// ARGV: channel code
+// ARGV: channel code ttl_ms
 // -> { id, players }: the room's state, built from the presence hash and
 //    published with the room's next id (app_state.cpp decides when)
 const lua_script& script_state() {
     static const lua_script s = make("state", R"lua(
 local id, n = publish_state(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
+touch(tonumber(ARGV[3]), KEYS, 1, 2)
 return { id, n }
+)lua");
+    return s;
+}
+
+// A room with members here but nobody joining or writing: its keys are
+// kept alive (app_presence.cpp, every room_ttl / 4).
+// KEYS: seq history trimmed senders presence epoch
+// ARGV: ttl_ms
+const lua_script& script_touch() {
+    static const lua_script s = make("touch", R"lua(
+touch(tonumber(ARGV[1]), KEYS, 1, 6)
+return 1
 )lua");
     return s;
 }
@@ -411,9 +466,9 @@ return out
 
 const lua_script* const* all_scripts() {
     static const lua_script* const list[] = {
-        &script_publish(), &script_agree(),     &script_sync(),
-        &script_leave(),   &script_state(),     &script_heartbeat(),
-        &script_reap(),    &script_settle(),    nullptr,
+        &script_publish(), &script_sync(),   &script_leave(),
+        &script_state(),   &script_touch(),  &script_heartbeat(),
+        &script_reap(),    &script_settle(), nullptr,
     };
     return list;
 }

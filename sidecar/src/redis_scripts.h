@@ -14,23 +14,24 @@ struct lua_script {
     std::string body;
 };
 
-// publish: next id, complete the envelope, history + trim (kept types),
-// PUBLISH.
+// publish: a batch of one room's messages (an agree among them marks its
+// player ready): admit each, next ids, complete the envelopes, history +
+// trim (kept types), one PUBLISH.
 const lua_script& script_publish();
-
-// agree: publish the agree envelope, mark the player ready.
-const lua_script& script_agree();
 
 // sync: snapshot (seq, trimmed, epoch, history), register missing
 // players, tell whether presence changed.
 const lua_script& script_sync();
 
 // leave: remove one player.
+const lua_script& script_leave();
 
 // state: publish the room's state from its presence hash.  The scripts
 // that change presence do not publish it: app_state.cpp coalesces.
 const lua_script& script_state();
-const lua_script& script_leave();
+
+// touch: keep a quiet room's keys from expiring while it has members.
+const lua_script& script_touch();
 
 // heartbeat: refresh this server's alive key, add it to the server set.
 const lua_script& script_heartbeat();

@@ -1,15 +1,53 @@
 #include "room_registry.h"
 
 #include <algorithm>
+#include <charconv>
 
 #include "ngx_http_rooms_ipc.h"
 
 namespace rooms {
 
+std::string member::id() const {
+    if (id_whole_) {
+        return *id_head_;
+    }
+    char tail[24];
+    auto end = std::to_chars(tail, tail + sizeof(tail), conn).ptr;
+    std::string id;
+    id.reserve(id_head_->size() + (end - tail));
+    id.append(*id_head_).append(tail, end);
+    return id;
+}
+
+// The id's head up to its last '.' is interned when the rest is the conn
+// number as the worker writes it; any other id is interned whole.
+const std::string* room_registry::intern_id(member& m, std::string_view id) {
+    char tail[24];
+    auto end = std::to_chars(tail, tail + sizeof(tail), m.conn).ptr;
+    std::string_view digits(tail, end - tail);
+    size_t dot = id.rfind('.');
+    m.id_whole_ = dot == std::string_view::npos ||
+                  id.substr(dot + 1) != digits;
+    std::string_view head = m.id_whole_ ? id : id.substr(0, dot + 1);
+    auto it = id_heads_.find(head);
+    if (it == id_heads_.end()) {
+        it = id_heads_.emplace(std::string(head), 0).first;
+    }
+    it->second++;
+    return &it->first;
+}
+
+void room_registry::release_id(const member& m) {
+    auto it = id_heads_.find(*m.id_head_);
+    if (it != id_heads_.end() && --it->second == 0) {
+        id_heads_.erase(it);
+    }
+}
+
 room_registry::join_result room_registry::join(const member_key& key,
                                                std::string_view room_code,
                                                std::string_view name,
-                                               std::string player_id,
+                                               std::string_view player_id,
                                                unsigned flags,
                                                uint64_t since) {
     if (members_.contains(key)) {
@@ -27,15 +65,14 @@ room_registry::join_result room_registry::join(const member_key& key,
     }
     room& r = it->second;
 
-    entry e;
-    e.m.room.assign(room_code);
-    e.m.name.assign(name);
-    e.m.id = std::move(player_id);
-    e.m.flags = flags;
-    e.m.since = since;
-    e.slot = r.all.size();
-    entry& added = members_.emplace(key, std::move(e)).first->second;
-    links_[key.link].insert(key.conn);
+    entry& added = members_[key];
+    added.m.room_ = &it->first;
+    added.m.name.assign(name);
+    added.m.conn = key.conn;
+    added.m.id_head_ = intern_id(added.m, player_id);
+    added.m.flags = flags;
+    added.m.since = since;
+    added.slot = static_cast<uint32_t>(r.all.size());
     r.members++;
     r.all.push_back(key);
 
@@ -74,7 +111,7 @@ void room_registry::attach(const member_key& key) {
     if (mit == members_.end() || mit->second.m.attached) {
         return;
     }
-    auto rit = rooms_.find(mit->second.m.room);
+    auto rit = rooms_.find(mit->second.m.room());
     if (rit == rooms_.end()) {
         return;
     }
@@ -112,16 +149,9 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
     }
     entry& e = mit->second;
     res.found = true;
-    res.room = std::move(e.m.room);
-    res.player_id = std::move(e.m.id);
-
-    auto lit = links_.find(key.link);
-    if (lit != links_.end()) {
-        lit->second.erase(key.conn);
-        if (lit->second.empty()) {
-            links_.erase(lit);
-        }
-    }
+    res.room = e.m.room();
+    res.player_id = e.m.id();
+    release_id(e.m);
 
     auto rit = rooms_.find(res.room);
     if (rit == rooms_.end()) {
@@ -165,13 +195,16 @@ std::vector<std::string> room_registry::leave_link(uint64_t link) {
 std::vector<room_registry::leave_result> room_registry::leave_link_members(
     uint64_t link) {
     std::vector<leave_result> out;
-    auto lit = links_.find(link);
-    if (lit == links_.end()) {
-        return out;
+    // Not while iterating: leave() erases.  Sorted: leave order is conn
+    // order.
+    std::vector<uint64_t> conns;
+    for (const auto& [key, e] : members_) {
+        if (key.link == link) {
+            conns.push_back(key.conn);
+        }
     }
-    // Copy: leave() edits links_.  Sorted: leave order is conn order.
-    std::vector<uint64_t> conns(lit->second.begin(), lit->second.end());
     std::sort(conns.begin(), conns.end());
+    out.reserve(conns.size());
     for (uint64_t conn : conns) {
         leave_result r = leave(member_key{link, conn});
         if (r.found) {
@@ -211,7 +244,7 @@ void room_registry::push_pending(std::string_view room_code,
     auto it = rooms_.find(room_code);
     auto mit = members_.find(key);
     if (it == rooms_.end() || mit == members_.end() ||
-        mit->second.pending || mit->second.m.room != room_code) {
+        mit->second.pending || mit->second.m.room() != room_code) {
         return;
     }
     mit->second.at = it->second.pending.insert(it->second.pending.end(),
@@ -230,7 +263,7 @@ void room_registry::requeue(std::string_view room_code,
     for (const member_key& k : keys) {
         auto mit = members_.find(k);
         if (mit == members_.end() || mit->second.m.attached ||
-            mit->second.pending || mit->second.m.room != room_code) {
+            mit->second.pending || mit->second.m.room() != room_code) {
             continue;
         }
         mit->second.at = pending.insert(front, k);

@@ -10,8 +10,8 @@
 // fan-out, a room knows which links have attached members, and how many.
 //
 // A member knows its place in its room's lists, so that a leave costs
-// O(1) plus the room's links (one entry per worker link), and closing the
-// link of a big room is linear in its members.
+// O(1) plus the room's links (one entry per worker link).  Closing a link
+// (a worker gone: rare) is linear in all members.
 
 #include <cstddef>
 #include <cstdint>
@@ -20,7 +20,6 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -41,16 +40,30 @@ struct member_key_hash {
     }
 };
 
+// A member is kept compact: what several members share is stored once.
+// Its room code is the room's own (the registry's key), and its player id,
+// "<token>.<pid>.<conn>" as the worker mints it, is its worker's interned
+// "<token>.<pid>." and the conn number, formatted when asked for (an id
+// of any other shape is interned whole).
 struct member {
-    std::string room;
+    const std::string& room() const { return *room_; }
+    std::string id() const;
+
     std::string name;
-    std::string id;       // player id, <server_id>.<pid>.<conn>
-    unsigned flags = 0;   // OPEN flags (RESUME, SINCE)
     uint64_t since = 0;   // OPEN since, if flags has SINCE
+    uint64_t conn = 0;    // the key's conn: the id's tail
+    rate_limiter limiter;
+    unsigned flags = 0;   // OPEN flags (RESUME, SINCE)
     bool attached = false;
     bool ready = false;   // sent agree (kept to register it again)
     bool kicked = false;  // KICK sent: ignore its messages
-    rate_limiter limiter;
+
+private:
+    friend class room_registry;
+
+    const std::string* room_ = nullptr;    // the room's code
+    const std::string* id_head_ = nullptr; // interned id, or its head
+    bool id_whole_ = false;                // id_head_ is the whole id
 };
 
 // A live message that arrived while a room had a snapshot in flight.
@@ -118,7 +131,7 @@ public:
     // before: it is attached at once, and the room is marked for a gap
     // fill from `since` on its link (room_sync::resume_from).
     join_result join(const member_key& key, std::string_view room,
-                     std::string_view name, std::string player_id,
+                     std::string_view name, std::string_view player_id,
                      unsigned flags, uint64_t since);
 
     // The member is now attached (its ATTACH was sent).
@@ -183,6 +196,7 @@ public:
     std::vector<room_count> counts() const;
 
     size_t member_count() const { return members_.size(); }
+    size_t interned_ids() const { return id_heads_.size(); }
     size_t room_count_total() const { return rooms_.size(); }
 
 private:
@@ -200,7 +214,7 @@ private:
     // A member and its places in its room's lists.
     struct entry {
         member m;
-        size_t slot = 0;               // index in room::all
+        uint32_t slot = 0;             // index in room::all
         bool pending = false;          // in room::pending, at `at`
         pending_list::iterator at;
     };
@@ -215,12 +229,18 @@ private:
     using room_map = std::unordered_map<std::string, room, string_hash,
                                         std::equal_to<>>;
 
+    // Interned strings (player id heads), counted by their members.
+    using string_refs = std::unordered_map<std::string, size_t, string_hash,
+                                           std::equal_to<>>;
+
     void detach(room& r, const member_key& key);
     std::vector<member_key> take_all_pending(room& r);
+    const std::string* intern_id(member& m, std::string_view id);
+    void release_id(const member& m);
 
     std::unordered_map<member_key, entry, member_key_hash> members_;
-    std::unordered_map<uint64_t, std::unordered_set<uint64_t>> links_;
     room_map rooms_;
+    string_refs id_heads_;
     uint64_t next_incarnation_ = 1;
 };
 

@@ -223,6 +223,31 @@ TEST(SidecarConfig, RoomSettingsDefaults) {
     EXPECT_EQ(cfg.heartbeat_ttl_ms, 5000u);
     EXPECT_EQ(cfg.state_ms_per_player, 1u);
     EXPECT_EQ(cfg.state_max_interval_ms, 2000u);
+    EXPECT_EQ(cfg.room_ttl_ms, 86400000u);
+}
+
+TEST(SidecarConfig, RoomTtl) {
+    config cfg;
+    std::string err;
+    ASSERT_EQ(parse({"--room-ttl", "90"}, cfg, err), parse_status::ok)
+        << err;
+    EXPECT_EQ(cfg.room_ttl_ms, 90000u);
+    config never;
+    ASSERT_TRUE(rooms::apply_setting(never, "room_ttl", "0", err)) << err;
+    EXPECT_EQ(never.room_ttl_ms, 0u);
+    for (const char* bad : {"-1", "1.5", "x", "31536001"}) {
+        config c;
+        EXPECT_EQ(parse({"--room-ttl", bad}, c, err), parse_status::error)
+            << bad;
+    }
+}
+
+TEST(SidecarConfig, RoomKeys) {
+    EXPECT_EQ(rooms::room_keys("p:", "AB"),
+              (std::vector<std::string>{
+                  "p:room:{AB}:seq", "p:room:{AB}:history",
+                  "p:room:{AB}:trimmed", "p:room:{AB}:senders",
+                  "p:room:{AB}:presence", "p:room:{AB}:epoch"}));
 }
 
 TEST(SidecarConfig, StateSettings) {

@@ -56,32 +56,37 @@ TEST(SentinelMasterAddr, RefusesWhatIsNotAnAddress) {
     }
 }
 
-TEST(ReplicationInfo, MasterAndReplid) {
-    std::optional<replication_info> i = parse_replication_info(
-        "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n"
-        "slave0:ip=127.0.0.1,port=6381,state=online,offset=42,lag=0\r\n"
-        "master_failover_state:no-failover\r\n"
-        "master_replid:8e1f0c8a2f5d3b6e9a0c1d2e3f4a5b6c7d8e9f00\r\n"
-        "master_replid2:0000000000000000000000000000000000000000\r\n"
-        "master_repl_offset:42\r\n");
-    ASSERT_TRUE(i);
-    EXPECT_TRUE(i->master);
-    EXPECT_EQ(i->replid, "8e1f0c8a2f5d3b6e9a0c1d2e3f4a5b6c7d8e9f00");
-}
-
-TEST(ReplicationInfo, ReplicaIsNotAMaster) {
-    std::optional<replication_info> i = parse_replication_info(
-        "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n"
-        "master_port:6380\r\nmaster_link_status:up\r\n"
-        "master_replid:aaaa\r\n");
-    ASSERT_TRUE(i);
-    EXPECT_FALSE(i->master);
-    EXPECT_EQ(i->replid, "aaaa");
+TEST(ReplicationInfo, RoleAndReplid) {
+    struct {
+        std::string_view text;
+        bool master;
+        std::string_view replid;
+    } cases[] = {
+        {"# Replication\r\nrole:master\r\nconnected_slaves:1\r\n"
+         "slave0:ip=127.0.0.1,port=6381,state=online,offset=42,lag=0\r\n"
+         "master_failover_state:no-failover\r\n"
+         "master_replid:8e1f0c8a2f5d3b6e9a0c1d2e3f4a5b6c7d8e9f00\r\n"
+         "master_replid2:0000000000000000000000000000000000000000\r\n"
+         "master_repl_offset:42\r\n",
+         true, "8e1f0c8a2f5d3b6e9a0c1d2e3f4a5b6c7d8e9f00"},
+        // a replica (a demoted master back up) is not a master
+        {"# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n"
+         "master_port:6380\r\nmaster_link_status:up\r\n"
+         "master_replid:aaaa\r\n",
+         false, "aaaa"},
+    };
+    for (const auto& c : cases) {
+        std::optional<replication_info> i = parse_replication_info(c.text);
+        ASSERT_TRUE(i) << c.text;
+        EXPECT_EQ(i->master, c.master) << c.text;
+        EXPECT_EQ(i->replid, c.replid) << c.text;
+    }
 }
 
 TEST(ReplicationInfo, WithoutRoleNothing) {
     EXPECT_FALSE(parse_replication_info(""));
-    EXPECT_FALSE(parse_replication_info("# Replication\r\nmaster_replid:x\r\n"));
+    EXPECT_FALSE(
+        parse_replication_info("# Replication\r\nmaster_replid:x\r\n"));
     // A line that only starts like one is not the role.
     std::optional<replication_info> i =
         parse_replication_info("role:masterful\nmaster_replid:b");
