@@ -19,7 +19,8 @@
 #   it (its view restarts, never silently); at most one reset per
 #   failover; no message published twice;
 # - afterwards presence (`state`) and GET /rooms list the four players;
-# - the sidecars never connect to the restarted old master.
+# - the sidecars never connect to the restarted old master, and a sidecar
+#   whose (fake) sentinel names a replica refuses it in its handshake.
 # Reports the failover times as the clients see them: the longest gap
 # between two deliveries around each failover.
 
@@ -29,7 +30,7 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time);
 
-use Rooms::Test qw(wait_until http_get redis_reply);
+use Rooms::Test qw(wait_until http_get redis_reply free_port);
 
 plan(skip_all => 'redis-sentinel not found in PATH')
     unless defined Rooms::Test::which('redis-sentinel');
@@ -312,6 +313,46 @@ for my $i (0, 1) {
     is(scalar @used, 0, 'stack ' . $t->name
         . ': no connection to the restarted old master');
 }
+
+# --- a sentinel that names a replica: the handshake refuses it -------------
+# A stale or lying sentinel (here a fake one, answering every query with
+# the address of a replica of node0) must not make a sidecar write to a
+# replica: its handshake finds role:slave, leaves, and asks again.
+my $tc = Rooms::Test->new(name => 'c');
+my $replica = $tc->start_redis_node('node2', replicaof => $node0);
+my $fake = free_port();
+$tc->spawn('fake_sentinel', sub { Rooms::Test::port_open($fake) }, $^X,
+    '-e', <<'PL', $fake, $replica);
+use IO::Socket::INET; use IO::Select;
+my ($port, $target) = @ARGV;
+my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+    Listen => 16, ReuseAddr => 1) or die "listen: $!";
+my $sel = IO::Select->new($l);
+my $answer = "*2\r\n\$9\r\n127.0.0.1\r\n\$" . length($target)
+    . "\r\n$target\r\n";
+while (1) {
+    for my $h ($sel->can_read) {
+        if ($h == $l) { $sel->add($l->accept); next; }
+        my $n = sysread($h, my $buf, 65536);
+        if (!$n) { $sel->remove($h); close $h; next; }
+        my $q = () = $buf =~ /get-master-addr-by-name/gi;
+        syswrite($h, $answer x $q) if $q;
+    }
+}
+PL
+$tc->start_sidecar('redis://127.0.0.1:1', args => [
+    '--redis-sentinels', "127.0.0.1:$fake", '--redis-backoff-max-ms', 200 ]);
+my $refused = wait_until(sub {
+    open my $fh, '<', $tc->sidecar_log or return 0;
+    local $/;
+    my $log = <$fh>;
+    return $log =~ /127\.0\.0\.1:$replica is not a master/;
+}, timeout => 10, interval => 0.05);
+ok($refused, 'a sidecar told a replica is the master refuses it');
+open my $clog, '<', $tc->sidecar_log or die;
+is(scalar(grep { /connected to 127\.0\.0\.1:$replica\b/ } <$clog>), 0,
+    'and never uses it');
+close $clog;
 
 # --- presence and GET /rooms afterwards ----------------------------------------
 my $probe = $ta->connect('SENT', 'probe');

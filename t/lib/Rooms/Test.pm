@@ -238,6 +238,17 @@ sub start_sentinels {
 }
 
 
+# spawn(what, ready, command...): any helper process of this stack (its
+# output in <dir>/<what>.log), ready when ready->() is true (bounded
+# wait); stopped by PID with the stack.
+sub spawn {
+    my ($self, $what, $ready, @cmd) = @_;
+
+    $self->_spawn($what, "$self->{dir}/$what.log", {}, @cmd);
+    $self->_wait_ready($what, $ready);
+}
+
+
 # sentinel_master(sentinel_port, name): the port of the master that
 # sentinel names (undef without an answer).
 sub sentinel_master {
