@@ -404,7 +404,7 @@ void redis_connection::abandon() {
 // truthfully.  The subscriber connection is left after that
 // (redis_client::leave_subscriber).
 void redis_connection::master_moved(const host_port& master) {
-    if (target_.host == master.host && target_.port == master.port) {
+    if (at(master)) {
         return;
     }
     if (state_ != state::ready && state_ != state::connecting &&
@@ -561,6 +561,10 @@ void redis_client::connection_ready(redis_connection::role r) {
 // arrived.  Otherwise a sender would be told "published" and never see
 // its copy, which the new master may not have.
 void redis_client::master_moved(const host_port& master) {
+    stats_.master_switches++;
+    if (cmd_.at(master) && sub_.at(master)) {
+        return;  // already there (reconnected after a loss)
+    }
     moved_to_ = master;
     cmd_.master_moved(master);
     if (!cmd_.draining()) {

@@ -79,6 +79,10 @@ public:
     // The same from one of its own callbacks (on the next loop turn).
     void leave_soon(const host_port& master);
     bool draining() const { return state_ == state::draining; }
+    // Connected or connecting to that address.
+    bool at(const host_port& master) const {
+        return target_.host == master.host && target_.port == master.port;
+    }
 
     // Connected, past AUTH/SELECT, and Redis answered the handshake.
     bool ready() const { return state_ == state::ready; }
