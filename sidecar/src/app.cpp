@@ -32,7 +32,8 @@ app::app(uv_loop_t* loop, const config& cfg)
              {.backoff_min_ms = cfg_.redis_backoff_min_ms,
               .backoff_max_ms = cfg_.redis_backoff_max_ms,
               .timeout_ms = cfg_.redis_timeout_ms,
-              .max_pending = cfg_.redis_max_pending}) {
+              .max_pending = cfg_.redis_max_pending,
+              .sentinel = &cfg_.sentinel}) {
     std::random_device rd;
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
@@ -442,6 +443,7 @@ void app::on_envelope(std::string_view room, std::string_view payload) {
     }
     if (id > rs->last_id) {
         rs->last_id = id;
+        rs->last_hash = message_hash(payload);
     }
     broadcast(room, payload, id);
 }

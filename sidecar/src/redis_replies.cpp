@@ -46,7 +46,7 @@ std::optional<bool> settle_outcome_of(const redisReply& r) {
 }
 
 std::optional<sync_reply> parse_sync_reply(const redisReply& r) {
-    if (r.type != REDIS_REPLY_ARRAY || r.elements != 5 ||
+    if (r.type != REDIS_REPLY_ARRAY || r.elements < 5 || r.elements > 6 ||
         !is_string(*r.element[2]) ||
         r.element[3]->type != REDIS_REPLY_ARRAY) {
         return std::nullopt;
@@ -63,6 +63,9 @@ std::optional<sync_reply> parse_sync_reply(const redisReply& r) {
         }
     }
     s.registered = reply_u64(*r.element[4]) != 0;
+    if (r.elements == 6) {
+        s.fence = reply_u64(*r.element[5]);
+    }
     return s;
 }
 

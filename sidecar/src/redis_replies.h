@@ -27,13 +27,16 @@ publish_outcome publish_outcome_of(const redisReply& r);
 // nullopt if the reply is not an answer.
 std::optional<bool> settle_outcome_of(const redisReply& r);
 
-// sync: [seq, trimmed, epoch, history, registered].
+// sync: [seq, trimmed, epoch, history, registered(, fence)].
 struct sync_reply {
     uint64_t seq = 0;
     uint64_t trimmed = 0;
     std::string_view epoch;
     std::vector<std::string_view> history;  // oldest first
     bool registered = false;  // players were registered again
+    // The room's seq at its first sync under the current replication id
+    // (0 before it ever changed; a reply without it: 0).
+    uint64_t fence = 0;
 };
 std::optional<sync_reply> parse_sync_reply(const redisReply& r);
 

@@ -295,23 +295,43 @@ return 0
 }
 
 // KEYS: seq history trimmed presence rooms server_rooms epoch senders
-// ARGV: channel code server_id epoch_candidate run ttl_ms
+// ARGV: channel code server_id epoch_candidate run ttl_ms replid
 //       then (player_id name_json ready) for each player to register
+// The epoch key holds `token/replid/fence`: the token (new only when the
+// room's keys were lost), the replication id of the Redis the room was
+// last synced on (the caller's, from INFO), and the fence: the room's seq
+// at its first sync under that replication id.  A new replication id (a
+// failover, a restarted master) means writes acknowledged before may be
+// missing here; each server checks its own members' view against the
+// history (app_sync.cpp), and a `since=` resume at or below the fence
+// gets a reset, as if those ids were trimmed (docs/redis.md "Sentinel").
+// -> { seq, trimmed, epoch token, { history... }, changed (1/0), fence }
 // A player already present (resumed after a sidecar restart: its id is
 // its connection's) keeps its entry; only its server and run change, so
 // nobody sees it leave and join.
-// -> { seq, trimmed, epoch, { history... }, changed (1/0) }
 const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
-redis.call('SET', KEYS[7], ARGV[4], 'NX')
-local epoch = redis.call('GET', KEYS[7])
+local replid = ARGV[7]
+local epoch, seen, fence = ARGV[4], replid, 0
+local cur = redis.call('GET', KEYS[7])
+if cur then
+    local t, r, f = string.match(cur, '^([^/]*)/?([^/]*)/?(%d*)$')
+    epoch, seen, fence = t or cur, r or '', tonumber(f) or 0
+    if replid ~= '' and seen ~= '' and seen ~= replid then
+        fence = seq
+    end
+end
+if not cur or (replid ~= '' and seen ~= replid) then
+    redis.call('SET', KEYS[7], epoch .. '/' .. replid .. '/' ..
+        string.format('%d', fence))
+end
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
 local changed = 0
 local server = cjson.encode(ARGV[3])
 local run = cjson.encode(ARGV[5])
-for i = 7, #ARGV - 2, 3 do
+for i = 8, #ARGV - 2, 3 do
     local v = redis.call('HGET', KEYS[4], ARGV[i])
     local p = v and decode(v)
     if not p then
@@ -326,13 +346,13 @@ for i = 7, #ARGV - 2, 3 do
         redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(p))
     end
 end
-if #ARGV >= 9 then
+if #ARGV >= 10 then
     redis.call('SADD', KEYS[6], ARGV[2])
     count_room(KEYS[4], KEYS[5], ARGV[2])
 end
 touch(tonumber(ARGV[6]), KEYS, 1, 4)
 touch(tonumber(ARGV[6]), KEYS, 7, 8)
-return { seq, trimmed, epoch, hist, changed }
+return { seq, trimmed, epoch, hist, changed, fence }
 )lua");
     return s;
 }

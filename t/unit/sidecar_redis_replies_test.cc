@@ -11,26 +11,16 @@
 #include <vector>
 
 #include "redis_replies.h"
+#include "redis_reply_reader.h"
 
 using namespace rooms;
 
 namespace {
 
-struct reply_deleter {
-    void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+using rooms_test::reply_ptr;
 
-// The one reply in resp.
 reply_ptr parse(std::string_view resp) {
-    redisReader* reader = redisReaderCreate();
-    void* r = nullptr;
-    if (redisReaderFeed(reader, resp.data(), resp.size()) != REDIS_OK ||
-        redisReaderGetReply(reader, &r) != REDIS_OK) {
-        r = nullptr;
-    }
-    redisReaderFree(reader);
-    return reply_ptr(static_cast<redisReply*>(r));
+    return rooms_test::read_reply(resp);
 }
 
 std::string bulk(std::string_view s) {
@@ -67,6 +57,16 @@ TEST(RedisReplies, Sync) {
     EXPECT_EQ(s->epoch, "ep.1");
     EXPECT_EQ(s->history, (std::vector<std::string_view>{"a", "b"}));
     EXPECT_TRUE(s->registered);
+    EXPECT_EQ(s->fence, 0u);
+
+    s = parse_sync_reply(*parse("*6\r\n:12\r\n:3\r\n" + bulk("ep.1") +
+                                "*0\r\n:0\r\n:9\r\n"));
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->fence, 9u);
+    EXPECT_EQ(s->trimmed, 3u);
+    EXPECT_FALSE(parse_sync_reply(*parse("*7\r\n:12\r\n:3\r\n" +
+                                         bulk("ep.1") +
+                                         "*0\r\n:0\r\n:9\r\n:1\r\n")));
 
     // negative or non-integer counters read as 0
     s = parse_sync_reply(
