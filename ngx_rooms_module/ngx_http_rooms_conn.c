@@ -98,7 +98,6 @@ static void ngx_http_rooms_conn_drain_handler(ngx_event_t *ev);
 
 
 static u_char        ngx_http_rooms_recv_buf[NGX_HTTP_ROOMS_RECV_SIZE];
-static ngx_rooms_ws_parser_t  ngx_http_rooms_parser;
 static ngx_queue_t   ngx_http_rooms_dirty;
 static ngx_queue_t   ngx_http_rooms_live;
 static ngx_uint_t    ngx_http_rooms_queues_init;
@@ -106,6 +105,9 @@ static ngx_chain_t  *ngx_http_rooms_free_out;
 static ngx_uint_t    ngx_http_rooms_free_out_n;
 
 static ngx_http_rooms_drain_t  ngx_http_rooms_drain;
+
+/* the worker's frame parser: see ngx_http_rooms_conn_input() */
+static ngx_rooms_ws_parser_t   ngx_http_rooms_parser;
 
 #if (NGX_HTTP_ROOMS_MALLOC_TRIM)
 static size_t        ngx_http_rooms_freed;
