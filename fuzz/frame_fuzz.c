@@ -17,7 +17,10 @@
  * is followed by progress, a text message is valid UTF-8 and within the
  * limit, control payloads are at most 125 bytes, an error repeats itself
  * and consumes nothing.  The message buffer is allocated at exactly the
- * size asked for, so that AddressSanitizer sees any overrun.
+ * size asked for, so that AddressSanitizer sees any overrun.  The ways
+ * that free the message buffer after each text message also replace the
+ * parser by a fresh one after every piece that leaves it idle
+ * (ngx_rooms_ws_parser_idle()), as the module does.
  *
  * Flag bit 1 parses as with permessage-deflate negotiated (RSV1 allowed
  * on the first frame of a message, whose payload is then not UTF-8
@@ -197,6 +200,18 @@ rooms_fuzz_parse(const uint8_t *in, size_t len, size_t max, int deflate,
 
         free(piece);
         from = to;
+
+        /*
+         * As the module does: a parser with nothing pending is dropped
+         * after a read and a fresh one takes the next (the events must
+         * not change).
+         */
+
+        if (free_after_text && ngx_rooms_ws_parser_idle(&p)) {
+            rooms_fuzz_assert(p.buf == NULL);
+            ngx_rooms_ws_parser_init(&p, max);
+            p.deflate = deflate;
+        }
     }
 
     free(p.buf);

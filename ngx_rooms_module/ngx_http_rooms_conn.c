@@ -57,6 +57,9 @@ static ngx_int_t ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn,
     u_char *pos, u_char *last);
+static ngx_int_t ngx_http_rooms_conn_parse(ngx_http_rooms_conn_t *conn,
+    u_char *pos, u_char *last);
+static void ngx_http_rooms_conn_drop_parser(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
     ngx_rooms_ws_event_t *ev);
 static ngx_int_t ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn,
@@ -67,6 +70,9 @@ static ngx_int_t ngx_http_rooms_conn_going_away(ngx_http_rooms_conn_t *conn);
 static ngx_int_t ngx_http_rooms_conn_flush(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_takeover(ngx_event_t *wev);
+static size_t ngx_http_rooms_conn_moved_size(ngx_connection_t *c);
+static void ngx_http_rooms_conn_move(ngx_connection_t *c);
+static void ngx_http_rooms_conn_pool_cleanup(void *data);
 static void ngx_http_rooms_conn_request_gone(void *data);
 static void ngx_http_rooms_conn_keep(ngx_http_request_t *r,
     ngx_http_rooms_conn_t *conn);
@@ -100,6 +106,9 @@ static ngx_uint_t    ngx_http_rooms_free_out_n;
 
 static ngx_http_rooms_drain_t  ngx_http_rooms_drain;
 
+/* the worker's frame parser: see ngx_http_rooms_conn_input() */
+static ngx_rooms_ws_parser_t   ngx_http_rooms_parser;
+
 #if (NGX_HTTP_ROOMS_MALLOC_TRIM)
 static size_t        ngx_http_rooms_freed;
 static ngx_event_t   ngx_http_rooms_trim_event;
@@ -107,12 +116,81 @@ static ngx_event_t   ngx_http_rooms_trim_event;
 
 
 /*
+ * An upgraded connection lives in a pool of its own, sized to what an
+ * idle WebSocket keeps: this structure with its room code and name and,
+ * once the request is gone, what the connection still uses of its
+ * original pool (ngx_http_rooms_conn_move()).  That pool, a block of
+ * connection_pool_size with the HTTP connection's state, then goes.
+ * Until then, the original pool destroys this one with itself.
+ */
+
+ngx_http_rooms_conn_t *
+ngx_http_rooms_conn_create(ngx_http_request_t *r, ngx_str_t *room,
+    ngx_str_t *name)
+{
+    size_t                      size;
+    ngx_pool_t                 *pool;
+    ngx_connection_t           *c;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_rooms_conn_t      *conn;
+    ngx_http_rooms_loc_conf_t  *rlcf;
+
+    c = r->connection;
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rooms_module);
+
+    size = sizeof(ngx_pool_t)
+           + ngx_align(sizeof(ngx_http_rooms_conn_t) + room->len + name->len,
+                       NGX_ALIGNMENT);
+
+    if (rlcf->log_at != NGX_HTTP_ROOMS_LOG_CLOSE && r->pool->cleanup == NULL
+        && c->ssl == NULL && c->proxy_protocol == NULL)
+    {
+        /* the request will not be kept: room for what moves here */
+        size += ngx_http_rooms_conn_moved_size(c);
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    pool = ngx_create_pool(size, c->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_rooms_conn_pool_cleanup;
+    cln->data = pool;
+
+    conn = ngx_pcalloc(pool, sizeof(ngx_http_rooms_conn_t) + room->len
+                             + name->len);
+    if (conn == NULL) {
+        return NULL;
+    }
+
+    conn->room_code.data = (u_char *) (conn + 1);
+    conn->room_code.len = room->len;
+    ngx_memcpy(conn->room_code.data, room->data, room->len);
+
+    conn->name.data = conn->room_code.data + room->len;
+    conn->name.len = name->len;
+    ngx_memcpy(conn->name.data, name->data, name->len);
+
+    conn->conf = rlcf;
+    conn->log_close = (rlcf->log_at == NGX_HTTP_ROOMS_LOG_CLOSE);
+
+    return conn;
+}
+
+
+/*
  * Called by the content handler once the upgrade is accepted: the client
  * is announced to the sidecar and the 101 response queued.  The request
  * itself is freed right after the content phase, by
- * ngx_http_rooms_conn_takeover(): an upgraded connection keeps only its
- * connection pool and this structure, not a request pool; unless the
- * request is to last as long as the WebSocket (its access log line
+ * ngx_http_rooms_conn_takeover(): an upgraded connection keeps only the
+ * pool of this structure (ngx_http_rooms_conn_create()), which becomes
+ * the connection's, not a request pool nor the connection's own; unless
+ * the request is to last as long as the WebSocket (its access log line
  * written at the close, a limit_conn slot: see there).
  */
 
@@ -267,22 +345,24 @@ ngx_http_rooms_conn_drained(void)
  * other modules tied something to its life, released by its pool's
  * cleanups: limit_conn's slot is one (SPEC section 5: it is held for the
  * life of the WebSocket).  Any other request is logged and freed here,
- * so that an idle WebSocket costs no request pool.
+ * so that an idle WebSocket costs no request pool, and the connection's
+ * pool is replaced by the WebSocket's (ngx_http_rooms_conn_move()).
  */
 
 static void
 ngx_http_rooms_conn_takeover(ngx_event_t *wev)
 {
-    size_t                  size;
-    u_char                 *in;
-    ngx_buf_t              *b;
-    ngx_int_t               rc;
-    ngx_uint_t              keep;
-    ngx_connection_t       *c;
-    ngx_pool_cleanup_t    **cln;
-    ngx_http_request_t     *r;
-    ngx_http_connection_t  *hc;
-    ngx_http_rooms_conn_t  *conn;
+    size_t                      size;
+    u_char                     *in;
+    ngx_buf_t                  *b;
+    ngx_int_t                   rc;
+    ngx_uint_t                  keep;
+    ngx_connection_t           *c;
+    ngx_pool_cleanup_t        **cln;
+    ngx_http_request_t         *r;
+    ngx_http_connection_t      *hc;
+    ngx_http_rooms_conn_t      *conn;
+    ngx_http_rooms_loc_conf_t  *rlcf;
 
     c = wev->data;
     r = c->data;
@@ -337,6 +417,10 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
 
     ngx_http_rooms_conn_free_buffers(c, hc);
 
+    if (conn->request == NULL && !conn->doomed) {
+        ngx_http_rooms_conn_move(c);
+    }
+
     c->data = conn;
     c->log->action = "serving WebSocket";
     c->read->handler = ngx_http_rooms_conn_read_handler;
@@ -355,9 +439,11 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
         return;
     }
 
-    if (conn->ping_interval || conn->idle_timeout) {
-        ngx_add_timer(c->read, conn->ping_interval ? conn->ping_interval
-                                                   : conn->idle_timeout);
+    rlcf = conn->conf;
+
+    if (rlcf->ping_interval || rlcf->idle_timeout) {
+        ngx_add_timer(c->read, rlcf->ping_interval ? rlcf->ping_interval
+                                                   : rlcf->idle_timeout);
     }
 
     rc = NGX_OK;
@@ -430,6 +516,125 @@ ngx_http_rooms_conn_keep(ngx_http_request_t *r, ngx_http_rooms_conn_t *conn)
     ctx = r->connection->log->data;
     ctx->request = NULL;
     ctx->current_request = NULL;
+}
+
+
+/* what ngx_http_rooms_conn_move() takes over from the connection's pool */
+
+static size_t
+ngx_http_rooms_conn_moved_size(ngx_connection_t *c)
+{
+    size_t  size;
+
+    size = ngx_align(sizeof(ngx_log_t), NGX_ALIGNMENT)
+           + ngx_align(sizeof(ngx_http_log_ctx_t), NGX_ALIGNMENT)
+           + ngx_align(c->socklen, NGX_ALIGNMENT)
+           + ngx_align(c->addr_text.len, NGX_ALIGNMENT);
+
+    if (c->local_sockaddr != c->listening->sockaddr) {
+        size += ngx_align(c->local_socklen, NGX_ALIGNMENT);
+    }
+
+    return size;
+}
+
+
+/*
+ * With the request freed, what the connection still refers to in its
+ * pool is its log, the log's context (ngx_http_log_ctx_t, for the error
+ * lines) and the addresses: they are copied into the WebSocket's pool,
+ * which becomes the connection's, and the original pool is destroyed,
+ * with the HTTP connection's state and the header buffers' descriptors.
+ * Not with TLS or the PROXY protocol (their state is in that pool), nor
+ * while anything else holds a part of it: a cleanup or a large
+ * allocation of another module.  Then the connection keeps both pools.
+ */
+
+static void
+ngx_http_rooms_conn_move(ngx_connection_t *c)
+{
+    u_char              *text;
+    ngx_log_t           *log;
+    ngx_pool_t          *pool, *old;
+    struct sockaddr     *sa, *local;
+    ngx_pool_large_t    *l;
+    ngx_pool_cleanup_t  *cln;
+    ngx_http_log_ctx_t  *ctx;
+
+    old = c->pool;
+    cln = old->cleanup;
+
+    if (cln == NULL || cln->next != NULL
+        || cln->handler != ngx_http_rooms_conn_pool_cleanup
+        || c->ssl || c->proxy_protocol)
+    {
+        return;
+    }
+
+    for (l = old->large; l; l = l->next) {
+        if (l->alloc) {
+            return;
+        }
+    }
+
+    pool = cln->data;
+
+    log = ngx_palloc(pool, sizeof(ngx_log_t));
+    ctx = ngx_palloc(pool, sizeof(ngx_http_log_ctx_t));
+    sa = ngx_palloc(pool, c->socklen);
+    text = ngx_pnalloc(pool, c->addr_text.len);
+    local = c->local_sockaddr;
+
+    if (local != c->listening->sockaddr) {
+        local = ngx_palloc(pool, c->local_socklen);
+    }
+
+    if (log == NULL || ctx == NULL || sa == NULL || text == NULL
+        || local == NULL)
+    {
+        return;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "rooms: connection pool replaced by the WebSocket's");
+
+    *log = *c->log;
+    *ctx = *(ngx_http_log_ctx_t *) c->log->data;
+    log->data = ctx;
+
+    ngx_memcpy(sa, c->sockaddr, c->socklen);
+    ngx_memcpy(text, c->addr_text.data, c->addr_text.len);
+
+    if (local != c->local_sockaddr) {
+        ngx_memcpy(local, c->local_sockaddr, c->local_socklen);
+    }
+
+    c->log = log;
+    c->read->log = log;
+    c->write->log = log;
+    c->sockaddr = sa;
+    c->addr_text.data = text;
+    c->local_sockaddr = local;
+
+    /* a header buffer the pool could not free is gone with it */
+    c->buffer = NULL;
+
+    pool->log = log;
+
+    old->cleanup = NULL;
+    old->log = log;
+    ngx_destroy_pool(old);
+
+    c->pool = pool;
+}
+
+
+static void
+ngx_http_rooms_conn_pool_cleanup(void *data)
+{
+    ngx_pool_t  *pool = data;
+
+    ngx_destroy_pool(pool);
 }
 
 
@@ -729,10 +934,12 @@ ngx_http_rooms_conn_read(ngx_http_rooms_conn_t *conn)
 static ngx_int_t
 ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
 {
-    ngx_msec_t         idle, next;
+    ngx_msec_t         idle, next, ping, timeout;
     ngx_connection_t  *c;
 
     c = conn->connection;
+    ping = conn->conf->ping_interval;
+    timeout = conn->conf->idle_timeout;
 
     if (conn->close_sent) {
 
@@ -748,7 +955,7 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
 
     idle = ngx_current_msec - conn->last_recv;
 
-    if (conn->idle_timeout && idle >= conn->idle_timeout) {
+    if (timeout && idle >= timeout) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "rooms: client silent for %Mms, closing", idle);
 
@@ -758,9 +965,9 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
                                               sizeof("idle timeout") - 1);
     }
 
-    next = conn->ping_interval;
+    next = ping;
 
-    if (conn->ping_interval && idle >= conn->ping_interval) {
+    if (ping && idle >= ping) {
         if (ngx_http_rooms_conn_send(conn, NGX_ROOMS_WS_OP_PING,
                                              NULL, 0)
             != NGX_OK)
@@ -769,10 +976,8 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
         }
     }
 
-    if (conn->idle_timeout
-        && (next == 0 || conn->idle_timeout - idle < next))
-    {
-        next = conn->idle_timeout - idle;
+    if (timeout && (next == 0 || timeout - idle < next)) {
+        next = timeout - idle;
     }
 
     ngx_add_timer(c->read, next);
@@ -784,23 +989,68 @@ ngx_http_rooms_conn_tick(ngx_http_rooms_conn_t *conn)
 /*
  * Parses client input and acts on it.  Returns NGX_OK to go on reading,
  * NGX_ERROR to close now.
+ *
+ * The parser is the worker's one (ngx_http_rooms_parser) as long as
+ * input comes in whole frames: an idle connection holds none.  One that
+ * a read leaves inside a frame or a fragmented message keeps its own
+ * copy until the rest comes.
  */
 
 static ngx_int_t
 ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn, u_char *pos,
     u_char *last)
 {
-    ngx_int_t              rc;
-    ngx_rooms_ws_event_t   ev;
+    ngx_int_t               rc;
+    ngx_rooms_ws_parser_t  *p;
 
     if (conn->close_sent && conn->parser_failed) {
         /* the stream is garbage: wait for the end of it */
         return NGX_OK;
     }
 
+    if (conn->parser == NULL) {
+        p = &ngx_http_rooms_parser;
+        ngx_rooms_ws_parser_init(p, conn->conf->max_message_size);
+        p->deflate = conn->deflate;
+        conn->parser = p;
+    }
+
+    rc = ngx_http_rooms_conn_parse(conn, pos, last);
+
+    p = conn->parser;
+
+    /* a connection to be closed now needs it no more */
+
+    if (rc == NGX_ERROR || ngx_rooms_ws_parser_idle(p)) {
+        ngx_http_rooms_conn_drop_parser(conn);
+        return rc;
+    }
+
+    if (p == &ngx_http_rooms_parser) {
+        p = ngx_alloc(sizeof(ngx_rooms_ws_parser_t), conn->connection->log);
+        if (p == NULL) {
+            ngx_http_rooms_conn_drop_parser(conn);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, &ngx_http_rooms_parser, sizeof(ngx_rooms_ws_parser_t));
+        conn->parser = p;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_rooms_conn_parse(ngx_http_rooms_conn_t *conn, u_char *pos,
+    u_char *last)
+{
+    ngx_int_t              rc;
+    ngx_rooms_ws_event_t   ev;
+
     while (pos < last) {
 
-        rc = ngx_rooms_ws_parse(&conn->parser, &pos, last, &ev);
+        rc = ngx_rooms_ws_parse(conn->parser, &pos, last, &ev);
 
         switch (rc) {
 
@@ -839,6 +1089,32 @@ ngx_http_rooms_conn_input(ngx_http_rooms_conn_t *conn, u_char *pos,
 }
 
 
+/*
+ * Frees the parser the connection holds and its message buffer; the
+ * worker's parser itself stays.
+ */
+
+static void
+ngx_http_rooms_conn_drop_parser(ngx_http_rooms_conn_t *conn)
+{
+    ngx_rooms_ws_parser_t  *p;
+
+    p = conn->parser;
+    conn->parser = NULL;
+
+    if (p == NULL) {
+        return;
+    }
+
+    ngx_free(p->buf);
+    p->buf = NULL;
+
+    if (p != &ngx_http_rooms_parser) {
+        ngx_free(p);
+    }
+}
+
+
 static ngx_int_t
 ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
     ngx_rooms_ws_event_t *ev)
@@ -864,7 +1140,7 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
             /* permessage-deflate: at most the message limit, UTF-8 */
 
             status = ngx_http_rooms_inflate(data, len,
-                                            conn->parser.max_message,
+                                            conn->conf->max_message_size,
                                             &data, &len, &reason,
                                             conn->connection->log);
         }
@@ -894,9 +1170,9 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
 
         /* the message buffer is not needed between messages */
 
-        ngx_free(conn->parser.buf);
-        conn->parser.buf = NULL;
-        conn->parser.buf_size = 0;
+        ngx_free(conn->parser->buf);
+        conn->parser->buf = NULL;
+        conn->parser->buf_size = 0;
 
         return rc;
 
@@ -936,19 +1212,21 @@ ngx_http_rooms_conn_event(ngx_http_rooms_conn_t *conn,
 static ngx_int_t
 ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn, size_t size)
 {
-    u_char  *buf;
-    size_t   need, max;
+    u_char                 *buf;
+    size_t                  need, max;
+    ngx_rooms_ws_parser_t  *p;
 
     /*
      * Geometric growth, up to the message limit: a message sent in many
      * small fragments costs time linear in its size, not quadratic.
      */
 
+    p = conn->parser;
     need = size;
-    max = conn->parser.max_message;
+    max = p->max_message;
 
-    if (size < 2 * conn->parser.buf_size) {
-        size = 2 * conn->parser.buf_size;
+    if (size < 2 * p->buf_size) {
+        size = 2 * p->buf_size;
     }
 
     if (size < 1024) {
@@ -968,13 +1246,13 @@ ngx_http_rooms_conn_grow(ngx_http_rooms_conn_t *conn, size_t size)
         return NGX_ERROR;
     }
 
-    if (conn->parser.buf) {
-        ngx_memcpy(buf, conn->parser.buf, conn->parser.msg_len);
-        ngx_free(conn->parser.buf);
+    if (p->buf) {
+        ngx_memcpy(buf, p->buf, p->msg_len);
+        ngx_free(p->buf);
     }
 
-    conn->parser.buf = buf;
-    conn->parser.buf_size = size;
+    p->buf = buf;
+    p->buf_size = size;
 
     return NGX_OK;
 }
@@ -1219,7 +1497,7 @@ ngx_http_rooms_conn_queue(ngx_http_rooms_conn_t *conn,
     }
 
     if (conn->out_size + NGX_HTTP_ROOMS_OUT_COST(frame->len)
-        > conn->out_limit
+        > conn->conf->output_queue_size
         && frame->data[0] != (0x80 | NGX_ROOMS_WS_OP_CLOSE))
     {
         ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
@@ -1729,10 +2007,7 @@ ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn)
     conn->last_out = &conn->out;
     conn->out_size = 0;
 
-    if (conn->parser.buf) {
-        ngx_free(conn->parser.buf);
-        conn->parser.buf = NULL;
-    }
+    ngx_http_rooms_conn_drop_parser(conn);
 }
 
 

@@ -175,6 +175,14 @@ ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos, uint8_t *end,
 }
 
 
+int
+ngx_rooms_ws_parser_idle(const ngx_rooms_ws_parser_t *p)
+{
+    return p->state == ngx_rooms_ws_st_header && p->hdr_len == 0
+           && !p->in_message;
+}
+
+
 size_t
 ngx_rooms_ws_frame_header(uint8_t *buf, unsigned opcode, uint64_t len)
 {

@@ -145,6 +145,14 @@ int ngx_rooms_ws_parse(ngx_rooms_ws_parser_t *p, uint8_t **pos,
     uint8_t *end, ngx_rooms_ws_event_t *ev);
 
 /*
+ * Between frames, outside a fragmented message, and neither closed nor
+ * failed: nothing read is pending, so the parser may be dropped and a
+ * fresh one (ngx_rooms_ws_parser_init(), the same max_message and
+ * deflate) goes on exactly as this one would.  buf is the caller's.
+ */
+int ngx_rooms_ws_parser_idle(const ngx_rooms_ws_parser_t *p);
+
+/*
  * Writes an unmasked, final server frame header for a payload of len
  * bytes; returns the header length (2, 4 or 10).  The opcode may carry
  * NGX_ROOMS_WS_RSV1 (a compressed message).

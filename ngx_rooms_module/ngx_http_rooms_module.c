@@ -310,29 +310,13 @@ ngx_http_rooms_websocket_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the connection outlives the request: its pool, not the request's */
-
-    conn = ngx_pcalloc(r->connection->pool, sizeof(ngx_http_rooms_conn_t));
+    conn = ngx_http_rooms_conn_create(r, &room, &name);
     if (conn == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    conn->room_code.data = conn->code;
-    conn->room_code.len = room.len;
-    ngx_memcpy(conn->code, room.data, room.len);
-
-    conn->name.data = conn->name_data;
-    conn->name.len = name.len;
-    ngx_memcpy(conn->name_data, name.data, name.len);
-
     conn->since = since;
     conn->has_since = has_since;
-
-    ngx_rooms_ws_parser_init(&conn->parser, rlcf->max_message_size);
-    conn->out_limit = rlcf->output_queue_size;
-    conn->ping_interval = rlcf->ping_interval;
-    conn->idle_timeout = rlcf->idle_timeout;
-    conn->log_close = (rlcf->log_at == NGX_HTTP_ROOMS_LOG_CLOSE);
 
     ngx_str_null(&extensions);
 
@@ -983,7 +967,6 @@ ngx_http_rooms_negotiate_deflate(ngx_http_request_t *r,
     conn->deflate_max = offer.server_max_window_bits
                         ? (size_t) 1 << offer.server_max_window_bits
                         : NGX_MAX_SIZE_T_VALUE;
-    conn->parser.deflate = 1;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "rooms: extension \"%V\"", extensions);

@@ -90,7 +90,13 @@ typedef struct {
 typedef struct ngx_http_rooms_room_s  ngx_http_rooms_room_t;
 
 
-/* one upgraded client connection; lives in its connection's pool */
+/*
+ * One upgraded client connection: what an idle WebSocket holds, in a
+ * pool of its own with the room code and the name right behind it (see
+ * ngx_http_rooms_conn_create()).  The frame parser is the worker's while it reads,
+ * and the connection's own only while a frame or message is cut short
+ * (see ngx_http_rooms_conn_input()).
+ */
 
 typedef struct {
     ngx_rbtree_node_t              node;        /* key: connection number */
@@ -104,10 +110,12 @@ typedef struct {
     ngx_http_request_t            *request;     /* until the takeover, or
                                                    kept: see takeover */
     ngx_http_rooms_room_t         *room;        /* while attached */
+    ngx_http_rooms_loc_conf_t     *conf;        /* limits and timers */
+    ngx_rooms_ws_parser_t         *parser;      /* input cut short */
     uint64_t                       id;          /* connection number */
 
-    ngx_str_t                      room_code;   /* in code, name_data */
-    ngx_str_t                      name;
+    ngx_str_t                      room_code;   /* behind the structure */
+    ngx_str_t                      name;        /* behind the room code */
     uint64_t                       since;
     uint64_t                       seq;         /* of the last message */
 
@@ -117,10 +125,7 @@ typedef struct {
                                                    NGX_HTTP_ROOMS_OUT_COST */
     ngx_http_rooms_out_t          *pong;        /* queued, not started */
     size_t                         unanswered_size;
-    size_t                         out_limit;
     ngx_msec_t                     send_timeout;
-    ngx_msec_t                     ping_interval;
-    ngx_msec_t                     idle_timeout;
     ngx_msec_t                     last_recv;
 
     /* for the access log ($rooms_* variables) */
@@ -133,11 +138,6 @@ typedef struct {
 
     /* permessage-deflate: compressed frames for payloads up to this */
     size_t                         deflate_max;
-
-    ngx_rooms_ws_parser_t          parser;
-
-    u_char                         code[NGX_HTTP_ROOMS_ROOM_MAX];
-    u_char                         name_data[NGX_HTTP_ROOMS_NAME_BYTES];
 
     unsigned                       has_since:1;
     unsigned                       registered:1; /* known to the link */
@@ -213,6 +213,8 @@ u_char *ngx_http_rooms_link_player(ngx_http_rooms_conn_t *conn, u_char *buf);
 ngx_int_t ngx_http_rooms_link_request(ngx_http_request_t *r,
     ngx_uint_t type, ngx_msec_t timeout);
 
+ngx_http_rooms_conn_t *ngx_http_rooms_conn_create(ngx_http_request_t *r,
+    ngx_str_t *room, ngx_str_t *name);
 ngx_int_t ngx_http_rooms_conn_start(ngx_http_request_t *r,
     ngx_http_rooms_conn_t *conn, ngx_str_t *accept, ngx_str_t *extensions);
 ngx_uint_t ngx_http_rooms_conn_drained(void);

@@ -5,7 +5,8 @@
 # TCP connection), the client close handshake, fragmentation with pings
 # in between, a handshake and frames written one byte at a time, many
 # frames in one write (also pipelined behind the upgrade request), and a
-# message of exactly the size limit against one byte more.
+# message of exactly the size limit against one byte more; and the error
+# lines of upgraded connections name the connection and its client.
 
 use strict;
 use warnings;
@@ -349,6 +350,25 @@ for my $case ([ 'close 1000', pack('n', 1000), 1000 ],
         my $m = $c->wait_json(type => 'chat', timeout => 5);
         is($m && $m->{data}{text}, 'alive', 'and chats');
     }
+}
+
+# The error lines of upgraded connections still say which connection and
+# client they are about: the log, its context and the client's address
+# were moved out of the connection's first pool, destroyed at the upgrade
+# (ngx_http_rooms_conn_move()).
+{
+    open(my $fh, '<', $t->error_log) or die "error.log: $!";
+    my @lines = grep { /rooms: client protocol error/ } <$fh>;
+    close $fh;
+
+    my @bad = grep {
+        !/\*\d+ rooms: client protocol error .* while serving WebSocket, (?x)
+            client:\ 127\.0\.0\.1,\ server:\ 127\.0\.0\.1:$port$/
+    } @lines;
+
+    ok(@lines >= 5, scalar(@lines) . ' protocol errors logged');
+    is(scalar(@bad), 0, 'each with its connection, action, client and server')
+        or diag(@bad[0 .. ($#bad < 2 ? $#bad : 2)]);
 }
 
 $t->finish;

@@ -195,6 +195,17 @@ class Conn {
             }
 
             off += n;
+
+            // as the module does: a parser with nothing pending is dropped
+            // after each read and a fresh one takes the next
+            if (reinit_when_idle_ && !failed_
+                && ngx_rooms_ws_parser_idle(&p_)) {
+                idle_seen_++;
+                EXPECT_EQ(p_.buf, nullptr);
+                unsigned deflate = p_.deflate;
+                ngx_rooms_ws_parser_init(&p_, p_.max_message);
+                p_.deflate = deflate;
+            }
         }
 
         return out;
@@ -203,6 +214,8 @@ class Conn {
     ngx_rooms_ws_parser_t p_;
     std::vector<size_t> needs_;
     bool free_after_text_ = false;
+    bool reinit_when_idle_ = false;
+    size_t idle_seen_ = 0;
     bool failed_ = false;
 
   private:
@@ -322,7 +335,75 @@ TEST(Frame, ChunkedFeedingGivesTheSameEvents) {
         Conn f;
         f.free_after_text_ = true;
         EXPECT_EQ(f.feed(in, chunk), want);
+
+        Conn r;
+        r.free_after_text_ = true;
+        r.reinit_when_idle_ = true;
+        EXPECT_EQ(r.feed(in, chunk), want);
+        if (chunk == 1) {
+            // every boundary between whole messages was seen
+            EXPECT_GT(r.idle_seen_, 0u);
+        }
     }
+}
+
+TEST(Frame, IdleOnlyBetweenWholeMessages) {
+    ngx_rooms_ws_parser_t p;
+    bytes_t hello = text("Hello");
+    bytes_t first = text("frag", false);
+    bytes_t ping = control(kPing, "p");
+
+    ngx_rooms_ws_parser_init(&p, 100);
+    EXPECT_TRUE(ngx_rooms_ws_parser_idle(&p));
+
+    auto step = [&p](const bytes_t& in, size_t n) {
+        bytes_t data(in.begin(), in.begin() + n);
+        uint8_t* pos = data.data();
+        uint8_t buf[100];
+        ngx_rooms_ws_event_t ev{};
+        int rc;
+
+        do {
+            rc = ngx_rooms_ws_parse(&p, &pos, data.data() + data.size(), &ev);
+            if (rc == NGX_ROOMS_WS_NEED_BUF) {
+                p.buf = buf;
+                p.buf_size = sizeof(buf);
+            }
+        } while (rc != NGX_ROOMS_WS_AGAIN && rc != NGX_ROOMS_WS_ERROR);
+
+        p.buf = nullptr;
+        p.buf_size = 0;
+        return rc;
+    };
+
+    // a header, a mask, a payload cut short: pending
+    for (size_t n : {size_t(1), size_t(2), size_t(6), hello.size() - 1}) {
+        SCOPED_TRACE(n);
+        ngx_rooms_ws_parser_init(&p, 100);
+        EXPECT_EQ(step(hello, n), NGX_ROOMS_WS_AGAIN);
+        EXPECT_FALSE(ngx_rooms_ws_parser_idle(&p));
+    }
+
+    ngx_rooms_ws_parser_init(&p, 100);
+    EXPECT_EQ(step(hello, hello.size()), NGX_ROOMS_WS_AGAIN);
+    EXPECT_TRUE(ngx_rooms_ws_parser_idle(&p));
+
+    // inside a fragmented message, also between its frames
+    EXPECT_EQ(step(first, first.size()), NGX_ROOMS_WS_AGAIN);
+    EXPECT_FALSE(ngx_rooms_ws_parser_idle(&p));
+    EXPECT_EQ(step(ping, ping.size()), NGX_ROOMS_WS_AGAIN);
+    EXPECT_FALSE(ngx_rooms_ws_parser_idle(&p));
+
+    // closed and failed parsers are never idle
+    ngx_rooms_ws_parser_init(&p, 100);
+    bytes_t bye = control(kClose, close_payload(1000));
+    EXPECT_EQ(step(bye, bye.size()), NGX_ROOMS_WS_AGAIN);
+    EXPECT_FALSE(ngx_rooms_ws_parser_idle(&p));
+
+    ngx_rooms_ws_parser_init(&p, 100);
+    bytes_t bad = build({.payload = "x", .masked = false});
+    EXPECT_EQ(step(bad, bad.size()), NGX_ROOMS_WS_ERROR);
+    EXPECT_FALSE(ngx_rooms_ws_parser_idle(&p));
 }
 
 TEST(Frame, EveryMaskPhase) {
