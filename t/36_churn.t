@@ -211,11 +211,16 @@ Rooms::Test::mem_cmp_ok($rss_s - $rss_s0, '<', 4096, 'the sidecar keeps nothing 
 
 # Redis: nobody is present anywhere
 
-my $server_rooms = 'server:' . $t->server_id . ':rooms';
+my $server_rooms = 'server:{' . $t->server_id . '}:rooms';
 is(count_keys('room:{R*}:presence'), 0, 'Redis: no presence left');
 is(count_keys('room:{R*}:senders'), 0, 'Redis: no senders entry left');
-is(redis_int("return redis.call('zcard', 'rooms')"), 0,
-    'Redis: the rooms count set is empty');
+is(redis_int(<<'EOF'), 0, 'Redis: the room index is empty (16 buckets)');
+local n = 0
+for b = 0, 15 do
+    n = n + redis.call('zcard', 'rooms:{b' .. b .. '}')
+end
+return n
+EOF
 is(redis_int("return redis.call('scard', ARGV[1])", $server_rooms), 0,
     "Redis: $server_rooms is empty");
 
