@@ -143,7 +143,10 @@ sub sidecar_log { "$_[0]{dir}/sidecar.log" }
 
 # start_redis(%opts).  Options: port (default: a free one; pass the old
 # redis_port to restart a killed Redis where its clients expect it), aof
-# (appendonly yes, fsync always: a killed Redis comes back with its data).
+# (appendonly yes, fsync always: a killed Redis comes back with its data),
+# cluster (a cluster of this one node, serving every slot: Redis then
+# refuses a command or script whose keys are in several slots with
+# CROSSSLOT, as a real cluster does).
 sub start_redis {
     my ($self, %opts) = @_;
 
@@ -155,9 +158,19 @@ sub start_redis {
         which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
         '--save', '', '--appendonly', $opts{aof} ? 'yes' : 'no',
         '--appendfsync', 'always', '--daemonize', 'no',
-        '--dir', $dir);
+        '--dir', $dir,
+        $opts{cluster} ? ('--cluster-enabled', 'yes',
+            '--cluster-config-file', "$dir/nodes.conf") : ());
 
     $self->_wait_ready('redis', sub { redis_ping($port) });
+    if ($opts{cluster}) {
+        redis_command($port, 'CLUSTER', 'ADDSLOTSRANGE', 0, 16383) eq '+OK'
+            or die "redis: CLUSTER ADDSLOTSRANGE failed\n";
+        # until the node sees its slots, keyed commands get CLUSTERDOWN
+        $self->_wait_ready('redis',
+            sub { redis_command($port, 'EXISTS', 'probe') =~ /^:/ });
+        redis_command($port, 'CONFIG', 'RESETSTAT');  # those CLUSTERDOWNs
+    }
 
     $self->{redis_port} = $port;
     $self->{redis_url} = "redis://127.0.0.1:$port";
