@@ -84,11 +84,18 @@ void app::presence_leave(const std::string& room,
 
 // The room's count into its bucket of the room index (`index`: applied
 // unless the bucket holds a newer version).  Lost with the connection, it
-// is stale until the room's next presence change.
+// is stale until the room's next presence change.  The version only has
+// to outlive the updates still on their way (a round trip; seconds after
+// a stall): it is kept a minute, at most room_ttl, so that a room nobody
+// uses leaves nothing behind.
 void app::update_index(const std::string& room, const index_count& c) {
+    uint64_t keep_ms = 60000;
+    if (cfg_.room_ttl_ms > 0) {
+        keep_ms = std::min(keep_ms, cfg_.room_ttl_ms);
+    }
     redis_.eval(script_index(), room_index_keys(cfg_.key_prefix, room),
                 {room, std::to_string(c.count), std::to_string(c.version),
-                 std::string(c.epoch), std::to_string(cfg_.room_ttl_ms)},
+                 std::string(c.epoch), std::to_string(keep_ms)},
                 [room](const redisReply* r) {
                     if (r != nullptr && r->type == REDIS_REPLY_ERROR) {
                         log_error("index failed room=%s: %s", room.c_str(),

@@ -485,7 +485,7 @@ return gone and 1 or 0
 // of another epoch wins (the room's keys were lost and its versions
 // started again).  The version stays after the room's count went to 0
 // (a tombstone against an older count still on its way) and expires
-// with the room's keys.
+// ttl_ms after the room's last update (app::update_index()).
 // KEYS: room_index_keys(): the bucket's sorted set, the room's version
 // ARGV: code count pv epoch ttl_ms
 // -> 1 applied, 0 older than the stored one
