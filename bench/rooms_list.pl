@@ -4,7 +4,7 @@
 # stack (Redis, sidecar, nginx with one worker) whose room index holds
 # ROOMS rooms (default 10000), filled straight into Redis, then REQUESTS
 # sequential GET /rooms (default 200); prints p50, p90, p99 and max in
-# ms and the body size.  The index is written in both layouts, the one
+# ms, the body size, and the time Redis spent per request.  The index is written in both layouts, the one
 # sorted set `rooms` of earlier versions and the 16 buckets
 # `rooms:{bN}` of now, so that the same script measures either build.
 #
@@ -71,6 +71,7 @@ die "GET /rooms: status " . ($status // 'none') . ', ' . scalar(@$list)
     . " rooms, expected $ROOMS\n"
     unless ($status // 0) == 200 && @$list == $ROOMS;
 
+redis_command($t->redis_port, 'CONFIG', 'RESETSTAT');
 my @ms;
 for (1 .. $REQUESTS) {
     my $t0 = time;
@@ -83,5 +84,13 @@ my $at = sub { $ms[ int($_[0] * $#ms) ] };
 printf "GET /rooms, %d rooms, %d requests, body %d bytes: p50 %.2f ms, "
     . "p90 %.2f ms, p99 %.2f ms, max %.2f ms\n", $ROOMS, $REQUESTS,
     length $body, $at->(0.5), $at->(0.9), $at->(0.99), $ms[-1];
+
+# what Redis spent on them (its own measure, per GET /rooms)
+my $cli = Rooms::Test::which('redis-cli');
+my $stats = $cli ? `$cli -p @{[ $t->redis_port ]} INFO commandstats` : '';
+if ($stats =~ /cmdstat_zrevrange:calls=(\d+),usec=(\d+)/) {
+    printf "Redis: %.1f ZREVRANGE and %.0f us per GET /rooms\n",
+        $1 / $REQUESTS, $2 / $REQUESTS;
+}
 
 $t->finish;
