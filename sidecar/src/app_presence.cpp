@@ -290,7 +290,7 @@ void app::reap_rooms(const std::string& server_id,
     };
     auto t = std::make_shared<tally>();
     t->left = codes.size();
-    auto report = [this, server_id, stale](long long removed) {
+    auto report = [server_id, stale](long long removed) {
         if (stale) {
             log_info("cleared players=%lld left by a previous run of this "
                      "server and not resumed",

@@ -74,8 +74,8 @@ std::optional<std::vector<std::string_view>> parse_members(
 std::optional<std::vector<std::string_view>> parse_claim_reply(
     const redisReply& r);
 
-// ZREVRANGE rooms:{bN} 0 -1 WITHSCORES (a bucket of the room index): [code, count]... flattened; rooms
-// without a positive count are skipped.
+// ZREVRANGE rooms:{bN} 0 -1 WITHSCORES (a bucket of the room index):
+// [code, count]... flattened; rooms without a positive count are skipped.
 struct room_total {
     std::string_view code;
     long long count = 0;

@@ -148,7 +148,8 @@ TEST_F(PresenceScripts, CountsAndVersions) {
 TEST_F(PresenceScripts, IndexAppliesNewerVersionsOnly) {
     std::vector<std::string> k = room_index_keys("", "AB");
     auto index = [&](const char* count, const char* pv, const char* epoch) {
-        reply_ptr r = eval(script_index(), k, {"AB", count, pv, epoch, "60000"});
+        reply_ptr r =
+            eval(script_index(), k, {"AB", count, pv, epoch, "60000"});
         return r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     };
     auto score = [&] {
