@@ -64,6 +64,7 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      std::to_string(cfg_.room_ttl_ms)};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
+    bool registers = false;
     for (const member_key& k : players) {
         const member* m = rooms_.find(k);
         if (m == nullptr) {
@@ -72,10 +73,11 @@ void app::sync_room(const std::string& code, bool register_all) {
         args.push_back(m->id());
         args.push_back(json_string(m->name));
         args.push_back(m->ready ? "1" : "0");
+        registers = true;
     }
 
     flush_publishes(code);
-    if (args.size() > 6) {
+    if (registers) {
         // Before the players are registered: the room set of this server
         // holds every room where it may have players (the reaper's list).
         redis_.command({"SADD", server_key(p, cfg_.server_id, "rooms"), code},
