@@ -1,11 +1,13 @@
 // loadgen: WebSocket load generator for ngx_rooms and Nchan.
 //
 // Workloads:
-//   fanout  R rooms x S members; member 0 of every room publishes P msg/s
-//           for D seconds.  Every message carries the room (br), a per-room
-//           sequence number (bs) and its send time (bt, CLOCK_MONOTONIC ns)
-//           inside its JSON data, so every receiver measures end-to-end
-//           latency, loss, duplicates and reordering.
+//   fanout  R rooms x S members; the first N members of every room
+//           (--publishers, default 1) each publish P msg/s for D seconds,
+//           staggered in time.  Every message carries the room (br), its
+//           sender's member index (bp), a per-sender sequence number (bs)
+//           and its send time (bt, CLOCK_MONOTONIC ns) inside its JSON
+//           data, so every receiver measures end-to-end latency, loss,
+//           duplicates and reordering per sender.
 //   idle    N connections opened and held for D seconds, nothing sent.
 //
 // Targets:
@@ -122,6 +124,7 @@ struct options {
     std::string path;
     uint32_t rooms = 10;
     uint32_t members = 10;
+    uint32_t publishers = 1;       // per room; 0: every member
     double rate = 1.0;
     double duration = 10.0;
     double drain = 5.0;
@@ -155,7 +158,9 @@ void usage()
         "                           /ws?room={room}&name={name},\n"
         "                           nchan: /sub/{room})\n"
         "  --rooms R --members S    fanout shape (default 10 x 10)\n"
-        "  --rate P                 messages/s per room (default 1)\n"
+        "  --publishers N|all       members of each room that publish\n"
+        "                           (default 1: member 0)\n"
+        "  --rate P                 messages/s per publisher (default 1)\n"
         "  --duration D             seconds of sending / holding (10)\n"
         "  --drain S                max seconds to wait for stragglers (5)\n"
         "  --settle S               seconds between connected and start (1)\n"
@@ -243,6 +248,12 @@ bool parse_options(int argc, char** argv, options& o)
         } else if (a == "--deflate") {
             o.deflate = v == "1";
             ok = v == "0" || v == "1";
+        } else if (a == "--publishers") {
+            char* end = nullptr;
+            long n = std::strtol(v.c_str(), &end, 10);
+            ok = v == "all" || (end != v.c_str() && *end == '\0' && n >= 0
+                                && n <= 1000000);
+            o.publishers = v == "all" ? 0 : static_cast<uint32_t>(n);
         } else if (a == "--json") {
             o.json_out = v;
         } else if (a == "--pid") {
@@ -332,6 +343,14 @@ bool parse_options(int argc, char** argv, options& o)
     if (o.port == 0) {
         std::fprintf(stderr, "loadgen: --port is required\n");
         return false;
+    }
+    if (o.publishers > o.members) {
+        std::fprintf(stderr, "loadgen: --publishers %u exceeds --members "
+                     "%u\n", o.publishers, o.members);
+        return false;
+    }
+    if (o.publishers == 0) {
+        o.publishers = o.members;
     }
     if (o.path.empty()) {
         o.path = o.target == "rooms" ? "/ws?room={room}&name={name}"
@@ -466,7 +485,8 @@ struct stats {
 struct shape {
     uint32_t total = 0;      // connections over all workers
     uint32_t workers = 1;    // procs * threads
-    uint64_t msgs = 0;       // messages per room (fanout)
+    uint64_t msgs = 0;       // messages per publisher (fanout)
+    uint32_t pubs = 1;       // publishers per room (fanout)
     bool fanout = true;
 };
 
@@ -524,19 +544,20 @@ struct conn {
     bool resolved = false;
     bool want_out = false;
     bool publisher = false;
+    uint32_t member = 0;           // index in its room; senders: < pubs
     bool done = false;
     bool deflate = false;          // negotiated
     bool frag_rsv1 = false;
     uint8_t frag_op = 0;
     uint64_t frag_wire = 0;
-    uint32_t got = 0;
-    uint32_t max_seq = 0;
+    uint64_t got = 0;
     uint32_t next_seq = 0;
     std::string out;
     size_t out_off = 0;
     std::string in;
     std::string frag;
-    std::vector<uint64_t> seen;
+    std::vector<uint64_t> seen;      // per sender: bits_ words of seqs
+    std::vector<uint32_t> max_seq;   // per sender: highest seq + 1
 };
 
 
@@ -549,7 +570,8 @@ public:
             conn c;
             c.gidx = g;
             c.room = g / o.members;
-            c.publisher = sh.fanout && g % o.members == 0;
+            c.member = g % o.members;
+            c.publisher = sh.fanout && c.member < sh.pubs;
             conns_.push_back(std::move(c));
         }
         rng_ = 0x9e3779b97f4a7c15ull ^ (static_cast<uint64_t>(wid) << 32)
@@ -1128,21 +1150,24 @@ void worker::on_message(conn& c, std::string_view m)
     uint64_t seq = 0;
     uint64_t bt = 0;
     uint64_t br = 0;
+    uint64_t bp = 0;
     if (!find_uint(m, "\"bs\":", seq) || !find_uint(m, "\"bt\":", bt)) {
         st_.other_frames++;
         return;
     }
     uint64_t now = now_ns();
     if (!sh_.fanout || !find_uint(m, "\"br\":", br) || br != c.room
+        || !find_uint(m, "\"bp\":", bp) || bp >= sh_.pubs
         || seq >= sh_.msgs)
     {
         st_.misrouted++;
         return;
     }
     if (c.seen.empty()) {
-        c.seen.assign(bits_, 0);
+        c.seen.assign(bits_ * sh_.pubs, 0);
+        c.max_seq.assign(sh_.pubs, 0);
     }
-    uint64_t& word = c.seen[seq / 64];
+    uint64_t& word = c.seen[bp * bits_ + seq / 64];
     uint64_t bit = 1ull << (seq % 64);
     if (word & bit) {
         st_.duplicates++;
@@ -1153,10 +1178,12 @@ void worker::on_message(conn& c, std::string_view m)
     st_.wire_bytes += wire_;
     st_.text_bytes += m.size();
     st_.inflated += compressed_ ? 1 : 0;
-    if (c.got > 0 && seq < c.max_seq) {
+    // one sender's messages arrive in the order it sent them
+    uint32_t& top = c.max_seq[bp];
+    if (seq + 1 < top) {
         st_.out_of_order++;
     }
-    c.max_seq = std::max<uint32_t>(c.max_seq, static_cast<uint32_t>(seq));
+    top = std::max(top, static_cast<uint32_t>(seq + 1));
     c.got++;
     uint64_t lat = now > bt ? now - bt : 0;
     st_.hist[hist_index(lat / 1000)]++;
@@ -1165,7 +1192,7 @@ void worker::on_message(conn& c, std::string_view m)
         st_.first_recv_ns = now;
     }
     st_.last_recv_ns = now;
-    if (c.got == sh_.msgs && !c.done) {
+    if (c.got == sh_.msgs * sh_.pubs && !c.done) {
         c.done = true;
         receivers_done_++;
     }
@@ -1174,10 +1201,13 @@ void worker::on_message(conn& c, std::string_view m)
 
 uint64_t worker::sched_ns(const conn& c, uint32_t seq) const
 {
-    // room r's messages are offset by r/R of a period, so that publishers
-    // do not all fire in the same millisecond
+    // the R x N publishers are spread evenly over a period (sender k of
+    // room r at (r N + k) / (R N) of it), so that they do not all fire in
+    // the same millisecond
     double period = 1e9 / o_.rate;
-    double phase = static_cast<double>(c.room % o_.rooms) / o_.rooms;
+    double senders = static_cast<double>(o_.rooms) * sh_.pubs;
+    double phase = (static_cast<double>(c.room % o_.rooms) * sh_.pubs
+                    + c.member) / senders;
     return go_ + static_cast<uint64_t>((seq + phase) * period);
 }
 
@@ -1201,9 +1231,9 @@ void worker::send_due(uint64_t now)
                                            t > due ? t - due : 0);
             int hl = std::snprintf(
                 head, sizeof(head),
-                "{\"type\":\"chat\",\"data\":{\"br\":%u,\"bs\":%u,"
-                "\"bt\":%" PRIu64 ",\"text\":\"",
-                c.room, c.next_seq, t);
+                "{\"type\":\"chat\",\"data\":{\"br\":%u,\"bp\":%u,"
+                "\"bs\":%u,\"bt\":%" PRIu64 ",\"text\":\"",
+                c.room, c.member, c.next_seq, t);
             std::string msg(head, static_cast<size_t>(hl));
             if (o_.english) {
                 english_text(text_);
@@ -1302,9 +1332,11 @@ void worker::run()
                 receivers_++;
             }
         }
-        // every member of a room, the publisher included, expects every
-        // message of the room (also those on failed connections: loss)
-        st_.expected = static_cast<uint64_t>(conns_.size()) * sh_.msgs;
+        // every member of a room, the publishers included, expects every
+        // message of every sender of the room (also those on failed
+        // connections: loss)
+        st_.expected = static_cast<uint64_t>(conns_.size()) * sh_.msgs
+                       * sh_.pubs;
     }
     ctl_.ready++;
 
@@ -1642,6 +1674,17 @@ int main(int argc, char** argv)
     sh.msgs = sh.fanout ? static_cast<uint64_t>(std::floor(o.rate
                                                            * o.duration))
                         : 0;
+    sh.pubs = sh.fanout ? o.publishers : 0;
+    // the receivers' seen-bits: one per message of every sender, per
+    // connection
+    double seen_bytes = static_cast<double>(total) * sh.pubs
+                        * static_cast<double>((sh.msgs + 63) / 64) * 8;
+    if (seen_bytes > 2e9) {
+        std::fprintf(stderr, "loadgen: %.1f GB to track every message of "
+                     "every sender: fewer publishers or a shorter run\n",
+                     seen_bytes / 1e9);
+        return 2;
+    }
     uint64_t per_proc = (total + o.procs - 1) / o.procs;
     if (per_proc + 64 > rl.rlim_cur) {
         std::fprintf(stderr,
@@ -1727,8 +1770,24 @@ int main(int argc, char** argv)
     }
     sleep_until_ns(go);
     auto started = smp.mark();
+    auto kid_ticks = [&kids] {
+        uint64_t t = 0;
+        for (auto& k : kids) {
+            t += read_proc(k.pid, false).ticks;
+        }
+        return t;
+    };
+    uint64_t self_started = kid_ticks();
+    // the sending window alone, [go, go + D]: the CPU shares of the
+    // processes while the load is on, before any drain
+    std::vector<proc_sample> sent;
+    uint64_t self_sent = self_started;
     std::vector<proc_sample> held;
-    if (!sh.fanout) {
+    if (sh.fanout) {
+        sleep_until_ns(go + static_cast<uint64_t>(o.duration * 1e9));
+        sent = smp.mark();
+        self_sent = kid_ticks();
+    } else {
         sleep_until_ns(go + static_cast<uint64_t>(o.duration * 1e9));
         held = smp.mark();
         for (auto& k : kids) {
@@ -1761,6 +1820,9 @@ int main(int argc, char** argv)
 
     // ------------------------------------------------------------ report
     double tck = static_cast<double>(sysconf(_SC_CLK_TCK));
+    auto cpu_between = [tck](uint64_t from, uint64_t to) {
+        return to >= from ? (to - from) / tck : 0.0;
+    };
     double window_s = (end - go) / 1e9;
     uint64_t rss_base = 0;
     uint64_t rss_open = 0;
@@ -1769,6 +1831,7 @@ int main(int argc, char** argv)
     uint64_t rss_peak = 0;
     double cpu_s = 0;
     std::map<std::string, double> cpu_by;
+    std::map<std::string, double> send_cpu_by;
     std::map<std::string, uint64_t> rss_by;
     for (size_t i = 0; i < o.pids.size(); i++) {
         rss_base += base[i].rss_kb;
@@ -1777,10 +1840,13 @@ int main(int argc, char** argv)
         pss_open += opened[i].pss_kb;
         rss_peak += smp.peak_rss_kb[i];
         const auto& e = sh.fanout ? ended[i] : held[i];
-        double c = e.ticks >= started[i].ticks
-                   ? (e.ticks - started[i].ticks) / tck : 0;
+        double c = cpu_between(started[i].ticks, e.ticks);
         cpu_s += c;
         cpu_by[o.pids[i].label] += c;
+        if (sh.fanout) {
+            send_cpu_by[o.pids[i].label] += cpu_between(started[i].ticks,
+                                                        sent[i].ticks);
+        }
         rss_by[o.pids[i].label] += smp.peak_rss_kb[i];
     }
     uint64_t lost = st->expected > st->received
@@ -1800,6 +1866,7 @@ int main(int argc, char** argv)
         + ",\"workload\":" + jstr(o.workload)
         + ",\"rooms\":" + std::to_string(sh.fanout ? o.rooms : 0)
         + ",\"members\":" + std::to_string(sh.fanout ? o.members : 0)
+        + ",\"publishers\":" + std::to_string(sh.pubs)
         + ",\"rate\":" + fmt(sh.fanout ? o.rate : 0)
         + ",\"duration\":" + fmt(o.duration)
         + ",\"procs\":" + std::to_string(o.procs)
@@ -1823,6 +1890,7 @@ int main(int argc, char** argv)
         + ",\"conns_closed\":" + std::to_string(st->conns_closed)
         + ",\"connect_s\":" + fmt(connect_s)
         + ",\"sent\":" + std::to_string(st->sent)
+        + ",\"published_per_s\":" + fmt(st->sent / o.duration, 1)
         + ",\"expected\":" + std::to_string(st->expected)
         + ",\"received\":" + std::to_string(st->received)
         + ",\"lost\":" + std::to_string(lost)
@@ -1848,16 +1916,20 @@ int main(int argc, char** argv)
         + ",\"server_rss_bytes_per_conn\":" + fmt(rss_per_conn, 1)
         + ",\"server_pss_bytes_per_conn\":" + fmt(pss_per_conn, 1)
         + ",\"self_cpu_s\":" + fmt(self_cpu)
+        + ",\"self_cpu_send_s\":" + fmt(cpu_between(self_started,
+                                                     self_sent))
         + ",\"self_cpu_us_per_delivery\":" + fmt(self_us_per)
         + ",\"self_rss_peak_kb\":" + std::to_string(st->maxrss_kb)
         + ",\"servers\":[";
     for (size_t i = 0; i < o.pids.size(); i++) {
         const auto& e = sh.fanout ? ended[i] : held[i];
-        double c = e.ticks >= started[i].ticks
-                   ? (e.ticks - started[i].ticks) / tck : 0;
+        double c = cpu_between(started[i].ticks, e.ticks);
+        double cs = sh.fanout ? cpu_between(started[i].ticks, sent[i].ticks)
+                              : c;
         j += std::string(i ? "," : "") + "{\"label\":"
              + jstr(o.pids[i].label) + ",\"pid\":"
              + std::to_string(o.pids[i].pid) + ",\"cpu_s\":" + fmt(c)
+             + ",\"cpu_send_s\":" + fmt(cs)
              + ",\"rss_base_kb\":" + std::to_string(base[i].rss_kb)
              + ",\"rss_open_kb\":" + std::to_string(opened[i].rss_kb)
              + ",\"rss_peak_kb\":" + std::to_string(smp.peak_rss_kb[i])
@@ -1871,7 +1943,8 @@ int main(int argc, char** argv)
                     sh.fanout
                         ? (std::to_string(o.rooms) + " rooms x "
                            + std::to_string(o.members) + " members, "
-                           + fmt(o.rate, 1) + " msg/s per room, "
+                           + std::to_string(sh.pubs) + " publishing "
+                           + fmt(o.rate, 1) + " msg/s each, "
                            + fmt(o.duration, 1) + " s").c_str()
                         : (std::to_string(o.conns) + " connections held "
                            + fmt(o.duration, 1) + " s").c_str());
@@ -1908,8 +1981,11 @@ int main(int argc, char** argv)
                     "server RSS", rss_base, rss_open, rss_peak,
                     rss_per_conn, pss_per_conn);
         for (auto& [label, c] : cpu_by) {
-            std::printf("    %-26s cpu %.3f s, peak RSS %" PRIu64 " KiB\n",
-                        label.c_str(), c, rss_by[label]);
+            std::printf("    %-26s cpu %.3f s (%.0f%% of a core while "
+                        "sending), peak RSS %" PRIu64 " KiB\n",
+                        label.c_str(), c,
+                        100 * send_cpu_by[label] / o.duration,
+                        rss_by[label]);
         }
         std::printf("  %-28s cpu %.3f s (%.3f us/delivery), peak RSS %"
                     PRIu64 " KiB\n", "loadgen (all procs)", self_cpu,

@@ -179,11 +179,11 @@ void check_gap_fill(const backfill_plan& plan, const room_snapshot& snap,
 
 void check_sync(const redisReply& r, const extent& ext, unsigned control) {
     std::optional<sync_reply> s = parse_sync_reply(r);
-    bool shape = r.type == REDIS_REPLY_ARRAY && r.elements == 7 &&
+    bool shape = r.type == REDIS_REPLY_ARRAY && r.elements == 8 &&
                  r.element[2]->type == REDIS_REPLY_STRING &&
                  r.element[3]->type == REDIS_REPLY_ARRAY &&
-                 r.element[5]->type == REDIS_REPLY_INTEGER &&
-                 r.element[6]->type == REDIS_REPLY_INTEGER;
+                 r.element[6]->type == REDIS_REPLY_INTEGER &&
+                 r.element[7]->type == REDIS_REPLY_INTEGER;
     check(s.has_value() == shape);
     if (!s) {
         return;

@@ -32,7 +32,8 @@ app::app(uv_loop_t* loop, const config& cfg)
              {.backoff_min_ms = cfg_.redis_backoff_min_ms,
               .backoff_max_ms = cfg_.redis_backoff_max_ms,
               .timeout_ms = cfg_.redis_timeout_ms,
-              .max_pending = cfg_.redis_max_pending}) {
+              .max_pending = cfg_.redis_max_pending,
+              .sentinel = &cfg_.sentinel}) {
     std::random_device rd;
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
@@ -329,6 +330,7 @@ void app::room_emptied(const std::string& room) {
     waiting_.erase(room);  // their senders are gone
     if (!stopping_) {
         redis_.unsubscribe(room_channel(cfg_.key_prefix, room));
+        touch_room(room);  // its keys live room_ttl from now
     }
 }
 
@@ -427,6 +429,7 @@ void app::on_envelope(std::string_view room, std::string_view payload) {
     }
     if (id > rs->last_id) {
         rs->last_id = id;
+        rs->last_hash = message_hash(payload);
     }
     broadcast(room, payload, id);
 }

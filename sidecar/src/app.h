@@ -38,6 +38,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backfill.h"
 #include "config.h"
 #include "link_server.h"
 #include "metrics.h"
@@ -157,12 +158,14 @@ private:
         size_t start = 0;          // absolute buffer index at issue time
         uint64_t buffer_gen = 0;   // room_sync::buffer_gen at issue time
         bool resync = false;
+        std::string replid;        // of the Redis it was sent to
     };
 
     // A `sync` reply, copied: it is used after the reply is freed.
     struct sync_snapshot {
         uint64_t seq = 0;
         uint64_t trimmed = 0;
+        uint64_t fence = 0;
         std::string epoch;
         std::vector<std::string> history;  // oldest first
     };
@@ -181,6 +184,9 @@ private:
                    const room_sync& rs, size_t start);
     void gap_fill(const sync_request& req, const room_snapshot& snap,
                   room_sync& rs, bool restarted);
+    void remember_last(room_sync& rs,
+                       const std::vector<history_entry>& history,
+                       const std::vector<history_entry>& buffered);
     void note_position(const std::string& room, room_sync& rs,
                        uint64_t link_id, uint64_t at);
     void on_envelope(std::string_view room, std::string_view payload);
@@ -208,6 +214,7 @@ private:
     void start_heartbeat();
     void heartbeat();
     void touch_rooms();
+    void touch_room(const std::string& room);
     static void touch_timer_cb(uv_timer_t* t);
     void reap(bool stale);
     void claim_server(const std::string& server_id);

@@ -199,17 +199,26 @@ void app::heartbeat() {
 
 // Every room_ttl / 4: the keys of each room with members here live
 // another room_ttl, even if nobody joins or writes (SPEC 4: only a room
-// nobody uses expires).
+// nobody uses expires).  `publish` renews none (only the keys it
+// creates get a TTL), so this and the touch when a room's last member
+// here leaves (room_emptied) are what keeps a used room's keys.
 void app::touch_rooms() {
     if (stopping_ || !redis_.commands_ready()) {
         return;
     }
-    const std::string& p = cfg_.key_prefix;
-    std::string ttl = std::to_string(cfg_.room_ttl_ms);
     for (const std::string& code : rooms_.room_codes()) {
-        redis_.eval(script_touch(), room_keys(p, code), {ttl},
-                    [](const redisReply*) {});
+        touch_room(code);
     }
+}
+
+void app::touch_room(const std::string& room) {
+    if (cfg_.room_ttl_ms == 0 || stopping_) {
+        return;
+    }
+    flush_publishes(room);
+    redis_.eval(script_touch(), room_keys(cfg_.key_prefix, room),
+                {std::to_string(cfg_.room_ttl_ms)},
+                [](const redisReply*) {});
 }
 
 void app::touch_timer_cb(uv_timer_t* t) {

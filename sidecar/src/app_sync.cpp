@@ -61,7 +61,10 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      epoch_candidate_ + "." +
                                          std::to_string(++epoch_serial_),
                                      epoch_candidate_,
-                                     std::to_string(cfg_.room_ttl_ms)};
+                                     std::to_string(cfg_.room_ttl_ms),
+                                     // a new one (failover, restart) may
+                                     // have lost acknowledged writes
+                                     redis_.master_replid()};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     bool registers = false;
@@ -91,6 +94,7 @@ void app::sync_room(const std::string& code, bool register_all) {
     req->start = rs->buffer_base + rs->buffer.size();
     req->buffer_gen = rs->buffer_gen;
     req->resync = resync;
+    req->replid = redis_.master_replid();
 
     bool sent = redis_.eval(script_sync(), room_keys(p, code), args,
                             [this, req](const redisReply* r) {
@@ -175,6 +179,7 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
     auto snap = std::make_shared<sync_snapshot>();
     snap->seq = parsed->seq;
     snap->trimmed = parsed->trimmed;
+    snap->fence = parsed->fence;
     snap->epoch = parsed->epoch;
     snap->history.assign(parsed->history.begin(), parsed->history.end());
 
@@ -259,13 +264,31 @@ void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
         snap.history.push_back(
             history_entry{envelope_tail_id(payload), payload});
     }
-    bool restarted = !rs.epoch.empty() && rs.epoch != copy.epoch;
+    // The room's keys were lost, or Redis changed history (a failover)
+    // and this server's members saw what the new master lacks.
+    bool switched = !rs.replid.empty() && !req.replid.empty() &&
+                    rs.replid != req.replid;
+    bool restarted = (!rs.epoch.empty() && rs.epoch != copy.epoch) ||
+                     (switched &&
+                      !history_continues(snap, rs.last_id, rs.last_hash));
+    if (switched) {
+        log_info("room=%s: Redis changed history (replication id %s): "
+                 "view at id %llu %s",
+                 req.room.c_str(), req.replid.c_str(), ull(rs.last_id),
+                 restarted ? "lost, reset" : "continues");
+    }
     rs.epoch = copy.epoch;
+    if (!req.replid.empty()) {
+        rs.replid = req.replid;
+    }
 
     // Attached members first: what they missed, then (held) live traffic.
     if (req.resync && rs.resync) {
         gap_fill(req, snap, rs, restarted);
     }
+    // Joiners resuming at or below the fence get a reset: their ids may
+    // be from before the switch.
+    snap.trimmed = std::max(snap.trimmed, copy.fence);
 
     size_t start = req.start > rs.buffer_base ? req.start - rs.buffer_base
                                               : 0;
@@ -275,10 +298,26 @@ void app::apply_sync(const sync_request& req, const sync_snapshot& copy,
             note_position(req.room, rs, key.link, *at);
         }
     }
-    if (!rs.resync) {
-        rs.last_id = std::max(rs.last_id, snap.seq);
+    if (!rs.resync && snap.seq > rs.last_id) {
+        rs.last_id = snap.seq;
+        remember_last(rs, snap.history, {});
     }
     drop_buffer_if_idle(rs);
+}
+
+// The fingerprint of rs.last_id's message, from these, or unknown.
+void app::remember_last(room_sync& rs,
+                        const std::vector<history_entry>& history,
+                        const std::vector<history_entry>& buffered) {
+    for (const std::vector<history_entry>* v : {&buffered, &history}) {
+        for (auto it = v->rbegin(); it != v->rend(); ++it) {
+            if (it->id == rs.last_id) {
+                rs.last_hash = message_hash(it->payload);
+                return;
+            }
+        }
+    }
+    rs.last_hash = 0;
 }
 
 // A member was attached at `at` while a gap fill is still to come for
@@ -380,6 +419,7 @@ void app::gap_fill(const sync_request& req, const room_snapshot& snap,
         }
     }
     rs.last_id = newest;
+    remember_last(rs, snap.history, buffered);
     rs.resume_from.clear();
     rs.resync = false;
     if (stale) {

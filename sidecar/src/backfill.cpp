@@ -1,6 +1,7 @@
 #include "backfill.h"
 
 #include <algorithm>
+#include <functional>
 
 namespace rooms {
 
@@ -37,6 +38,27 @@ backfill_plan plan_backfill(const room_snapshot& snap,
         }
     }
     return plan;
+}
+
+uint64_t message_hash(std::string_view payload) {
+    uint64_t h = std::hash<std::string_view>{}(payload);
+    return h != 0 ? h : 1;
+}
+
+bool history_continues(const room_snapshot& snap, uint64_t last_id,
+                       uint64_t last_hash) {
+    if (last_id == 0) {
+        return true;
+    }
+    for (auto it = snap.history.rbegin(); it != snap.history.rend(); ++it) {
+        if (it->id == last_id) {
+            return last_hash != 0 && message_hash(it->payload) == last_hash;
+        }
+        if (it->id != 0 && it->id < last_id) {
+            break;
+        }
+    }
+    return false;
 }
 
 backfill_plan plan_gap_fill(const room_snapshot& snap, uint64_t last_id,

@@ -43,6 +43,20 @@ backfill_plan plan_backfill(const room_snapshot& snap,
                             std::optional<uint64_t> since, size_t keep,
                             bool restarted = false);
 
+// A message's fingerprint for history_continues(): never 0 (0 stands for
+// "unknown").
+uint64_t message_hash(std::string_view payload);
+
+// Whether members whose view of the room ends with message `last_id`,
+// fingerprint `last_hash` (message_hash), can go on from this snapshot:
+// nothing delivered yet, or the history holds that very message.  After
+// a failover the new master has every write up to one it holds
+// (replication keeps their order), so such a view lost nothing; one
+// whose last message is missing or different (not replicated, or the id
+// reused for another message) was built on writes the new master lacks.
+bool history_continues(const room_snapshot& snap, uint64_t last_id,
+                       uint64_t last_hash);
+
 // Gap fill for members that were attached until `last_id` and missed
 // what followed (Redis outage): the plan for since = last_id, merged with
 // the buffered live messages newer than last_id (or, after a reset, newer

@@ -101,45 +101,15 @@ bool parse_tcp_url(std::string_view rest, redis_address& out,
         dbpart = rest.substr(slash + 1);
     }
 
-    std::string_view host = hostport;
-    std::string_view port;
-    if (!hostport.empty() && hostport.front() == '[') {
-        size_t close = hostport.find(']');
-        if (close == std::string_view::npos) {
-            err = "redis URL: unterminated [ in host";
-            return false;
-        }
-        host = hostport.substr(1, close - 1);
-        std::string_view after = hostport.substr(close + 1);
-        if (!after.empty()) {
-            if (after.front() != ':') {
-                err = "redis URL: junk after ]";
-                return false;
-            }
-            port = after.substr(1);
-        }
-    } else {
-        size_t colon = hostport.rfind(':');
-        if (colon != std::string_view::npos) {
-            host = hostport.substr(0, colon);
-            port = hostport.substr(colon + 1);
-        }
-    }
-
-    if (host.empty()) {
-        err = "redis URL: no host";
+    host_port hp;
+    if (!parse_host_port(hostport, 6379, hp, err)) {
+        err = "redis URL: " + err;
         return false;
     }
-    out.host.assign(host);
+    out.host = std::move(hp.host);
+    out.port = hp.port;
 
-    long v = 6379;
-    if (!port.empty() && !parse_int(port, 10, 1, 65535, v)) {
-        err = "redis URL: bad port";
-        return false;
-    }
-    out.port = static_cast<int>(v);
-
-    v = 0;
+    long v = 0;
     if (!dbpart.empty() && !parse_int(dbpart, 10, 0, INT_MAX, v)) {
         err = "redis URL: bad database number";
         return false;
@@ -275,15 +245,57 @@ std::string default_server_id(std::string_view listen) {
     return id;
 }
 
-std::string redis_address::describe() const {
-    std::string s;
-    if (unix_socket) {
-        s = "unix:" + path;
-    } else if (host.find(':') != std::string::npos) {
-        s = "[" + host + "]:" + std::to_string(port);
-    } else {
-        s = host + ":" + std::to_string(port);
+std::string host_port::describe() const {
+    if (host.find(':') != std::string::npos) {
+        return "[" + host + "]:" + std::to_string(port);
     }
+    return host + ":" + std::to_string(port);
+}
+
+bool parse_host_port(std::string_view s, int default_port, host_port& out,
+                     std::string& err) {
+    std::string_view host = s;
+    std::string_view port;
+    if (!s.empty() && s.front() == '[') {
+        size_t close = s.find(']');
+        if (close == std::string_view::npos) {
+            err = "unterminated [ in host";
+            return false;
+        }
+        host = s.substr(1, close - 1);
+        std::string_view after = s.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') {
+                err = "junk after ]";
+                return false;
+            }
+            port = after.substr(1);
+        }
+    } else {
+        size_t colon = s.rfind(':');
+        if (colon != std::string_view::npos) {
+            host = s.substr(0, colon);
+            port = s.substr(colon + 1);
+        }
+    }
+    if (host.empty()) {
+        err = "no host";
+        return false;
+    }
+    long v = default_port;
+    if ((port.empty() && default_port == 0) ||
+        (!port.empty() && !parse_int(port, 10, 1, 65535, v))) {
+        err = "bad port";
+        return false;
+    }
+    out.host.assign(host);
+    out.port = static_cast<int>(v);
+    return true;
+}
+
+std::string redis_address::describe() const {
+    std::string s =
+        unix_socket ? "unix:" + path : host_port{host, port}.describe();
     if (db != 0) {
         s += " db=" + std::to_string(db);
     }
@@ -449,6 +461,33 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
         }
     } else if (k == "redis_password") {
         cfg.redis_password.assign(value);
+    } else if (k == "redis_sentinels") {
+        // "host:port,host:port" or separated by spaces; repeatable.
+        std::string_view rest = value;
+        while (!rest.empty()) {
+            size_t cut = rest.find_first_of(", \t");
+            std::string_view a = rest.substr(0, cut);
+            rest = cut == std::string_view::npos ? std::string_view()
+                                                 : rest.substr(cut + 1);
+            if (a.empty()) {
+                continue;
+            }
+            host_port hp;
+            if (!parse_host_port(a, 26379, hp, err)) {
+                err = "redis_sentinels: " + err + " in \"" +
+                      std::string(a) + "\"";
+                return false;
+            }
+            cfg.sentinel.sentinels.push_back(std::move(hp));
+        }
+    } else if (k == "redis_sentinel_master") {
+        if (value.empty() || value.find_first_of(" \t") != value.npos) {
+            err = "redis_sentinel_master: a name without spaces";
+            return false;
+        }
+        cfg.sentinel.master_name.assign(value);
+    } else if (k == "redis_sentinel_password") {
+        cfg.sentinel.password.assign(value);
     } else if (k == "redis_db") {
         long v = 0;
         if (!parse_int(value, 10, 0, INT_MAX, v)) {
@@ -624,7 +663,10 @@ const char* usage_text() {
            "  --redis-backoff-min-ms MS (50)  --redis-backoff-max-ms MS "
            "(1000)\n"
            "  --redis-timeout MS (2000)  --redis-max-pending N (100000)\n"
-           "  --redis-password P  --redis-db N\n";
+           "  --redis-password P  --redis-db N\n"
+           "  --redis-sentinels HOST:PORT[,HOST:PORT...]  "
+           "--redis-sentinel-master NAME\n"
+           "                      (mymaster)  --redis-sentinel-password P\n";
 }
 
 }  // namespace rooms

@@ -21,6 +21,27 @@
 
 namespace rooms {
 
+struct host_port {
+    std::string host;
+    int port = 0;
+
+    std::string describe() const;  // host:port, [v6addr]:port
+    bool operator==(const host_port&) const = default;
+};
+
+// "host[:port]" or "[v6addr][:port]"; default_port when none is given
+// (0: a port is required).
+bool parse_host_port(std::string_view s, int default_port, host_port& out,
+                     std::string& err);
+
+// Redis Sentinel (docs/sidecar.md, docs/redis.md "Sentinel"); no
+// sentinels: not used, the redis URL's host is the master.
+struct sentinel_settings {
+    std::vector<host_port> sentinels;
+    std::string master_name = "mymaster";
+    std::string password;  // AUTH on the sentinels when not empty
+};
+
 struct redis_address {
     bool unix_socket = false;
     std::string host = "127.0.0.1";
@@ -79,6 +100,9 @@ struct config {
     int redis_db = -1;
     std::string redis_url = "redis://127.0.0.1:6379";
     redis_address redis;
+    // With sentinels, the master's address comes from them; the URL's
+    // credentials and database still apply to it.
+    sentinel_settings sentinel;
     std::string server_id;  // default: default_server_id(listen)
     std::string key_prefix;
     log_level level = log_level::info;

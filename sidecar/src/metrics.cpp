@@ -138,6 +138,9 @@ std::string render_metrics(const app_stats& app, const redis_stats& redis,
              uint64_t{g.redis_subscriber_up ? 1u : 0u});
     w.one("rooms_redis_reconnects_total", "counter",
           "Redis connections made again after a loss.", redis.reconnects);
+    w.one("rooms_redis_master_switches_total", "counter",
+          "Failovers of the master announced by Sentinel.",
+          redis.master_switches);
 
     const char* lat = "rooms_redis_command_duration_seconds";
     w.family(lat, "histogram",

@@ -4,11 +4,11 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <new>
 #include <optional>
 #include <random>
 
 #include "log.h"
+#include "redis_adapter.h"
 #include "redis_replies.h"
 
 namespace rooms {
@@ -22,105 +22,6 @@ constexpr uint64_t clock_refresh_ms = 10000;
 // A call answered NOSCRIPT this often (the scripts cannot be loaded, or
 // the cache is flushed faster than they run) gets that error as its reply.
 constexpr unsigned max_noscripts = 5;
-
-// Our hiredis adapter for libuv: the five event hooks of
-// redisAsyncContext::ev on one uv_poll_t per context.  The poll lives in a
-// heap object that hiredis's cleanup hook closes and the handle's close
-// callback frees (hiredis may free the context first: `ac` is nulled
-// then).
-//
-// Unlike hiredis's own libuv adapter, the poll callback does not ignore a
-// poll error status: libuv reports a socket error (a refused connect, a
-// reset) as exactly that, and stops the poll, so hiredis would never learn
-// that the connect failed and we would wait for the connect timeout.  Ours
-// lets hiredis read or write, and hiredis finds the error itself.
-struct redis_poll {
-    uv_poll_t handle;
-    redisAsyncContext* ac = nullptr;
-    int events = 0;  // UV_READABLE | UV_WRITABLE that hiredis wants
-};
-
-void poll_cb(uv_poll_t* handle, int status, int events) {
-    auto* p = static_cast<redis_poll*>(handle->data);
-    if (status < 0) {
-        events = p->events;
-    }
-    if (p->ac != nullptr && (events & UV_READABLE)) {
-        redisAsyncHandleRead(p->ac);
-    }
-    // The read may have freed the context (cleanup nulls p->ac; p itself
-    // lives until the poll handle's close callback).
-    if (p->ac != nullptr && (events & UV_WRITABLE)) {
-        redisAsyncHandleWrite(p->ac);
-    }
-}
-
-void poll_update(redis_poll* p) {
-    if (p->events != 0) {
-        uv_poll_start(&p->handle, p->events, poll_cb);
-    } else {
-        uv_poll_stop(&p->handle);
-    }
-}
-
-void ev_add_read(void* privdata) {
-    auto* p = static_cast<redis_poll*>(privdata);
-    p->events |= UV_READABLE;
-    poll_update(p);
-}
-
-void ev_del_read(void* privdata) {
-    auto* p = static_cast<redis_poll*>(privdata);
-    p->events &= ~UV_READABLE;
-    poll_update(p);
-}
-
-void ev_add_write(void* privdata) {
-    auto* p = static_cast<redis_poll*>(privdata);
-    p->events |= UV_WRITABLE;
-    poll_update(p);
-}
-
-void ev_del_write(void* privdata) {
-    auto* p = static_cast<redis_poll*>(privdata);
-    p->events &= ~UV_WRITABLE;
-    poll_update(p);
-}
-
-// hiredis is done with the context (it is being freed).
-void ev_cleanup(void* privdata) {
-    auto* p = static_cast<redis_poll*>(privdata);
-    p->ac = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) {
-        delete static_cast<redis_poll*>(h->data);
-    });
-}
-
-// On failure nothing is attached: the context is freed without cleanup.
-int attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
-    if (ac->ev.data != nullptr) {
-        return REDIS_ERR;
-    }
-    auto* p = new (std::nothrow) redis_poll{};
-    if (p == nullptr) {
-        return REDIS_ERR;
-    }
-    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
-        delete p;
-        return REDIS_ERR;
-    }
-    p->handle.data = p;
-    p->ac = ac;
-    ac->ev.data = p;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    // Nothing is polled yet: redisAsyncSetConnectCallback(), called next,
-    // asks for writability to learn when the connect completes.
-    return REDIS_OK;
-}
 
 std::minstd_rand& jitter_rng() {
     static std::minstd_rand rng(static_cast<unsigned>(uv_hrtime()));
@@ -179,11 +80,41 @@ void redis_connection::stop() {
     timer_.reset();
 }
 
+// Asks the sentinels first when there are any (a new answer every time:
+// the master may have moved since the last connect).
 void redis_connection::connect() {
-    redisAsyncContext* ac = addr_.unix_socket
-                                ? redisAsyncConnectUnix(addr_.path.c_str())
-                                : redisAsyncConnect(addr_.host.c_str(),
-                                                    addr_.port);
+    if (owner_.sentinel_ == nullptr) {
+        target_ = addr_;
+        open();
+        return;
+    }
+    state_ = state::resolving;
+    owner_.sentinel_->resolve([this](std::optional<host_port> master) {
+        resolved(std::move(master));
+    });
+}
+
+void redis_connection::resolved(std::optional<host_port> master) {
+    if (state_ != state::resolving) {
+        return;
+    }
+    if (!master) {
+        connect_failed("no sentinel named the master");
+        retry_later();
+        return;
+    }
+    target_ = addr_;
+    target_.unix_socket = false;
+    target_.host = std::move(master->host);
+    target_.port = master->port;
+    open();
+}
+
+void redis_connection::open() {
+    redisAsyncContext* ac =
+        target_.unix_socket
+            ? redisAsyncConnectUnix(target_.path.c_str())
+            : redisAsyncConnect(target_.host.c_str(), target_.port);
     if (ac == nullptr) {
         log_error("redis %s: cannot allocate a context", name());
         retry_later();
@@ -196,7 +127,7 @@ void redis_connection::connect() {
         return;
     }
     ac->data = this;
-    if (attach_to_loop(ac, loop_) != REDIS_OK) {
+    if (attach_redis_to_loop(ac, loop_) != REDIS_OK) {
         log_error("redis %s: cannot attach to the event loop", name());
         redisAsyncFree(ac);
         retry_later();
@@ -209,7 +140,8 @@ void redis_connection::connect() {
     state_ = state::connecting;
     pending_.clear();
     uv_timer_start(timer_.get(), timer_cb, opts_.timeout_ms, 0);
-    log_debug("redis %s: connecting to %s", name(), addr_.describe().c_str());
+    log_debug("redis %s: connecting to %s", name(),
+              target_.describe().c_str());
 }
 
 void redis_connection::connect_cb(const redisAsyncContext* ac, int status) {
@@ -231,10 +163,10 @@ void redis_connection::connect_failed(const char* why) {
     // One warning per outage; the retries are logged at debug level.
     if (failures_++ == 0) {
         log_warn("redis %s: connect to %s failed: %s (retrying)", name(),
-                 addr_.describe().c_str(), why);
+                 target_.describe().c_str(), why);
     } else {
         log_debug("redis %s: connect to %s failed: %s (attempt %u)", name(),
-                  addr_.describe().c_str(), why, failures_);
+                  target_.describe().c_str(), why, failures_);
     }
 }
 
@@ -272,6 +204,13 @@ void redis_connection::handshake() {
         rc = queued(redisAsyncCommand(ac_, handshake_cb, this, "SELECT %d",
                                       addr_.db));
     }
+    // The command connection learns the replication id; behind Sentinel
+    // both check that they reached a master.
+    if (rc == REDIS_OK &&
+        (role_ == role::command || owner_.sentinel_ != nullptr)) {
+        rc = queued(redisAsyncCommand(ac_, info_cb, this,
+                                      "INFO replication"));
+    }
     if (rc == REDIS_OK) {
         rc = queued(redisAsyncCommand(
             ac_, handshake_cb, this,
@@ -286,14 +225,26 @@ void redis_connection::handshake() {
     }
 }
 
-void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
-                                    void* privdata) {
+// A handshake reply's connection, once the reply is taken; nullptr when
+// the context is going away.
+redis_connection* redis_connection::handshake_reply(redisAsyncContext* ac,
+                                                    const redisReply* reply,
+                                                    void* privdata) {
     auto* c = static_cast<redis_connection*>(privdata);
-    auto* reply = static_cast<redisReply*>(r);
     if (reply == nullptr || c->ac_ != ac) {
-        return;  // the context is going away
+        return nullptr;
     }
     c->took_reply(reply);
+    return c;
+}
+
+void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
+                                    void* privdata) {
+    auto* reply = static_cast<redisReply*>(r);
+    redis_connection* c = handshake_reply(ac, reply, privdata);
+    if (c == nullptr) {
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
         log_error("redis %s: handshake refused: %s", c->name(), reply->str);
         // Disconnects once the pending replies are in; the disconnect
@@ -301,9 +252,41 @@ void redis_connection::handshake_cb(redisAsyncContext* ac, void* r,
         redisAsyncDisconnect(ac);
         return;
     }
-    if (--c->handshake_left_ == 0) {
-        c->became_ready();
+    c->handshake_step_done();
+}
+
+void redis_connection::handshake_step_done() {
+    if (--handshake_left_ == 0) {
+        became_ready();
     }
+}
+
+// A server that is not a master (a demoted master back up, a replica a
+// stale sentinel named) is left: the next connect asks the sentinels
+// again.  Without Sentinel, a server that does not answer INFO (an ACL
+// without it) is used anyway, with no replication id.
+void redis_connection::info_cb(redisAsyncContext* ac, void* r,
+                               void* privdata) {
+    auto* reply = static_cast<redisReply*>(r);
+    redis_connection* c = handshake_reply(ac, reply, privdata);
+    if (c == nullptr) {
+        return;
+    }
+    std::optional<replication_info> info;
+    if (reply->type == REDIS_REPLY_STRING) {
+        info = parse_replication_info(std::string_view(reply->str,
+                                                       reply->len));
+    }
+    if (c->owner_.sentinel_ != nullptr && (!info || !info->master)) {
+        log_warn("redis %s: %s is not a master, asking the sentinels again",
+                 c->name(), c->target_.describe().c_str());
+        redisAsyncDisconnect(ac);  // the disconnect callback retries
+        return;
+    }
+    if (c->role_ == role::command) {
+        c->owner_.replid_ = info ? info->replid : std::string();
+    }
+    c->handshake_step_done();
 }
 
 void redis_connection::probe_cb(redisAsyncContext* ac, void* r,
@@ -326,7 +309,13 @@ void redis_connection::took_reply(const redisReply* reply) {
 void redis_connection::became_ready() {
     state_ = state::ready;
     backoff_ms_ = opts_.backoff_min_ms;
-    log_info("redis %s connected to %s", name(), addr_.describe().c_str());
+    if (role_ == role::command && !owner_.replid_.empty()) {
+        log_info("redis %s connected to %s (replication id %s)", name(),
+                 target_.describe().c_str(), owner_.replid_.c_str());
+    } else {
+        log_info("redis %s connected to %s", name(),
+                 target_.describe().c_str());
+    }
     failures_ = 0;
     // From now on the timer runs the health checks.
     uv_timer_start(timer_.get(), timer_cb,
@@ -381,7 +370,8 @@ void redis_connection::disconnect_cb(const redisAsyncContext* ac,
     // hiredis frees the context after this callback.
     c->ac_ = nullptr;
     c->pending_.clear();
-    bool was_ready = c->state_ == state::ready;
+    bool was_ready =
+        c->state_ == state::ready || c->state_ == state::draining;
     if (status != REDIS_OK) {
         log_warn("redis %s connection lost: %s", c->name(), ac->errstr);
     } else {
@@ -395,7 +385,7 @@ void redis_connection::disconnect_cb(const redisAsyncContext* ac,
 
 void redis_connection::abandon() {
     redisAsyncContext* ac = ac_;
-    bool was_ready = state_ == state::ready;
+    bool was_ready = state_ == state::ready || state_ == state::draining;
     ac_ = nullptr;
     pending_.clear();
     retry_later();
@@ -405,6 +395,46 @@ void redis_connection::abandon() {
     if (was_ready) {
         owner_.connection_lost(role_);
     }
+}
+
+// Commands in flight on the command connection were sent to the old
+// master, which still runs them (a demoted master refuses writes): their
+// answers are awaited rather than turned into "in doubt", which the new
+// master, missing what the old one did not replicate, could not settle
+// truthfully.  The subscriber connection is left after that
+// (redis_client::leave_subscriber).
+void redis_connection::master_moved(const host_port& master) {
+    if (at(master)) {
+        return;
+    }
+    if (state_ != state::ready && state_ != state::connecting &&
+        state_ != state::handshaking) {
+        return;  // resolving or waiting: the sentinels are asked next
+    }
+    log_info("redis %s: leaving %s, the master moved to %s", name(),
+             target_.describe().c_str(), master.describe().c_str());
+    backoff_ms_ = opts_.backoff_min_ms;
+    failures_ = 1;  // the reconnects log at debug level until one works
+    if (state_ == state::ready && role_ == role::command &&
+        outstanding() > 0) {
+        state_ = state::draining;
+        uv_timer_start(timer_.get(), timer_cb, opts_.timeout_ms, 0);
+        // Closes once every answer is in (maybe right now: the disconnect
+        // callback then runs from here).
+        redisAsyncDisconnect(ac_);
+        return;
+    }
+    abandon();
+}
+
+// From a callback of this connection's context, which must not be freed
+// there: the timer leaves it.
+void redis_connection::leave_soon(const host_port& master) {
+    if (state_ != state::ready) {
+        return;
+    }
+    leaving_to_ = master;
+    uv_timer_start(timer_.get(), timer_cb, 0, 0);
 }
 
 void redis_connection::retry_later() {
@@ -436,7 +466,20 @@ void redis_connection::timer_cb(uv_timer_t* t) {
         c->abandon();
         break;
     case state::ready:
+        if (c->leaving_to_) {
+            host_port master = std::move(*c->leaving_to_);
+            c->leaving_to_.reset();
+            c->master_moved(master);
+            break;
+        }
         c->check_health();
+        break;
+    case state::draining:
+        log_warn("redis %s: no answer from the old master for %llu ms, "
+                 "leaving it",
+                 c->name(),
+                 static_cast<unsigned long long>(c->opts_.timeout_ms));
+        c->abandon();
         break;
     default:
         break;
@@ -450,19 +493,43 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
     : handler_(h),
       addr_(addr),
       opts_(opts),
+      sentinel_(opts.sentinel != nullptr && !opts.sentinel->sentinels.empty()
+                    ? std::make_unique<sentinel_resolver>(
+                          loop, *opts.sentinel, opts.timeout_ms)
+                    : nullptr),
+      watch_(sentinel_ ? std::make_unique<sentinel_watch>(
+                             loop, *opts.sentinel, opts.backoff_max_ms,
+                             [this](const host_port& master) {
+                                 master_moved(master);
+                             })
+                       : nullptr),
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
       sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
 
 redis_client::~redis_client() = default;
 
 void redis_client::start() {
-    log_info("redis at %s", addr_.describe().c_str());
+    if (sentinel_) {
+        std::string list;
+        for (const host_port& s : opts_.sentinel->sentinels) {
+            list += (list.empty() ? "" : ",") + s.describe();
+        }
+        log_info("redis master \"%s\" through sentinels %s",
+                 opts_.sentinel->master_name.c_str(), list.c_str());
+        watch_->start();
+    } else {
+        log_info("redis at %s", addr_.describe().c_str());
+    }
     cmd_.start();
     sub_.start();
 }
 
 void redis_client::stop() {
     stopped_ = true;
+    if (sentinel_) {
+        sentinel_->stop();
+        watch_->stop();
+    }
     cmd_.stop();
     sub_.stop();
     unconfirmed_.clear();
@@ -487,6 +554,40 @@ void redis_client::connection_ready(redis_connection::role r) {
     }
 }
 
+// The command connection drains first; the subscriber connection stays
+// until it is done (connection_lost), then until a barrier shows that
+// the copies of everything the old master published to it, the messages
+// just answered included (two sockets: no order between them), have
+// arrived.  Otherwise a sender would be told "published" and never see
+// its copy, which the new master may not have.
+void redis_client::master_moved(const host_port& master) {
+    stats_.master_switches++;
+    if (cmd_.at(master) && sub_.at(master)) {
+        return;  // already there (reconnected after a loss)
+    }
+    moved_to_ = master;
+    cmd_.master_moved(master);
+    if (!cmd_.draining()) {
+        leave_subscriber();
+    }
+}
+
+void redis_client::leave_subscriber() {
+    if (!moved_to_) {
+        return;
+    }
+    host_port master = std::move(*moved_to_);
+    moved_to_.reset();
+    bool waits = sub_.ready() && barrier([this, master](bool ok) {
+        if (ok) {
+            sub_.leave_soon(master);
+        }
+    });
+    if (!waits) {
+        sub_.master_moved(master);
+    }
+}
+
 void redis_client::connection_lost(redis_connection::role r) {
     std::deque<barrier_fn> failed;
     if (r == redis_connection::role::subscriber) {
@@ -500,6 +601,7 @@ void redis_client::connection_lost(redis_connection::role r) {
     }
     if (r == redis_connection::role::command) {
         fail_held();  // after the calls in flight, as they were sent
+        leave_subscriber();  // the old master's answers are all in
     }
     handler_.on_redis_lost(r);
     for (barrier_fn& cb : failed) {

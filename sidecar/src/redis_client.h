@@ -17,6 +17,10 @@
 // dropped one, and replaced.  A new connection counts as ready only once
 // Redis answered its handshake: a stopped Redis still accepts TCP
 // connects (the kernel's listen backlog).
+//
+// With Sentinel (sentinel.h), each connect first asks the sentinels where
+// the master is, and the handshake checks that the server it reached is
+// a master.
 
 #include <uv.h>
 
@@ -24,6 +28,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -34,6 +39,7 @@
 #include "deadline_tracker.h"
 #include "metrics.h"
 #include "redis_scripts.h"
+#include "sentinel.h"
 #include "uv_handle.h"
 
 struct redisAsyncContext;
@@ -49,6 +55,8 @@ struct redis_options {
     uint64_t backoff_max_ms = 1000;  // largest reconnect delay
     uint64_t timeout_ms = 2000;      // a connect, a handshake, any reply
     size_t max_pending = 100000;     // commands outstanding, at most
+    // Master discovery (nullptr or no sentinels: the address as given).
+    const sentinel_settings* sentinel = nullptr;
 };
 
 class redis_connection {
@@ -64,6 +72,17 @@ public:
 
     void start();
     void stop();
+    // The sentinels announced a new master: a connection to another
+    // server is left (the command connection drains first) and
+    // reconnected through the sentinels.
+    void master_moved(const host_port& master);
+    // The same from one of its own callbacks (on the next loop turn).
+    void leave_soon(const host_port& master);
+    bool draining() const { return state_ == state::draining; }
+    // Connected or connecting to that address.
+    bool at(const host_port& master) const {
+        return target_.host == master.host && target_.port == master.port;
+    }
 
     // Connected, past AUTH/SELECT, and Redis answered the handshake.
     bool ready() const { return state_ == state::ready; }
@@ -77,12 +96,17 @@ public:
     size_t outstanding() const { return pending_.size(); }
 
 private:
-    enum class state { idle, connecting, handshaking, ready, waiting,
-                       stopped };
+    // draining: the master moved; no new command goes out, the answers
+    // of those in flight are awaited (up to timeout_ms), then it closes.
+    enum class state { idle, resolving, connecting, handshaking, ready,
+                       draining, waiting, stopped };
 
     void connect();
+    void resolved(std::optional<host_port> master);
+    void open();
     void connect_failed(const char* why);
     void handshake();
+    void handshake_step_done();
     void became_ready();
     void check_health();
     void retry_later();
@@ -92,6 +116,10 @@ private:
     static void disconnect_cb(const redisAsyncContext* ac, int status);
     static void handshake_cb(redisAsyncContext* ac, void* reply,
                              void* privdata);
+    static redis_connection* handshake_reply(redisAsyncContext* ac,
+                                             const redisReply* reply,
+                                             void* privdata);
+    static void info_cb(redisAsyncContext* ac, void* reply, void* privdata);
     static void probe_cb(redisAsyncContext* ac, void* reply,
                          void* privdata);
     static void timer_cb(uv_timer_t* t);
@@ -102,6 +130,7 @@ private:
 
     uv_loop_t* loop_;
     const redis_address& addr_;
+    redis_address target_;  // addr_, or the master the sentinels named
     role role_;
     redis_client& owner_;
     const redis_options& opts_;
@@ -112,6 +141,7 @@ private:
     uv_ptr<uv_timer_t> timer_;
     deadline_tracker pending_;
     uint64_t last_time_sent_ = 0;  // command: the last TIME (uv_now)
+    std::optional<host_port> leaving_to_;  // leave_soon()
     unsigned handshake_left_ = 0;
     uint64_t backoff_ms_;
     unsigned failures_ = 0;
@@ -178,6 +208,12 @@ public:
     int64_t redis_clock_offset_ms() const { return clock_offset_ms_; }
     bool clock_known() const { return clock_known_; }
 
+    // The replication id (`INFO replication`'s master_replid) of the
+    // server the command connection reached in its latest handshake;
+    // empty if it did not say.  A promoted replica (a failover) and a
+    // restarted master have a new one (docs/redis.md "Sentinel").
+    const std::string& master_replid() const { return replid_; }
+
     // Runs a script on the command connection: EVALSHA once its SCRIPT
     // LOAD answered, EVAL before that.  False when the command connection
     // is not usable, or already has max_pending commands outstanding or
@@ -219,6 +255,8 @@ private:
     friend class redis_connection;
 
     void connection_ready(redis_connection::role r);
+    void master_moved(const host_port& master);
+    void leave_subscriber();
     void connection_lost(redis_connection::role r);
     void clock_sample(uint64_t sent, uint64_t now, const redisReply* reply);
     void check_backlog();
@@ -239,6 +277,13 @@ private:
     handler& handler_;
     redis_address addr_;
     redis_options opts_;
+    // Declared before the connections, which use it: destroyed after.
+    std::unique_ptr<sentinel_resolver> sentinel_;
+    std::unique_ptr<sentinel_watch> watch_;
+    // A switch announced: where the subscriber connection goes once the
+    // command connection has drained.
+    std::optional<host_port> moved_to_;
+    std::string replid_;
     bool stopped_ = false;
     bool timed_out_ = false;
     bool clock_known_ = false;

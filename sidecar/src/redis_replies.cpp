@@ -50,10 +50,10 @@ std::optional<bool> settle_outcome_of(const redisReply& r) {
 }
 
 std::optional<sync_reply> parse_sync_reply(const redisReply& r) {
-    if (r.type != REDIS_REPLY_ARRAY || r.elements != 7 ||
+    if (r.type != REDIS_REPLY_ARRAY || r.elements != 8 ||
         !is_string(*r.element[2]) ||
         r.element[3]->type != REDIS_REPLY_ARRAY ||
-        !is_int(*r.element[5]) || !is_int(*r.element[6])) {
+        !is_int(*r.element[6]) || !is_int(*r.element[7])) {
         return std::nullopt;
     }
     sync_reply s;
@@ -68,8 +68,9 @@ std::optional<sync_reply> parse_sync_reply(const redisReply& r) {
         }
     }
     s.registered = reply_u64(*r.element[4]) != 0;
-    s.count = index_count{r.element[5]->integer, r.element[6]->integer,
-                         s.epoch};
+    s.fence = reply_u64(*r.element[5]);
+    s.count = index_count{r.element[6]->integer, r.element[7]->integer,
+                          s.epoch};
     return s;
 }
 

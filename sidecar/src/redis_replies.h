@@ -35,14 +35,17 @@ struct index_count {
     std::string_view epoch;
 };
 
-// sync: [seq, trimmed, epoch, history, registered, count, pv].
+// sync: [seq, trimmed, epoch, history, registered, fence, count, pv].
 struct sync_reply {
     uint64_t seq = 0;
     uint64_t trimmed = 0;
     std::string_view epoch;
     std::vector<std::string_view> history;  // oldest first
     bool registered = false;  // players were registered again
-    index_count count;         // its epoch is the snapshot's
+    // The room's seq at its first sync under the current replication id
+    // (0 before it ever changed).
+    uint64_t fence = 0;
+    index_count count;  // its epoch is the snapshot's
 };
 std::optional<sync_reply> parse_sync_reply(const redisReply& r);
 

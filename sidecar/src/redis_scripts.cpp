@@ -28,17 +28,23 @@ local function publish(seq_key, channel, body)
 end
 
 -- Appends msgs (a list) to the history and trims it to the last n,
--- recording the newest id trimmed off.
-local function keep(hist_key, trimmed_key, msgs, n)
+-- recording the newest id trimmed off.  A history (or trimmed key) this
+-- creates gets the room's TTL (ttl > 0).
+local function keep(hist_key, trimmed_key, msgs, n, ttl)
     if n <= 0 or #msgs == 0 then
         return
     end
     local len = redis.call('RPUSH', hist_key, unpack(msgs))
+    if len == #msgs and ttl > 0 then
+        redis.call('PEXPIRE', hist_key, ttl)
+    end
     if len > n then
         local cut = redis.call('LINDEX', hist_key, len - n - 1)
         redis.call('LTRIM', hist_key, -n, -1)
         local id = string.match(cut, ',"id":(%d+),"ts":%d+}$')
-        if id then
+        if id and ttl > 0 then
+            redis.call('SET', trimmed_key, id, 'PX', ttl)
+        elseif id then
             redis.call('SET', trimmed_key, id)
         end
     end
@@ -63,13 +69,21 @@ end
 -- fate can be told later: a seq not above the newest was published
 -- unless it is in the refused list.  The list keeps the last 1000
 -- refusals.
-local function sender_state(senders_key, player)
-    local v = redis.call('HGET', senders_key, player)
+local function parse_sender(v)
     if not v then
         return 0, ''
     end
     local last, refused = string.match(v, '^(%d+)|?(.*)$')
     return tonumber(last) or 0, refused or ''
+end
+
+local function sender_state(senders_key, player)
+    return parse_sender(redis.call('HGET', senders_key, player))
+end
+
+local function sender_value(last, refused)
+    return refused == '' and string.format('%d', last) or
+        string.format('%d|%s', last, refused)
 end
 
 local function was_refused(refused, seq)
@@ -78,8 +92,7 @@ local function was_refused(refused, seq)
 end
 
 local function set_sender(senders_key, player, last, refused)
-    redis.call('HSET', senders_key, player, refused == '' and
-        string.format('%d', last) or string.format('%d|%s', last, refused))
+    redis.call('HSET', senders_key, player, sender_value(last, refused))
 end
 
 -- The refused list with seq added (the last 1000 kept).
@@ -146,12 +159,14 @@ local function presence_changed(pv_key, ttl)
     end
 end
 
--- The room index needs the count, its version and the room's epoch (a
--- new epoch: the room's keys were lost, its versions start again).
+-- The room index needs the count, its version and the room's epoch
+-- token (a new one: the room's keys were lost, its versions start
+-- again; the epoch key holds `token/replid/fence`, see `sync`).
 local function room_count(pres_key, pv_key, epoch_key)
+    local e = redis.call('GET', epoch_key) or ''
     return redis.call('HLEN', pres_key),
         tonumber(redis.call('GET', pv_key) or '0'),
-        redis.call('GET', epoch_key) or ''
+        string.match(e, '^[^/]*')
 end
 )lua";
 
@@ -163,8 +178,12 @@ lua_script make(const char* name, const char* body) {
 
 // Several messages of one room, in arrival order, in one call (a batch:
 // app_publish.cpp).  Each is admitted as it would be alone; those
-// admitted get consecutive ids and one `ts`, go to the history (kept
-// ones) and are published in one PUBLISH, joined by newlines.
+// admitted get consecutive ids (one INCRBY) and one `ts`, go to the
+// history (kept ones, one RPUSH) and are published in one PUBLISH,
+// joined by newlines; the senders hash is read and written once.  Keys
+// this call creates get the room's TTL; existing ones are renewed by
+// `touch` (the sidecar keeps rooms with members alive), so a busy room
+// pays no PEXPIRE per message.
 // KEYS: seq history trimmed senders presence epoch pv (room_keys())
 // ARGV: channel keep_n ttl_ms, then for each message
 //       body kept(1/0) player_id seq deadline_ms(0: none) agree(1/0)
@@ -174,21 +193,30 @@ const lua_script& script_publish() {
     static const lua_script s = make("publish", R"lua(
 local keep_n, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local ts = string.format('%.0f', now)
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-local senders, order = {}, {}
-local out, msgs, kept, ready = {}, {}, {}, {}
+-- the senders of the batch, read at once
+local players, seen = {}, {}
 for i = 4, #ARGV - 5, 6 do
-    local player, s = ARGV[i + 2], tonumber(ARGV[i + 3])
-    local deadline = tonumber(ARGV[i + 4])
-    local ok = 1
-    local st = senders[player]
-    if s > 0 and not st then
-        local last, refused = sender_state(KEYS[4], player)
-        st = { last = last, refused = refused, dirty = false }
-        senders[player] = st
-        order[#order + 1] = player
+    local player = ARGV[i + 2]
+    if tonumber(ARGV[i + 3]) > 0 and not seen[player] then
+        seen[player] = true
+        players[#players + 1] = player
     end
+end
+local senders = {}
+if #players > 0 then
+    local vs = redis.call('HMGET', KEYS[4], unpack(players))
+    for j, player in ipairs(players) do
+        local last, refused = parse_sender(vs[j])
+        senders[player] = { last = last, refused = refused, dirty = false,
+                            new = not vs[j] }
+    end
+end
+-- admit each message in order
+local out, admitted = {}, 0
+for i = 4, #ARGV - 5, 6 do
+    local s, deadline = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    local st = senders[ARGV[i + 2]]
+    local ok = 1
     if s > 0 and s <= st.last then
         ok = was_refused(st.refused, s) and -2 or 0
     elseif deadline > 0 and now > deadline then
@@ -200,41 +228,59 @@ for i = 4, #ARGV - 5, 6 do
     elseif s > 0 then
         st.last, st.dirty = s, true
     end
+    out[#out + 1] = ok
     if ok == 1 then
-        seq = seq + 1
-        local msg = complete(ARGV[i], seq, ts)
-        msgs[#msgs + 1] = msg
-        if ARGV[i + 1] == '1' then
-            kept[#kept + 1] = msg
-        end
-        if ARGV[i + 5] == '1' then
-            ready[#ready + 1] = player
-        end
-        out[#out + 1] = seq
-    else
-        out[#out + 1] = ok
+        admitted = admitted + 1
     end
 end
-for _, player in ipairs(order) do
+local fields, created = {}, false
+for _, player in ipairs(players) do
     local st = senders[player]
     if st.dirty then
-        set_sender(KEYS[4], player, st.last, st.refused)
+        fields[#fields + 1] = player
+        fields[#fields + 1] = sender_value(st.last, st.refused)
+        created = created or st.new
     end
 end
-if #msgs > 0 then
-    redis.call('SET', KEYS[1], string.format('%d', seq))
-    keep(KEYS[2], KEYS[3], kept, keep_n)
-    for _, player in ipairs(ready) do
-        local v = redis.call('HGET', KEYS[5], player)
-        local p = v and decode(v)
-        if p and p.ready ~= true then
-            p.ready = true
-            redis.call('HSET', KEYS[5], player, cjson.encode(p))
+if #fields > 0 then
+    redis.call('HSET', KEYS[4], unpack(fields))
+    if created and ttl > 0 then
+        redis.call('PEXPIRE', KEYS[4], ttl)
+    end
+end
+if admitted == 0 then
+    return out
+end
+-- ids, envelopes, history, ready, one PUBLISH
+local last = redis.call('INCRBY', KEYS[1], admitted)
+if last == admitted and ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local id = last - admitted
+local ts = string.format('%.0f', now)
+local msgs, kept = {}, {}
+for j, i in ipairs(out) do
+    if i == 1 then
+        local a = 4 + (j - 1) * 6
+        id = id + 1
+        out[j] = id
+        local msg = complete(ARGV[a], id, ts)
+        msgs[#msgs + 1] = msg
+        if ARGV[a + 1] == '1' then
+            kept[#kept + 1] = msg
+        end
+        if ARGV[a + 5] == '1' then
+            local v = redis.call('HGET', KEYS[5], ARGV[a + 2])
+            local p = v and decode(v)
+            if p and p.ready ~= true then
+                p.ready = true
+                redis.call('HSET', KEYS[5], ARGV[a + 2], cjson.encode(p))
+            end
         end
     end
-    redis.call('PUBLISH', ARGV[1], table.concat(msgs, '\n'))
 end
-touch(ttl, KEYS, 1, 7)
+keep(KEYS[2], KEYS[3], kept, keep_n, ttl)
+redis.call('PUBLISH', ARGV[1], table.concat(msgs, '\n'))
 return out
 )lua");
     return s;
@@ -260,26 +306,47 @@ return 0
 }
 
 // KEYS: seq history trimmed senders presence epoch pv (room_keys())
-// ARGV: channel code server_id epoch_candidate run ttl_ms
+// ARGV: channel code server_id epoch_candidate run ttl_ms replid
 //       then (player_id name_json ready) for each player to register
+// The epoch key holds `token/replid/fence`: the token (new only when the
+// room's keys were lost), the replication id of the Redis the room was
+// last synced on (the caller's, from INFO), and the fence: the room's seq
+// at its first sync under that replication id.  A new replication id (a
+// failover, a restarted master) means writes acknowledged before may be
+// missing here; each server checks its own members' view against the
+// history (app_sync.cpp), and a `since=` resume at or below the fence
+// gets a reset, as if those ids were trimmed (docs/redis.md "Sentinel").
 // A player already present (resumed after a sidecar restart: its id is
 // its connection's) keeps its entry; only its server and run change, so
 // nobody sees it leave and join.  The room's count goes to the index
 // from the reply (`index`); the sidecar adds the room to its server's
 // room set before (docs/redis.md "Presence").
-// -> { seq, trimmed, epoch, { history... }, changed (1/0), count, pv }
+// -> { seq, trimmed, epoch token, { history... }, changed (1/0), fence,
+//      count, pv }
 const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
 local ttl = tonumber(ARGV[6])
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
-redis.call('SET', KEYS[6], ARGV[4], 'NX')
-local epoch = redis.call('GET', KEYS[6])
+local replid = ARGV[7]
+local epoch, seen, fence = ARGV[4], replid, 0
+local cur = redis.call('GET', KEYS[6])
+if cur then
+    local t, r, f = string.match(cur, '^([^/]*)/?([^/]*)/?(%d*)$')
+    epoch, seen, fence = t or cur, r or '', tonumber(f) or 0
+    if replid ~= '' and seen ~= '' and seen ~= replid then
+        fence = seq
+    end
+end
+if not cur or (replid ~= '' and seen ~= replid) then
+    redis.call('SET', KEYS[6], epoch .. '/' .. replid .. '/' ..
+        string.format('%d', fence))
+end
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
 local changed = 0
 local server = cjson.encode(ARGV[3])
 local run = cjson.encode(ARGV[5])
-for i = 7, #ARGV - 2, 3 do
+for i = 8, #ARGV - 2, 3 do
     local v = redis.call('HGET', KEYS[5], ARGV[i])
     local p = v and decode(v)
     if not p then
@@ -299,7 +366,7 @@ if changed == 1 then
 end
 touch(ttl, KEYS, 1, 7)
 local count, pv = room_count(KEYS[5], KEYS[7], KEYS[6])
-return { seq, trimmed, epoch, hist, changed, count, pv }
+return { seq, trimmed, epoch, hist, changed, fence, count, pv }
 )lua");
     return s;
 }

@@ -77,6 +77,12 @@ struct room_sync {
     uint64_t incarnation = 0;  // tells a re-created room from the old one
     uint64_t last_id = 0;      // newest id delivered to attached members
     std::string epoch;         // the room's epoch in Redis, once known
+    // The fingerprint (message_hash) of the message last_id is (0:
+    // unknown, e.g. a type not kept), and the replication id of the Redis
+    // the view was built on: after a failover the view goes on only if
+    // the new master has that message.
+    uint64_t last_hash = 0;
+    std::string replid;
     unsigned inflight = 0;     // snapshots in flight
     bool resync = false;       // attached members missed messages: hold
                                // live traffic until the gap is filled

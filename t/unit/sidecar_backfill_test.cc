@@ -155,3 +155,31 @@ TEST(SidecarBackfill, GapFillUnknownIdsLast) {
     ASSERT_EQ(p.messages.size(), 2u);
     EXPECT_EQ(p.messages[1], "{}");
 }
+
+// After a failover: a view goes on only if the new master has its last
+// message, the very same one.
+TEST(HistoryContinues, TheLastMessageDelivered) {
+    room r({5, 6, 7, 9}, 11);
+    using rooms::message_hash;
+    EXPECT_TRUE(rooms::history_continues(r.snap, 0, 0));  // nothing seen
+    EXPECT_TRUE(rooms::history_continues(r.snap, 7, message_hash(r.store[2])));
+    EXPECT_TRUE(rooms::history_continues(r.snap, 9, message_hash(r.store[3])));
+}
+
+TEST(HistoryContinues, MissingOrDifferentOrUnknown) {
+    room r({5, 6, 7, 9}, 11);
+    room other({7}, 7);
+    // the id was reused for another message (the old one not replicated)
+    std::string reused = rooms::close_envelope(
+        R"({"type":"chat","data":{"n":"other"}})", 7, 1007);
+    using rooms::message_hash;
+    EXPECT_FALSE(rooms::history_continues(r.snap, 7, message_hash(reused)));
+    // not in history: a type not kept, trimmed, or beyond the new seq
+    uint64_t h = message_hash(other.store[0]);
+    EXPECT_FALSE(rooms::history_continues(r.snap, 8, h));
+    EXPECT_FALSE(rooms::history_continues(r.snap, 4, h));
+    EXPECT_FALSE(rooms::history_continues(r.snap, 12, h));
+    // the view's last message is not known
+    EXPECT_FALSE(rooms::history_continues(r.snap, 7, 0));
+    EXPECT_NE(message_hash(""), 0u);
+}

@@ -62,6 +62,7 @@ TEST(SidecarMetrics, RendersEveryFamilyWithHelpAndType) {
     r.latency.observe(0.3);
     r.errors = 4;
     r.reconnects = 1;
+    r.master_switches = 2;
     sidecar_gauges g;
     g.rooms = 2;
     g.members = 5;
@@ -84,6 +85,7 @@ TEST(SidecarMetrics, RendersEveryFamilyWithHelpAndType) {
     EXPECT_EQ(s["rooms_redis_up{connection=\"command\"}"], "1");
     EXPECT_EQ(s["rooms_redis_up{connection=\"subscriber\"}"], "0");
     EXPECT_EQ(s["rooms_redis_reconnects_total"], "1");
+    EXPECT_EQ(s["rooms_redis_master_switches_total"], "2");
     EXPECT_EQ(s["rooms_sidecar_start_time_seconds"], "1700000000.5");
 
     const std::string h = "rooms_redis_command_duration_seconds";

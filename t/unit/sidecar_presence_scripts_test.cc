@@ -95,7 +95,8 @@ TEST_F(PresenceScripts, CountsAndVersions) {
     std::vector<std::string> room = room_keys("", "R1");
     reply_ptr r = eval(script_sync(), room,
                        {room_channel("", "R1"), "R1", "s1", "ep1", "run1",
-                        "60000", "p1", "\"ann\"", "0", "p2", "\"bob\"", "0"});
+                        "60000", "rid1", "p1", "\"ann\"", "0", "p2",
+                        "\"bob\"", "0"});
     std::optional<sync_reply> s = parse_sync_reply(*r);
     ASSERT_TRUE(s);
     EXPECT_TRUE(s->registered);
@@ -106,7 +107,7 @@ TEST_F(PresenceScripts, CountsAndVersions) {
     // present already: no change, no new version
     r = eval(script_sync(), room,
              {room_channel("", "R1"), "R1", "s1", "ep2", "run1", "60000",
-              "p1", "\"ann\"", "0"});
+              "rid1", "p1", "\"ann\"", "0"});
     s = parse_sync_reply(*r);
     ASSERT_TRUE(s);
     EXPECT_FALSE(s->registered);
@@ -118,6 +119,8 @@ TEST_F(PresenceScripts, CountsAndVersions) {
     EXPECT_EQ(c->removed, 1);
     EXPECT_EQ(c->count.count, 1);
     EXPECT_EQ(c->count.version, 2);
+    // the epoch token, as `sync` gives it (the key holds token/replid/fence)
+    EXPECT_EQ(c->count.epoch, "ep1");
     r = eval(script_leave(), room, {"p1", "1", "60000"});
     c = parse_presence_change(*r);
     ASSERT_TRUE(c);
@@ -126,8 +129,8 @@ TEST_F(PresenceScripts, CountsAndVersions) {
 
     // stale: run1's players stay, the others of s1 go
     eval(script_sync(), room,
-         {room_channel("", "R1"), "R1", "s1", "ep3", "run0", "60000", "p3",
-          "\"cy\"", "0"});
+         {room_channel("", "R1"), "R1", "s1", "ep3", "run0", "60000", "rid1",
+          "p3", "\"cy\"", "0"});
     r = eval(script_reap_room(), room, {"s1", "stale", "run1", "60000"});
     c = parse_presence_change(*r);
     ASSERT_TRUE(c);

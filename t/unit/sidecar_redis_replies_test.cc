@@ -11,26 +11,16 @@
 #include <vector>
 
 #include "redis_replies.h"
+#include "redis_reply_reader.h"
 
 using namespace rooms;
 
 namespace {
 
-struct reply_deleter {
-    void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+using rooms_test::reply_ptr;
 
-// The one reply in resp.
 reply_ptr parse(std::string_view resp) {
-    redisReader* reader = redisReaderCreate();
-    void* r = nullptr;
-    if (redisReaderFeed(reader, resp.data(), resp.size()) != REDIS_OK ||
-        redisReaderGetReply(reader, &r) != REDIS_OK) {
-        r = nullptr;
-    }
-    redisReaderFree(reader);
-    return reply_ptr(static_cast<redisReply*>(r));
+    return rooms_test::read_reply(resp);
 }
 
 std::string bulk(std::string_view s) {
@@ -57,9 +47,9 @@ TEST(RedisReplies, PublishAndSettle) {
 }
 
 TEST(RedisReplies, Sync) {
-    std::string resp = "*7\r\n:12\r\n:3\r\n" + bulk("ep.1") + "*3\r\n" +
+    std::string resp = "*8\r\n:12\r\n:3\r\n" + bulk("ep.1") + "*3\r\n" +
                        bulk("a") + ":5\r\n" + bulk("b") + ":1\r\n" +
-                       ":4\r\n:9\r\n";
+                       ":0\r\n:4\r\n:9\r\n";
     reply_ptr r = parse(resp);
     std::optional<sync_reply> s = parse_sync_reply(*r);
     ASSERT_TRUE(s);
@@ -68,28 +58,38 @@ TEST(RedisReplies, Sync) {
     EXPECT_EQ(s->epoch, "ep.1");
     EXPECT_EQ(s->history, (std::vector<std::string_view>{"a", "b"}));
     EXPECT_TRUE(s->registered);
+    EXPECT_EQ(s->fence, 0u);
     EXPECT_EQ(s->count.count, 4);
     EXPECT_EQ(s->count.version, 9);
     EXPECT_EQ(s->count.epoch, "ep.1");
 
+    s = parse_sync_reply(*parse("*8\r\n:12\r\n:3\r\n" + bulk("ep.1") +
+                                "*0\r\n:0\r\n:9\r\n:1\r\n:2\r\n"));
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->fence, 9u);
+    EXPECT_EQ(s->trimmed, 3u);
+
     // negative or non-integer counters read as 0
-    s = parse_sync_reply(*parse("*7\r\n:-4\r\n+x\r\n" + bulk("e") +
-                                "*0\r\n:0\r\n:0\r\n:0\r\n"));
+    s = parse_sync_reply(*parse("*8\r\n:-4\r\n+x\r\n" + bulk("e") +
+                                "*0\r\n:0\r\n+f\r\n:0\r\n:0\r\n"));
     ASSERT_TRUE(s);
     EXPECT_EQ(s->seq, 0u);
     EXPECT_EQ(s->trimmed, 0u);
+    EXPECT_EQ(s->fence, 0u);
     EXPECT_FALSE(s->registered);
 
-    // the count is required
-    EXPECT_FALSE(parse_sync_reply(*parse("*5\r\n:1\r\n:1\r\n" + bulk("e") +
-                                         "*0\r\n:0\r\n")));
-    EXPECT_FALSE(parse_sync_reply(*parse("*7\r\n:1\r\n:1\r\n" + bulk("e") +
-                                         "*0\r\n:0\r\n+1\r\n:1\r\n")));
-    EXPECT_FALSE(parse_sync_reply(*parse(
-        "*7\r\n:1\r\n:1\r\n:1\r\n*0\r\n:0\r\n:1\r\n:1\r\n")));
-    EXPECT_FALSE(parse_sync_reply(*parse("*7\r\n:1\r\n:1\r\n" + bulk("e") +
-                                         bulk("h") + ":0\r\n:1\r\n:1\r\n")));
-    EXPECT_FALSE(parse_sync_reply(*parse("-NOSCRIPT\r\n")));
+    // the fence and the count are required
+    for (std::string bad :
+         {"*5\r\n:1\r\n:1\r\n" + bulk("e") + "*0\r\n:0\r\n",
+          "*6\r\n:1\r\n:1\r\n" + bulk("e") + "*0\r\n:0\r\n:0\r\n",
+          "*8\r\n:1\r\n:1\r\n" + bulk("e") +
+              "*0\r\n:0\r\n:0\r\n+1\r\n:1\r\n",
+          std::string("*8\r\n:1\r\n:1\r\n:1\r\n*0\r\n:0\r\n:0\r\n:1\r\n:1\r\n"),
+          "*8\r\n:1\r\n:1\r\n" + bulk("e") + bulk("h") +
+              ":0\r\n:0\r\n:1\r\n:1\r\n",
+          std::string("-NOSCRIPT\r\n")}) {
+        EXPECT_FALSE(parse_sync_reply(*parse(bad))) << bad;
+    }
 }
 
 TEST(RedisReplies, PresenceChangeAndHeartbeat) {

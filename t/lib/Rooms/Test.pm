@@ -39,7 +39,8 @@ use Time::HiRes qw(time sleep);
 use Rooms::Test::Client;
 
 our @EXPORT_OK = qw(wait_until free_port http_get publish_paced
-    process_alive proc_stat proc_cpu proc_rss proc_hwm redis_command);
+    process_alive proc_stat proc_cpu proc_rss proc_hwm redis_command
+    redis_reply);
 
 my $REPO = abs_path(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
 
@@ -150,19 +151,10 @@ sub sidecar_log { "$_[0]{dir}/sidecar.log" }
 sub start_redis {
     my ($self, %opts) = @_;
 
-    my $port = $opts{port} // free_port();
     my $dir = "$self->{dir}/redis";
-    -d $dir or mkdir $dir or die "mkdir $dir: $!";
-
-    $self->_spawn('redis', "$self->{dir}/redis.log", {},
-        which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
-        '--save', '', '--appendonly', $opts{aof} ? 'yes' : 'no',
-        '--appendfsync', 'always', '--daemonize', 'no',
-        '--dir', $dir,
-        $opts{cluster} ? ('--cluster-enabled', 'yes',
-            '--cluster-config-file', "$dir/nodes.conf") : ());
-
-    $self->_wait_ready('redis', sub { redis_ping($port) });
+    my $port = $self->start_redis_node('redis', %opts,
+        $opts{cluster} ? (args => [ '--cluster-enabled', 'yes',
+            '--cluster-config-file', "$dir/nodes.conf" ]) : ());
     if ($opts{cluster}) {
         redis_command($port, 'CLUSTER', 'ADDSLOTSRANGE', 0, 16383) eq '+OK'
             or die "redis: CLUSTER ADDSLOTSRANGE failed\n";
@@ -176,6 +168,108 @@ sub start_redis {
     $self->{redis_url} = "redis://127.0.0.1:$port";
 
     return $self->{redis_url};
+}
+
+
+# start_redis_node(what, %opts): a redis-server as process `what` of this
+# stack (its files in <dir>/<what>); options as start_redis, replicaof =>
+# port (a replica of that master), args => [ more redis-server options ].
+# Returns its port.
+sub start_redis_node {
+    my ($self, $what, %opts) = @_;
+
+    my $port = $opts{port} // free_port();
+    my $dir = "$self->{dir}/$what";
+    -d $dir or mkdir $dir or die "mkdir $dir: $!";
+
+    $self->_spawn($what, "$self->{dir}/$what.log", {},
+        which('redis-server'), '--port', $port, '--bind', '127.0.0.1',
+        '--save', '', '--appendonly', $opts{aof} ? 'yes' : 'no',
+        '--appendfsync', 'always', '--daemonize', 'no',
+        '--dir', $dir,
+        $opts{replicaof} ? ('--replicaof', '127.0.0.1', $opts{replicaof})
+                         : (),
+        @{ $opts{args} || [] });
+
+    $self->_wait_ready($what, sub { redis_ping($port) });
+
+    return $port;
+}
+
+
+# start_sentinels(%opts): a Sentinel setup on free ports: a master and a
+# replica (redis-server, processes node0 and node1) and three sentinels
+# (redis-sentinel, processes sentinel0..2, quorum 2) monitoring them as
+# `master` (default mymaster), with down_after (ms, default 1000) and
+# failover_timeout (ms, default 3000).  Returns once every sentinel
+# knows the replica and the two other sentinels (bounded wait):
+# { master => NAME, nodes => [port0, port1], sentinels => [ports] }.
+# Every process is stopped by PID with the stack (also on failure).
+sub start_sentinels {
+    my ($self, %opts) = @_;
+
+    my $name = $opts{master} // 'mymaster';
+    # a replica's first sync starts at once (not after 5 s)
+    my @fast = (args => [ '--repl-diskless-sync-delay', 0 ]);
+    my $m = $self->start_redis_node('node0', @fast);
+    my $r = $self->start_redis_node('node1', replicaof => $m, @fast);
+    wait_until(sub {
+        (redis_reply($r, 'INFO', 'replication') // '')
+            =~ /master_link_status:up/;
+    }, timeout => 10, interval => 0.05)
+        or die "the replica did not sync with the master\n";
+    my @ports;
+
+    for my $i (0 .. 2) {
+        my $port = free_port();
+        my $dir = "$self->{dir}/sentinel$i";
+        -d $dir or mkdir $dir or die "mkdir $dir: $!";
+        write_file("$dir/sentinel.conf", join '', map { "$_\n" }
+            "port $port", 'bind 127.0.0.1', 'daemonize no', "dir $dir",
+            "sentinel monitor $name 127.0.0.1 $m 2",
+            "sentinel down-after-milliseconds $name "
+                . ($opts{down_after} // 1000),
+            "sentinel failover-timeout $name "
+                . ($opts{failover_timeout} // 3000));
+        $self->_spawn("sentinel$i", "$self->{dir}/sentinel$i.log", {},
+            which('redis-sentinel'), "$dir/sentinel.conf");
+        $self->_wait_ready("sentinel$i", sub { redis_ping($port) });
+        push @ports, $port;
+    }
+
+    my $known = wait_until(sub {
+        for my $p (@ports) {
+            my %m = @{ redis_reply($p, 'SENTINEL', 'MASTER', $name) || [] };
+            return 0 unless ($m{'num-slaves'} // 0) >= 1
+                && ($m{'num-other-sentinels'} // 0) >= 2;
+        }
+        return 1;
+    }, timeout => 20, interval => 0.2);
+    die "sentinels did not discover each other and the replica\n"
+        unless $known;
+
+    return { master => $name, nodes => [ $m, $r ], sentinels => \@ports };
+}
+
+
+# spawn(what, ready, command...): any helper process of this stack (its
+# output in <dir>/<what>.log), ready when ready->() is true (bounded
+# wait); stopped by PID with the stack.
+sub spawn {
+    my ($self, $what, $ready, @cmd) = @_;
+
+    $self->_spawn($what, "$self->{dir}/$what.log", {}, @cmd);
+    $self->_wait_ready($what, $ready);
+}
+
+
+# sentinel_master(sentinel_port, name): the port of the master that
+# sentinel names (undef without an answer).
+sub sentinel_master {
+    my ($port, $name) = @_;
+
+    my $a = redis_reply($port, 'SENTINEL', 'get-master-addr-by-name', $name);
+    return ref $a eq 'ARRAY' ? $a->[1] : undef;
 }
 
 
@@ -614,7 +708,7 @@ sub stop_all {
     my ($self) = @_;
 
     my %st;
-    for my $what (qw(nginx_old nginx sidecar redis)) {
+    for my $what (qw(nginx_old nginx sidecar redis), _others($self)) {
         $st{$what} = $self->_stop($what) if $self->{procs}{$what};
     }
 
@@ -758,7 +852,9 @@ sub finish {
             if defined $rc;
     }
 
-    $_->_stop('redis') for @STACKS;
+    for my $t (@STACKS) {
+        $t->_stop($_) for 'redis', _others($t);
+    }
 
     for my $t (@STACKS) {
         next unless -e $t->error_log;
@@ -768,6 +864,17 @@ sub finish {
     }
 
     done_testing();
+}
+
+
+# The processes besides nginx, the sidecar and Redis (a Sentinel setup's),
+# sentinels first.
+sub _others {
+    my ($self) = @_;
+
+    return sort { ($b =~ /^sentinel/) <=> ($a =~ /^sentinel/) || $a cmp $b }
+        grep { !/^(nginx_old|nginx|sidecar|redis)$/ }
+        keys %{ $self->{procs} };
 }
 
 
@@ -1109,6 +1216,63 @@ sub redis_command {
 
     ($line) = split /\r?\n/, $line;
     return $line // '';
+}
+
+
+# redis_reply($port, @args): one command; its whole reply decoded
+# (arrays as array refs, nil as undef, an error as { error => text });
+# undef without an answer within 2 s.
+sub redis_reply {
+    my ($port, @args) = @_;
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port, Timeout => 2) or return;
+    my $cmd = '*' . @args . "\r\n";
+    $cmd .= '$' . length($_) . "\r\n$_\r\n" for @args;
+    syswrite($s, $cmd);
+
+    my $buf = '';
+    my $sel = IO::Select->new($s);
+    my $deadline = time + 2;
+    my $reply;
+    while (1) {
+        my $pos = 0;
+        my $ok = eval { $reply = _resp(\$buf, \$pos); 1 };
+        last if $ok;
+        my $left = $deadline - time;
+        if ($left <= 0 || !$sel->can_read($left)
+            || !sysread($s, $buf, 65536, length $buf)) {
+            close $s;
+            return;
+        }
+    }
+    close $s;
+
+    return $reply;
+}
+
+
+# One RESP2 value from $$buf at $$pos; dies when the buffer ends first.
+sub _resp {
+    my ($buf, $pos) = @_;
+
+    my $eol = index($$buf, "\r\n", $$pos);
+    die "short\n" if $eol < 0;
+    my $type = substr($$buf, $$pos, 1);
+    my $line = substr($$buf, $$pos + 1, $eol - $$pos - 1);
+    $$pos = $eol + 2;
+
+    return { error => $line } if $type eq '-';
+    return $line if $type eq '+' || $type eq ':';
+    if ($type eq '$') {
+        return undef if $line < 0;
+        die "short\n" if length($$buf) < $$pos + $line + 2;
+        my $v = substr($$buf, $$pos, $line);
+        $$pos += $line + 2;
+        return $v;
+    }
+    return undef if $line < 0;
+    return [ map { _resp($buf, $pos) } 1 .. $line ];
 }
 
 
