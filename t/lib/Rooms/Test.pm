@@ -152,9 +152,11 @@ sub start_redis {
     my ($self, %opts) = @_;
 
     my $dir = "$self->{dir}/redis";
+    # (the cluster bus port too is a free one: port + 10000 may not be)
     my $port = $self->start_redis_node('redis', %opts,
         $opts{cluster} ? (args => [ '--cluster-enabled', 'yes',
-            '--cluster-config-file', "$dir/nodes.conf" ]) : ());
+            '--cluster-config-file', "$dir/nodes.conf",
+            '--cluster-port', free_port() ]) : ());
     if ($opts{cluster}) {
         redis_command($port, 'CLUSTER', 'ADDSLOTSRANGE', 0, 16383) eq '+OK'
             or die "redis: CLUSTER ADDSLOTSRANGE failed\n";
