@@ -179,9 +179,11 @@ void check_gap_fill(const backfill_plan& plan, const room_snapshot& snap,
 
 void check_sync(const redisReply& r, const extent& ext, unsigned control) {
     std::optional<sync_reply> s = parse_sync_reply(r);
-    bool shape = r.type == REDIS_REPLY_ARRAY && r.elements == 5 &&
+    bool shape = r.type == REDIS_REPLY_ARRAY && r.elements == 8 &&
                  r.element[2]->type == REDIS_REPLY_STRING &&
-                 r.element[3]->type == REDIS_REPLY_ARRAY;
+                 r.element[3]->type == REDIS_REPLY_ARRAY &&
+                 r.element[6]->type == REDIS_REPLY_INTEGER &&
+                 r.element[7]->type == REDIS_REPLY_INTEGER;
     check(s.has_value() == shape);
     if (!s) {
         return;
@@ -356,17 +358,29 @@ void check_reply(const redisReply& r, unsigned control) {
         check(*n <= static_cast<size_t>(INT64_MAX));
     }
 
-    if (auto reaped = parse_reap_reply(r)) {
-        check(r.type == REDIS_REPLY_ARRAY);
-        check(reaped->size() <= r.elements / 3);
-        for (const reaped_server& s : *reaped) {
-            check(ext.holds(s.id));
-            for (std::string_view code : s.rooms) {
-                check(ext.holds(code));
-            }
+    if (auto c = parse_presence_change(r)) {
+        check(r.type == REDIS_REPLY_ARRAY && r.elements == 5);
+        check(ext.holds(c->count.epoch));
+    }
+
+    if (auto h = parse_heartbeat_reply(r)) {
+        check(r.type == REDIS_REPLY_ARRAY && r.elements == 2);
+    }
+
+    if (auto members = parse_members(r)) {
+        check(members->size() <= r.elements);
+        for (std::string_view m : *members) {
+            check(ext.holds(m));
         }
     } else {
         check(r.type != REDIS_REPLY_ARRAY);
+    }
+
+    if (auto codes = parse_claim_reply(r)) {
+        check(r.type == REDIS_REPLY_ARRAY && r.elements == 2);
+        for (std::string_view code : *codes) {
+            check(ext.holds(code));
+        }
     }
 
     if (auto rooms = parse_rooms_index(r)) {

@@ -3,8 +3,10 @@
 # Every message is answered and no room stays deaf (SPEC 2.2, 4; issue 8):
 #  - a publish whose script fails in Redis (OOM) gets `unavailable` with
 #    its ref, and is not delivered; once Redis has room, chat works;
-#  - a gap fill whose `sync` fails (OOM) is retried until it succeeds:
-#    what was published meanwhile reaches the room, once, in order;
+#  - a gap fill whose `sync` fails (a script error: the room's epoch key
+#    of the wrong type; under OOM alone it succeeds, as it writes nothing
+#    Redis refuses then) is retried until it succeeds: what was published
+#    meanwhile reaches the room, once, in order;
 #  - a client that joined while Redis was down (no welcome yet) and whose
 #    sidecar then restarted gets its welcome from the new sidecar.
 
@@ -64,14 +66,18 @@ for ([a1 => $a1], [a2 => $a2]) {
 
 my $log_from = -s $t->sidecar_log;
 
-is(redis('CONFIG', 'SET', 'maxmemory', '1'), '+OK', 'Redis out of memory');
+my $epoch_key = 'room:{OOM}:epoch';
+is(redis('EXISTS', $epoch_key), ':1', 'the room has an epoch key');
+is(redis('RENAME', $epoch_key, 'kept-epoch'), '+OK', 'its epoch kept aside');
+is(redis('HSET', $epoch_key, 'x', 'y'), ':1',
+    'an epoch key of the wrong type: the sync script fails');
 like(redis('CLIENT', 'KILL', 'TYPE', 'pubsub'), qr/^:[1-9]/,
     'the subscriber connection is cut: the room must be filled again');
 
 ok(wait_until(sub { log_since($log_from) =~ /sync failed room=OOM/ },
-    timeout => 5), 'the gap fill fails (OOM)');
+    timeout => 5), 'the gap fill fails (WRONGTYPE)');
 
-is(redis('CONFIG', 'SET', 'maxmemory', '0'), '+OK', 'Redis has room again');
+is(redis('RENAME', 'kept-epoch', $epoch_key), '+OK', 'the epoch is back');
 $a2->send_json({ type => 'chat', data => { text => 'after' }, ref => 'r2' });
 
 for ([a1 => $a1], [a2 => $a2]) {

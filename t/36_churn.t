@@ -9,8 +9,9 @@
 # - the worker's and the sidecar's RSS are back near their baseline
 #   (taken after a warm-up churn of the same kind), i.e. nothing is kept
 #   per room that was left;
-# - what Redis keeps for a while (a room's seq, epoch and history of kept
-#   types: its `state` envelopes are not kept) is counted and printed,
+# - what Redis keeps for a while (a room's seq, epoch, presence version
+#   and history of kept types: its `state` envelopes are not kept; and
+#   the version of its count in the room index) is counted and printed,
 #   every key of it expires (SPEC 4: room_ttl, 20 s here), and Redis is
 #   then back near its baseline: nothing is left for rooms nobody uses.
 #
@@ -211,40 +212,54 @@ Rooms::Test::mem_cmp_ok($rss_s - $rss_s0, '<', 4096, 'the sidecar keeps nothing 
 
 # Redis: nobody is present anywhere
 
-my $server_rooms = 'server:' . $t->server_id . ':rooms';
+my $server_rooms = 'server:{' . $t->server_id . '}:rooms';
 is(count_keys('room:{R*}:presence'), 0, 'Redis: no presence left');
 is(count_keys('room:{R*}:senders'), 0, 'Redis: no senders entry left');
-is(redis_int("return redis.call('zcard', 'rooms')"), 0,
-    'Redis: the rooms count set is empty');
+is(redis_int(<<'EOF'), 0, 'Redis: the room index is empty (16 buckets)');
+local n = 0
+for b = 0, 15 do
+    n = n + redis.call('zcard', 'rooms:{b' .. b .. '}')
+end
+return n
+EOF
 is(redis_int("return redis.call('scard', ARGV[1])", $server_rooms), 0,
     "Redis: $server_rooms is empty");
 
 # what stays until room_ttl after the room's last use
 
 my @kept;
-for my $kind (qw(seq epoch history trimmed)) {
+for my $kind (qw(seq epoch history trimmed pv)) {
     my $n = count_keys("room:{R*}:$kind");
     next unless $n;
     push @kept, sprintf('%s %d keys, %d bytes', $kind, $n,
         key_bytes("room:{R*}:$kind"));
 }
+my $versions = count_keys('rooms:{b*}:v:R*');
+push @kept, sprintf('room index versions %d keys, %d bytes', $versions,
+    key_bytes('rooms:{b*}:v:R*')) if $versions;
 diag('Redis keeps for room_ttl after their last use: '
     . (@kept ? join('; ', @kept) : 'nothing'));
-is(redis_int(<<'EOF'), 0, 'every key of those rooms expires');
+# the keys matching a pattern that have no TTL
+sub without_ttl {
+    my ($pattern) = @_;
+    return redis_int(<<'EOF', $pattern);
 local n = 0
-for _, k in ipairs(redis.call('keys', 'room:{R*}:*')) do
+for _, k in ipairs(redis.call('keys', ARGV[1])) do
     if redis.call('pttl', k) < 0 then
         n = n + 1
     end
 end
 return n
 EOF
+}
+is(without_ttl('rooms:{b*}:v:R*'), 0, 'the room index versions expire');
+is(without_ttl('room:{R*}:*'), 0, 'every key of those rooms expires');
 my $other = redis_int(<<'EOF');
 local n = 0
 for _, k in ipairs(redis.call('keys', 'room:{R*}:*')) do
     local kind = string.match(k, '}:(%a+)$')
     if kind ~= 'seq' and kind ~= 'epoch' and kind ~= 'history'
-        and kind ~= 'trimmed' then
+        and kind ~= 'trimmed' and kind ~= 'pv' then
         n = n + 1
     end
 end
@@ -253,7 +268,8 @@ EOF
 is($other, 0, 'Redis: no other key of those rooms is left');
 
 # room_ttl after the last room was left, nothing of them is left
-my $expired = wait_until(sub { count_keys('room:{R*}:*') == 0 },
+my $expired = wait_until(sub { count_keys('room:{R*}:*') == 0
+        && count_keys('rooms:{b*}:v:R*') == 0 },
     timeout => $ROOM_TTL + 30, interval => 0.5);
 ok($expired, "Redis: every key of those rooms gone after room_ttl");
 my $mem_end = used_memory();

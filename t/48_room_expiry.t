@@ -36,6 +36,9 @@ for my $n (1 .. 3) {
 like(keys_of('EXP1'), qr/^\*[5-9]$/,
     'EXP1 has its keys while in use (seq, history, senders, presence, '
     . 'epoch)');
+my @in_index = grep { redis('ZSCORE', "rooms:{b$_}", 'EXP1') =~ /^\$1$/ }
+    0 .. 15;
+is(scalar @in_index, 1, 'EXP1 is in one bucket of the room index');
 my $pttl = redis('PTTL', 'room:{EXP1}:history');
 ok($pttl =~ /^:(\d+)$/ && $1 > 0 && $1 <= 1000,
     "history has a TTL of at most room_ttl ($pttl)");
@@ -46,7 +49,10 @@ my $gone = wait_until(sub { keys_of('EXP1') eq '*0' }, timeout => 10,
     interval => 0.05);
 ok($gone, 'EXP1 left nothing in Redis after room_ttl');
 cmp_ok(time - $left, '>=', 0.5, 'not before room_ttl');
-is(redis('ZSCORE', 'rooms', 'EXP1'), '$-1', 'EXP1 not in the room index');
+is(join(',', map { redis('ZSCORE', "rooms:{b$_}", 'EXP1') } 0 .. 15),
+    join(',', ('$-1') x 16), 'EXP1 not in the room index (16 buckets)');
+is(redis('EVAL', "return #redis.call('keys', 'rooms:{b*}:v:EXP1')", 0),
+    ':0', 'the version of its count in the room index expired too');
 is(redis('SISMEMBER', 'server:{' . $t->server_id . '}:rooms', 'EXP1'),
     ':0', 'EXP1 not in the server\'s room set');
 

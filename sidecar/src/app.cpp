@@ -295,20 +295,6 @@ void app::on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg) {
     }
 }
 
-void app::on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg) {
-    uint64_t link_id = l.id();
-    uint64_t request = msg.id;
-    bool sent = redis_.command(
-        {"ZREVRANGE", rooms_index_key(cfg_.key_prefix), "0", "-1",
-         "WITHSCORES"},
-        [this, link_id, request](const redisReply* r) {
-            reply_rooms(link_id, request, r);
-        });
-    if (!sent) {
-        reply_local_rooms(l, request);
-    }
-}
-
 // The figures of the moment, from memory: no Redis round trip, so that
 // the page answers while Redis does not.
 void app::on_stats(link& l, const ngx_rooms_ipc_msg_t& msg) {

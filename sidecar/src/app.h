@@ -52,6 +52,7 @@ struct redisReply;
 namespace rooms {
 
 struct room_snapshot;
+struct index_count;
 
 class app final : public link_handler, public redis_client::handler {
 public:
@@ -216,10 +217,15 @@ private:
     void touch_room(const std::string& room);
     static void touch_timer_cb(uv_timer_t* t);
     void reap(bool stale);
+    void claim_server(const std::string& server_id);
+    void reap_rooms(const std::string& server_id,
+                    const std::vector<std::string>& codes, bool stale);
     static void stale_reap_cb(uv_timer_t* t);
     void pause_reaping(const char* why);
-    void reply_rooms(uint64_t link_id, uint64_t request,
-                     const redisReply* reply);
+    void update_index(const std::string& room, const index_count& c);
+    // GET /rooms: the buckets of the room index, read in one pipeline.
+    struct rooms_read;
+    void reply_rooms(const std::shared_ptr<rooms_read>& read);
     void reply_local_rooms(link& l, uint64_t request);
     static void heartbeat_cb(uv_timer_t* t);
 
@@ -279,6 +285,7 @@ private:
     uint64_t sync_backoff_ms_ = 0;   // next sync retry delay (0: none yet)
     bool heartbeat_seen_ = false;  // a heartbeat has been answered
     uint64_t reap_paused_until_ = 0;  // uv_now(): no `reap dead` before
+    bool being_reaped_ = false;  // a reaper held our claim at the last beat
     std::string epoch_candidate_;  // this process's run token (presence),
                                    // and its room epoch proposals' prefix
     uint64_t epoch_serial_ = 0;    // makes each epoch proposal unique

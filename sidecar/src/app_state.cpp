@@ -47,7 +47,7 @@ void app::publish_state(const std::string& room) {
     const std::string& p = cfg_.key_prefix;
     bool sent = redis_.eval(
         script_state(),
-        {room_key(p, room, "seq"), room_key(p, room, "presence")},
+        room_keys(p, room),
         {room_channel(p, room), room, std::to_string(cfg_.room_ttl_ms)},
         [this, room](const redisReply* r) {
             if (r == nullptr) {

@@ -53,11 +53,6 @@ void app::sync_room(const std::string& code, bool register_all) {
     }
 
     const std::string& p = cfg_.key_prefix;
-    std::vector<std::string> keys = {
-        room_key(p, code, "seq"),      room_key(p, code, "history"),
-        room_key(p, code, "trimmed"),  room_key(p, code, "presence"),
-        rooms_index_key(p),            server_key(p, cfg_.server_id, "rooms"),
-        room_key(p, code, "epoch"),    room_key(p, code, "senders")};
     std::vector<std::string> args = {room_channel(p, code), code,
                                      cfg_.server_id,
                                      // unique per call: a Redis that lost
@@ -72,6 +67,7 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      redis_.master_replid()};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
+    bool registers = false;
     for (const member_key& k : players) {
         const member* m = rooms_.find(k);
         if (m == nullptr) {
@@ -80,9 +76,16 @@ void app::sync_room(const std::string& code, bool register_all) {
         args.push_back(m->id());
         args.push_back(json_string(m->name));
         args.push_back(m->ready ? "1" : "0");
+        registers = true;
     }
 
     flush_publishes(code);
+    if (registers) {
+        // Before the players are registered: the room set of this server
+        // holds every room where it may have players (the reaper's list).
+        redis_.command({"SADD", server_key(p, cfg_.server_id, "rooms"), code},
+                       [](const redisReply*) {});
+    }
     auto req = std::make_shared<sync_request>();
     req->room = code;
     req->incarnation = rs->incarnation;
@@ -93,7 +96,7 @@ void app::sync_room(const std::string& code, bool register_all) {
     req->resync = resync;
     req->replid = redis_.master_replid();
 
-    bool sent = redis_.eval(script_sync(), keys, args,
+    bool sent = redis_.eval(script_sync(), room_keys(p, code), args,
                             [this, req](const redisReply* r) {
                                 on_sync_reply(req, r);
                             });
@@ -122,6 +125,13 @@ void app::sync_room(const std::string& code, bool register_all) {
 // until then (inflight).
 void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
                         const redisReply* reply) {
+    std::optional<sync_reply> parsed;
+    if (reply != nullptr) {
+        parsed = parse_sync_reply(*reply);
+    }
+    if (parsed) {
+        update_index(req->room, parsed->count);  // whatever the snapshot's fate
+    }
     room_sync* rs = rooms_.sync_of(req->room);
     if (rs == nullptr || rs->incarnation != req->incarnation) {
         return;  // the room emptied meanwhile
@@ -131,10 +141,6 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
         return;
     }
 
-    std::optional<sync_reply> parsed;
-    if (reply != nullptr) {
-        parsed = parse_sync_reply(*reply);
-    }
     if (!parsed || req->generation != sub_generation_) {
         // Lost with its connection, or the subscription went away while
         // it was in flight: the joiners wait for the next sync.  A script

@@ -569,6 +569,12 @@ bool finish_config(config& cfg, std::string& err) {
     if (cfg.server_id.empty()) {
         cfg.server_id = default_server_id(cfg.listen);
     }
+    if (cfg.key_prefix.find_first_of("{}") != std::string::npos) {
+        // A hash tag in the prefix would put every key in its slot
+        err = "key_prefix must not contain { or }: the room code and the "
+              "server id are the keys' hash tags (docs/redis.md)";
+        return false;
+    }
     return true;
 }
 

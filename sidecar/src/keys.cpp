@@ -1,5 +1,7 @@
 #include "keys.h"
 
+#include "cluster_map.h"
+
 namespace rooms {
 
 namespace {
@@ -36,9 +38,9 @@ std::string room_key(std::string_view prefix, std::string_view room,
 std::vector<std::string> room_keys(std::string_view prefix,
                                    std::string_view room) {
     std::vector<std::string> keys;
-    keys.reserve(6);
-    for (std::string_view what :
-         {"seq", "history", "trimmed", "senders", "presence", "epoch"}) {
+    keys.reserve(7);
+    for (std::string_view what : {"seq", "history", "trimmed", "senders",
+                                  "presence", "epoch", "pv"}) {
         keys.push_back(room_key(prefix, room, what));
     }
     return keys;
@@ -54,12 +56,39 @@ std::string server_key(std::string_view prefix, std::string_view server_id,
     return s;
 }
 
-std::string rooms_index_key(std::string_view prefix) {
-    return std::string(prefix) + "rooms";
+std::vector<std::string> server_keys(std::string_view prefix,
+                                     std::string_view server_id) {
+    std::vector<std::string> keys;
+    keys.reserve(5);
+    for (std::string_view what :
+         {"alive", "watch", "suspect", "reaping", "rooms"}) {
+        keys.push_back(server_key(prefix, server_id, what));
+    }
+    return keys;
 }
 
 std::string servers_key(std::string_view prefix) {
     return std::string(prefix) + "servers";
+}
+
+unsigned room_bucket(std::string_view room) {
+    return crc16_xmodem(room) % room_index_buckets;
+}
+
+std::string room_index_key(std::string_view prefix, unsigned bucket) {
+    std::string s(prefix);
+    s.append("rooms:{b");
+    s.append(std::to_string(bucket));
+    s.append("}");
+    return s;
+}
+
+std::vector<std::string> room_index_keys(std::string_view prefix,
+                                         std::string_view room) {
+    std::string zset = room_index_key(prefix, room_bucket(room));
+    std::string version = zset + ":v:";
+    version.append(room);
+    return {std::move(zset), std::move(version)};
 }
 
 bool room_of_channel(std::string_view prefix, std::string_view channel,

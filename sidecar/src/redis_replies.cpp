@@ -16,6 +16,10 @@ bool is_string(const redisReply& r) {
     return r.type == REDIS_REPLY_STRING;
 }
 
+bool is_int(const redisReply& r) {
+    return r.type == REDIS_REPLY_INTEGER;
+}
+
 uint64_t reply_u64(const redisReply& r) {
     if (r.type == REDIS_REPLY_INTEGER) {
         return r.integer > 0 ? static_cast<uint64_t>(r.integer) : 0;
@@ -46,9 +50,10 @@ std::optional<bool> settle_outcome_of(const redisReply& r) {
 }
 
 std::optional<sync_reply> parse_sync_reply(const redisReply& r) {
-    if (r.type != REDIS_REPLY_ARRAY || r.elements < 5 || r.elements > 6 ||
+    if (r.type != REDIS_REPLY_ARRAY || r.elements != 8 ||
         !is_string(*r.element[2]) ||
-        r.element[3]->type != REDIS_REPLY_ARRAY) {
+        r.element[3]->type != REDIS_REPLY_ARRAY ||
+        !is_int(*r.element[6]) || !is_int(*r.element[7])) {
         return std::nullopt;
     }
     sync_reply s;
@@ -63,9 +68,9 @@ std::optional<sync_reply> parse_sync_reply(const redisReply& r) {
         }
     }
     s.registered = reply_u64(*r.element[4]) != 0;
-    if (r.elements == 6) {
-        s.fence = reply_u64(*r.element[5]);
-    }
+    s.fence = reply_u64(*r.element[5]);
+    s.count = index_count{r.element[6]->integer, r.element[7]->integer,
+                          s.epoch};
     return s;
 }
 
@@ -78,31 +83,51 @@ std::optional<size_t> state_players(const redisReply& r) {
     return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
-std::optional<std::vector<reaped_server>> parse_reap_reply(
+std::optional<presence_change> parse_presence_change(const redisReply& r) {
+    if (r.type != REDIS_REPLY_ARRAY || r.elements != 5 ||
+        !is_int(*r.element[0]) || !is_int(*r.element[1]) ||
+        !is_int(*r.element[2]) || !is_int(*r.element[3]) ||
+        !is_string(*r.element[4])) {
+        return std::nullopt;
+    }
+    presence_change c;
+    c.removed = r.element[0]->integer;
+    c.kept = r.element[1]->integer;
+    c.count = index_count{r.element[2]->integer, r.element[3]->integer,
+                         str(*r.element[4])};
+    return c;
+}
+
+std::optional<heartbeat_reply> parse_heartbeat_reply(const redisReply& r) {
+    if (r.type != REDIS_REPLY_ARRAY || r.elements != 2 ||
+        !is_int(*r.element[0]) || !is_int(*r.element[1])) {
+        return std::nullopt;
+    }
+    return heartbeat_reply{r.element[0]->integer, r.element[1]->integer != 0};
+}
+
+std::optional<std::vector<std::string_view>> parse_members(
     const redisReply& r) {
     if (r.type != REDIS_REPLY_ARRAY) {
         return std::nullopt;
     }
-    std::vector<reaped_server> out;
-    for (size_t i = 0; i + 2 < r.elements; i += 3) {
-        const redisReply& id = *r.element[i];
-        const redisReply& n = *r.element[i + 1];
-        const redisReply& codes = *r.element[i + 2];
-        if (!is_string(id) || n.type != REDIS_REPLY_INTEGER ||
-            codes.type != REDIS_REPLY_ARRAY) {
-            continue;
+    std::vector<std::string_view> out;
+    out.reserve(r.elements);
+    for (size_t i = 0; i < r.elements; i++) {
+        if (is_string(*r.element[i])) {
+            out.push_back(str(*r.element[i]));
         }
-        reaped_server s;
-        s.id = str(id);
-        s.players = n.integer;
-        for (size_t j = 0; j < codes.elements; j++) {
-            if (is_string(*codes.element[j])) {
-                s.rooms.push_back(str(*codes.element[j]));
-            }
-        }
-        out.push_back(std::move(s));
     }
     return out;
+}
+
+std::optional<std::vector<std::string_view>> parse_claim_reply(
+    const redisReply& r) {
+    if (r.type != REDIS_REPLY_ARRAY || r.elements != 2 ||
+        !is_int(*r.element[0]) || r.element[0]->integer != 3) {
+        return std::nullopt;
+    }
+    return parse_members(*r.element[1]);
 }
 
 std::optional<std::vector<room_total>> parse_rooms_index(

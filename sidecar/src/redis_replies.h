@@ -27,7 +27,15 @@ publish_outcome publish_outcome_of(const redisReply& r);
 // nullopt if the reply is not an answer.
 std::optional<bool> settle_outcome_of(const redisReply& r);
 
-// sync: [seq, trimmed, epoch, history, registered(, fence)].
+// A room's player count as the room index (`index` script) takes it: the
+// count, its presence version and the room's epoch.
+struct index_count {
+    long long count = 0;
+    long long version = 0;
+    std::string_view epoch;
+};
+
+// sync: [seq, trimmed, epoch, history, registered, fence, count, pv].
 struct sync_reply {
     uint64_t seq = 0;
     uint64_t trimmed = 0;
@@ -35,26 +43,42 @@ struct sync_reply {
     std::vector<std::string_view> history;  // oldest first
     bool registered = false;  // players were registered again
     // The room's seq at its first sync under the current replication id
-    // (0 before it ever changed; a reply without it: 0).
+    // (0 before it ever changed).
     uint64_t fence = 0;
+    index_count count;  // its epoch is the snapshot's
 };
 std::optional<sync_reply> parse_sync_reply(const redisReply& r);
 
 // state: [seq, players]: the room's player count.
 std::optional<size_t> state_players(const redisReply& r);
 
-// reap: [server, players, [room...]] flattened, one triple per server
-// whose players were removed; malformed triples are skipped.
-struct reaped_server {
-    std::string_view id;
-    long long players = 0;
-    std::vector<std::string_view> rooms;
+// leave and reap_room: [removed, kept, count, pv, epoch].
+struct presence_change {
+    long long removed = 0;  // players removed
+    long long kept = 0;     // reap_room stale: this run's players left
+    index_count count;
 };
-std::optional<std::vector<reaped_server>> parse_reap_reply(
+std::optional<presence_change> parse_presence_change(const redisReply& r);
+
+// heartbeat: [beat, reaping]; beat 1 in time, 0 the key was gone, 2 late.
+struct heartbeat_reply {
+    long long beat = 1;
+    bool reaping = false;  // a reaper holds this server's claim
+};
+std::optional<heartbeat_reply> parse_heartbeat_reply(const redisReply& r);
+
+// SMEMBERS: the strings of an array (anything else in it skipped).
+std::optional<std::vector<std::string_view>> parse_members(
     const redisReply& r);
 
-// ZREVRANGE rooms 0 -1 WITHSCORES: [code, count]... flattened; rooms
-// without a positive count are skipped.
+// reap_claim: [state] or [3, [room...]]: the rooms of a server claimed
+// by the caller; nullopt when it was not claimed (alive, suspected,
+// another reaper's) or the reply is not an answer.
+std::optional<std::vector<std::string_view>> parse_claim_reply(
+    const redisReply& r);
+
+// ZREVRANGE rooms:{bN} 0 -1 WITHSCORES (a bucket of the room index):
+// [code, count]... flattened; rooms without a positive count are skipped.
 struct room_total {
     std::string_view code;
     long long count = 0;

@@ -149,13 +149,24 @@ local function publish_state(pres_key, seq_key, channel, code)
     return id, #ps
 end
 
-local function count_room(pres_key, rooms_key, code)
-    local n = redis.call('HLEN', pres_key)
-    if n > 0 then
-        redis.call('ZADD', rooms_key, n, code)
-    else
-        redis.call('ZREM', rooms_key, code)
+-- The room's players changed (registered or removed): its presence
+-- version goes up, so that the room index (`index`) can tell a newer
+-- count from an older one.  It lives as long as the room's other keys.
+local function presence_changed(pv_key, ttl)
+    redis.call('INCR', pv_key)
+    if ttl > 0 then
+        redis.call('PEXPIRE', pv_key, ttl)
     end
+end
+
+-- The room index needs the count, its version and the room's epoch
+-- token (a new one: the room's keys were lost, its versions start
+-- again; the epoch key holds `token/replid/fence`, see `sync`).
+local function room_count(pres_key, pv_key, epoch_key)
+    local e = redis.call('GET', epoch_key) or ''
+    return redis.call('HLEN', pres_key),
+        tonumber(redis.call('GET', pv_key) or '0'),
+        string.match(e, '^[^/]*')
 end
 )lua";
 
@@ -173,7 +184,7 @@ lua_script make(const char* name, const char* body) {
 // this call creates get the room's TTL; existing ones are renewed by
 // `touch` (the sidecar keeps rooms with members alive), so a busy room
 // pays no PEXPIRE per message.
-// KEYS: seq history trimmed senders presence epoch
+// KEYS: seq history trimmed senders presence epoch pv (room_keys())
 // ARGV: channel keep_n ttl_ms, then for each message
 //       body kept(1/0) player_id seq deadline_ms(0: none) agree(1/0)
 // -> one answer per message: its id (> 0); 0 published before (sent
@@ -294,7 +305,7 @@ return 0
     return s;
 }
 
-// KEYS: seq history trimmed presence rooms server_rooms epoch senders
+// KEYS: seq history trimmed senders presence epoch pv (room_keys())
 // ARGV: channel code server_id epoch_candidate run ttl_ms replid
 //       then (player_id name_json ready) for each player to register
 // The epoch key holds `token/replid/fence`: the token (new only when the
@@ -305,17 +316,21 @@ return 0
 // missing here; each server checks its own members' view against the
 // history (app_sync.cpp), and a `since=` resume at or below the fence
 // gets a reset, as if those ids were trimmed (docs/redis.md "Sentinel").
-// -> { seq, trimmed, epoch token, { history... }, changed (1/0), fence }
 // A player already present (resumed after a sidecar restart: its id is
 // its connection's) keeps its entry; only its server and run change, so
-// nobody sees it leave and join.
+// nobody sees it leave and join.  The room's count goes to the index
+// from the reply (`index`); the sidecar adds the room to its server's
+// room set before (docs/redis.md "Presence").
+// -> { seq, trimmed, epoch token, { history... }, changed (1/0), fence,
+//      count, pv }
 const lua_script& script_sync() {
     static const lua_script s = make("sync", R"lua(
+local ttl = tonumber(ARGV[6])
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local trimmed = tonumber(redis.call('GET', KEYS[3]) or '0')
 local replid = ARGV[7]
 local epoch, seen, fence = ARGV[4], replid, 0
-local cur = redis.call('GET', KEYS[7])
+local cur = redis.call('GET', KEYS[6])
 if cur then
     local t, r, f = string.match(cur, '^([^/]*)/?([^/]*)/?(%d*)$')
     epoch, seen, fence = t or cur, r or '', tonumber(f) or 0
@@ -324,7 +339,7 @@ if cur then
     end
 end
 if not cur or (replid ~= '' and seen ~= replid) then
-    redis.call('SET', KEYS[7], epoch .. '/' .. replid .. '/' ..
+    redis.call('SET', KEYS[6], epoch .. '/' .. replid .. '/' ..
         string.format('%d', fence))
 end
 local hist = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -332,10 +347,10 @@ local changed = 0
 local server = cjson.encode(ARGV[3])
 local run = cjson.encode(ARGV[5])
 for i = 8, #ARGV - 2, 3 do
-    local v = redis.call('HGET', KEYS[4], ARGV[i])
+    local v = redis.call('HGET', KEYS[5], ARGV[i])
     local p = v and decode(v)
     if not p then
-        redis.call('HSET', KEYS[4], ARGV[i], '{"name":' .. ARGV[i + 1] ..
+        redis.call('HSET', KEYS[5], ARGV[i], '{"name":' .. ARGV[i + 1] ..
             ',"ready":' .. (ARGV[i + 2] == '1' and 'true' or 'false') ..
             ',"server":' .. server .. ',"run":' .. run ..
             ',"j":' .. string.format('%d', seq) .. '}')
@@ -343,49 +358,53 @@ for i = 8, #ARGV - 2, 3 do
     elseif p.server ~= ARGV[3] or p.run ~= ARGV[5] then
         p.server = ARGV[3]
         p.run = ARGV[5]
-        redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(p))
+        redis.call('HSET', KEYS[5], ARGV[i], cjson.encode(p))
     end
 end
-if #ARGV >= 10 then
-    redis.call('SADD', KEYS[6], ARGV[2])
-    count_room(KEYS[4], KEYS[5], ARGV[2])
+if changed == 1 then
+    presence_changed(KEYS[7], ttl)
 end
-touch(tonumber(ARGV[6]), KEYS, 1, 4)
-touch(tonumber(ARGV[6]), KEYS, 7, 8)
-return { seq, trimmed, epoch, hist, changed, fence }
+touch(ttl, KEYS, 1, 7)
+local count, pv = room_count(KEYS[5], KEYS[7], KEYS[6])
+return { seq, trimmed, epoch, hist, changed, fence, count, pv }
 )lua");
     return s;
 }
 
-// KEYS: presence rooms server_rooms senders
-// ARGV: code player_id last_local closed
+// The reply of `leave` and `reap_room`, a presence change:
+// { removed, kept, count, pv, epoch }: players removed, players of this
+// server's current run kept (`reap_room` stale), and what the room index
+// needs.
+
+// KEYS: room_keys()
+// ARGV: player_id closed ttl_ms
 // The player's senders entry goes only when it closed itself: a player
 // whose worker link was lost may be resumed on a new link and send its
 // unanswered messages again, which must not be published twice.
-// -> 1 if the player was there
+// -> a presence change (kept 0)
 const lua_script& script_leave() {
     static const lua_script s = make("leave", R"lua(
-local removed = redis.call('HDEL', KEYS[1], ARGV[2])
-if ARGV[4] == '1' then
-    redis.call('HDEL', KEYS[4], ARGV[2])
+local removed = redis.call('HDEL', KEYS[5], ARGV[1])
+if ARGV[2] == '1' then
+    redis.call('HDEL', KEYS[4], ARGV[1])
 end
-if ARGV[3] == '1' then
-    redis.call('SREM', KEYS[3], ARGV[1])
+if removed == 1 then
+    presence_changed(KEYS[7], tonumber(ARGV[3]))
 end
-count_room(KEYS[1], KEYS[2], ARGV[1])
-return removed
+local count, pv, epoch = room_count(KEYS[5], KEYS[7], KEYS[6])
+return { removed, 0, count, pv, epoch }
 )lua");
     return s;
 }
 
-// KEYS: seq presence
+// KEYS: room_keys()
 // ARGV: channel code ttl_ms
 // -> { id, players }: the room's state, built from the presence hash and
 //    published with the room's next id (app_state.cpp decides when)
 const lua_script& script_state() {
     static const lua_script s = make("state", R"lua(
-local id, n = publish_state(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
-touch(tonumber(ARGV[3]), KEYS, 1, 2)
+local id, n = publish_state(KEYS[5], KEYS[1], ARGV[1], ARGV[2])
+touch(tonumber(ARGV[3]), KEYS, 1, 7)
 return { id, n }
 )lua");
     return s;
@@ -393,126 +412,182 @@ return { id, n }
 
 // A room with members here but nobody joining or writing: its keys are
 // kept alive (app_presence.cpp, every room_ttl / 4).
-// KEYS: seq history trimmed senders presence epoch
+// KEYS: room_keys()
 // ARGV: ttl_ms
 const lua_script& script_touch() {
     static const lua_script s = make("touch", R"lua(
-touch(tonumber(ARGV[1]), KEYS, 1, 6)
+touch(tonumber(ARGV[1]), KEYS, 1, 7)
 return 1
 )lua");
     return s;
 }
 
-// KEYS: alive servers stall
-// ARGV: server_id ttl_ms seen late_ms
-//   seen: 1 once this process had a beat answered
-// -> 1: the alive key still existed, refreshed in time
-//    0: it was gone (first beat, or it expired, or Redis lost it: the
-//       caller registers its players again)
-//    2: it existed, but the previous beat was more than late_ms ago
-// With seen, 0 and 2 mean that Redis (or this server) stalled: other
-// servers' keys may have expired only because they could not beat
-// either.  The stall key then stops this server's `reap dead` for one
-// TTL, in Redis, so that also the reaps this server queued before it
-// noticed (executed when Redis resumes, right after this beat) spare
-// them (docs/redis.md "Presence and state").
+// KEYS: server_keys() of this server: alive watch suspect reaping rooms
+// ARGV: ttl_ms late_ms
+// -> { beat, reaping }
+//    beat 1: the alive key still existed, refreshed in time
+//         0: it was gone (first beat, or it expired, or Redis lost it:
+//            the caller registers its players again)
+//         2: it existed, but the previous beat was more than late_ms ago
+//            (Redis or this server stalled)
+//    reaping 1: a reaper holds this server's claim (`reap_claim`): its
+//            removals may still run after this server's registrations;
+//            the caller registers its players again once it is released
+// A beat clears a suspicion (`reap_claim`).  The server's id goes to
+// the server set in a command of its own (another slot).
 const lua_script& script_heartbeat() {
     static const lua_script s = make("heartbeat", R"lua(
-local ttl = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[1])
 local left = redis.call('PTTL', KEYS[1])
 redis.call('SET', KEYS[1], '1', 'PX', ttl)
-redis.call('SADD', KEYS[2], ARGV[1])
-local result = 1
+redis.call('DEL', KEYS[3])
+local beat = 1
 if left == -2 then
-    result = 0
-elseif left >= 0 and ttl - left > tonumber(ARGV[4]) then
-    result = 2
+    beat = 0
+elseif left >= 0 and ttl - left > tonumber(ARGV[2]) then
+    beat = 2
 end
-if result ~= 1 and ARGV[3] == '1' then
-    redis.call('SET', KEYS[3], '1', 'PX', ttl)
-end
-return result
+return { beat, redis.call('EXISTS', KEYS[4]) }
 )lua");
     return s;
 }
 
-// KEYS: servers rooms stall (the caller's)
-// ARGV: prefix mode server_id run
-//   mode "dead":   every server of the set whose alive key is gone
-//                  (server_id: the caller, never reaped); nothing while
-//                  the caller's stall key exists (`heartbeat`)
-//   mode "stale":  the caller's players of other runs than `run`: what a
-//                  previous run left and no worker resumed (a restarted
-//                  sidecar runs it once the workers had time to come back)
-// Key names are derived from the prefix inside the script, so this one
-// script is not Redis Cluster safe (docs/redis.md).
-// -> { server_id, players_removed, { room codes changed } } for each
-//    server reaped (the sidecar publishes their states: `state`)
-const lua_script& script_reap() {
-    static const lua_script s = make("reap", R"lua(
-local prefix, mode, me, run = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local victims = {}
-if mode == 'dead' and redis.call('EXISTS', KEYS[3]) == 1 then
-    return {}
+// Is this server dead?  Run by every other server at each of its beats,
+// on the victim's keys only (its slot), so it also serves a cluster where
+// the caller's keys are on another node.  Every run records when it
+// looked (`watch`): a gap of more than late_ms since the previous look
+// means that this node (or every reaper) stalled, and that the victim
+// may have missed its beats for that reason only.  An expired alive key
+// is then only a suspicion (`suspect`, Redis's time), confirmed if it
+// still holds ttl_ms later, when the victim has had a whole TTL of
+// running Redis to beat (its beat clears the suspicion).  Without a gap,
+// the alive key expired while Redis ran and was watched: the victim is
+// claimed at once, as fast as a single `reap` script used to.  One
+// reaper at a time (`reaping`, SET NX PX ttl_ms; `reap_done` releases it).
+// KEYS: server_keys() of the victim: alive watch suspect reaping rooms
+// ARGV: ttl_ms late_ms caller_id
+// -> { 0 } alive; { 1 } suspected; { 2 } another reaper holds it;
+//    { 3, { room codes } } claimed: the caller reaps these rooms
+const lua_script& script_reap_claim() {
+    static const lua_script s = make("reap_claim", R"lua(
+local ttl, late = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local prev = tonumber(redis.call('GET', KEYS[2]) or '')
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', 2 * ttl)
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('DEL', KEYS[3])
+    return { 0 }
 end
-if mode == 'stale' then
-    victims[1] = me
+if not prev or now - prev > late then
+    redis.call('SET', KEYS[3], string.format('%.0f', now), 'PX', 2 * ttl)
+    return { 1 }
+end
+local since = tonumber(redis.call('GET', KEYS[3]) or '')
+if since and now - since < ttl then
+    return { 1 }
+end
+if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ttl) then
+    return { 2 }
+end
+return { 3, redis.call('SMEMBERS', KEYS[5]) }
+)lua");
+    return s;
+}
+
+// One room of a claimed server: its players leave.  Mode "dead": the
+// players of server_id; mode "stale": those of server_id (the caller)
+// whose run is not `run` (a previous run's, not resumed: a restarted
+// sidecar runs it once the workers had time to come back).
+// KEYS: room_keys()
+// ARGV: server_id mode run ttl_ms
+// -> a presence change (see `leave`)
+const lua_script& script_reap_room() {
+    static const lua_script s = make("reap_room", R"lua(
+local server, stale, run = ARGV[1], ARGV[2] == 'stale', ARGV[3]
+local all = redis.call('HGETALL', KEYS[5])
+local removed, kept = 0, 0
+for i = 1, #all, 2 do
+    local p = decode(all[i + 1])
+    if p and p.server == server then
+        if stale and p.run == run then
+            kept = kept + 1
+        else
+            redis.call('HDEL', KEYS[5], all[i])
+            removed = removed + 1
+        end
+    end
+end
+if removed > 0 then
+    presence_changed(KEYS[7], tonumber(ARGV[4]))
+end
+local count, pv, epoch = room_count(KEYS[5], KEYS[7], KEYS[6])
+return { removed, kept, count, pv, epoch }
+)lua");
+    return s;
+}
+
+// After the `reap_room`s of a claim (pipelined before it): the dead
+// server's keys go, unless it beat meanwhile; the claim is released.
+// KEYS: server_keys() of the victim
+// ARGV: caller_id
+// -> 1 the server is gone (the caller drops it from the server set), 0 it
+//    is alive again
+const lua_script& script_reap_done() {
+    static const lua_script s = make("reap_done", R"lua(
+local gone = redis.call('EXISTS', KEYS[1]) == 0
+if gone then
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
+end
+if redis.call('GET', KEYS[4]) == ARGV[1] then
+    redis.call('DEL', KEYS[4])
+end
+return gone and 1 or 0
+)lua");
+    return s;
+}
+
+// The room index (GET /rooms): one room's count in its bucket, applied
+// only if its version is not older than the one stored: two servers that
+// change a room at once may reach the bucket in either order.  A version
+// of another epoch wins (the room's keys were lost and its versions
+// started again).  The version stays after the room's count went to 0
+// (a tombstone against an older count still on its way) and expires
+// ttl_ms after the room's last update (app::update_index()).
+// KEYS: room_index_keys(): the bucket's sorted set, the room's version
+// ARGV: code count pv epoch ttl_ms
+// -> 1 applied, 0 older than the stored one
+const lua_script& script_index() {
+    static const lua_script s = make("index", R"lua(
+local pv, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
+local old = redis.call('GET', KEYS[2])
+if old then
+    local opv, oepoch = string.match(old, '^(%d+):(.*)$')
+    if oepoch == ARGV[4] and tonumber(opv) > pv then
+        return 0
+    end
+end
+local v = string.format('%d', pv) .. ':' .. ARGV[4]
+if ttl > 0 then
+    redis.call('SET', KEYS[2], v, 'PX', ttl)
 else
-    for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-        if id ~= me and
-            redis.call('EXISTS', prefix .. 'server:{' .. id .. '}:alive') == 0
-        then
-            victims[#victims + 1] = id
-        end
-    end
+    redis.call('SET', KEYS[2], v)
 end
-local out = {}
-for _, id in ipairs(victims) do
-    local rooms_key = prefix .. 'server:{' .. id .. '}:rooms'
-    local removed = 0
-    local changed = {}
-    for _, code in ipairs(redis.call('SMEMBERS', rooms_key)) do
-        local pres = prefix .. 'room:{' .. code .. '}:presence'
-        local all = redis.call('HGETALL', pres)
-        local n, kept = 0, 0
-        for i = 1, #all, 2 do
-            local p = decode(all[i + 1])
-            if p and p.server == id then
-                if mode == 'stale' and p.run == run then
-                    kept = kept + 1
-                else
-                    redis.call('HDEL', pres, all[i])
-                    n = n + 1
-                end
-            end
-        end
-        count_room(pres, KEYS[2], code)
-        if kept == 0 and mode == 'stale' then
-            redis.call('SREM', rooms_key, code)
-        end
-        if n > 0 then
-            changed[#changed + 1] = code
-            removed = removed + n
-        end
-    end
-    if mode ~= 'stale' then
-        redis.call('DEL', rooms_key)
-        redis.call('SREM', KEYS[1], id)
-    end
-    out[#out + 1] = id
-    out[#out + 1] = removed
-    out[#out + 1] = changed
+if tonumber(ARGV[2]) > 0 then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+else
+    redis.call('ZREM', KEYS[1], ARGV[1])
 end
-return out
+return 1
 )lua");
     return s;
 }
 
 const lua_script* const* all_scripts() {
     static const lua_script* const list[] = {
-        &script_publish(), &script_sync(),   &script_leave(),
-        &script_state(),   &script_touch(),  &script_heartbeat(),
-        &script_reap(),    &script_settle(), nullptr,
+        &script_publish(),   &script_sync(),      &script_leave(),
+        &script_state(),     &script_touch(),     &script_heartbeat(),
+        &script_reap_claim(), &script_reap_room(), &script_reap_done(),
+        &script_index(),     &script_settle(),    nullptr,
     };
     return list;
 }

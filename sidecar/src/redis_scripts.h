@@ -19,11 +19,15 @@ struct lua_script {
 // trim (kept types), one PUBLISH.
 const lua_script& script_publish();
 
+// Every script's KEYS share one hash tag (one slot), and every key a
+// script touches is in its KEYS (keys.h builds the lists; the unit tests
+// check the slots).
+
 // sync: snapshot (seq, trimmed, epoch, history), register missing
-// players, tell whether presence changed.
+// players, tell whether presence changed and the room's count.
 const lua_script& script_sync();
 
-// leave: remove one player.
+// leave: remove one player; the room's count.
 const lua_script& script_leave();
 
 // state: publish the room's state from its presence hash.  The scripts
@@ -33,12 +37,23 @@ const lua_script& script_state();
 // touch: keep a quiet room's keys from expiring while it has members.
 const lua_script& script_touch();
 
-// heartbeat: refresh this server's alive key, add it to the server set.
+// heartbeat: refresh this server's alive key; is a reaper at work on it?
 const lua_script& script_heartbeat();
 
-// reap: remove the players of dead servers (or this server's players of
-// earlier runs) from every room they were in; returns the rooms changed.
-const lua_script& script_reap();
+// reap_claim: on another server's keys: is it dead (its heartbeat
+// expired while Redis was running)?  Claims it for the caller.
+const lua_script& script_reap_claim();
+
+// reap_room: remove a dead server's players from one room (or this
+// server's players of earlier runs).
+const lua_script& script_reap_room();
+
+// reap_done: drop a reaped server's keys, release the claim.
+const lua_script& script_reap_done();
+
+// index: one room's count in its bucket of the room index (GET /rooms),
+// if its version is newer.
+const lua_script& script_index();
 
 // settle: the fate of a message whose answer was lost: published, or
 // refused for good.

@@ -141,6 +141,8 @@ TEST(SidecarConfig, BadFlags) {
              {"--server-id", "has space"},
              {"--server-id", ""},
              {"--redis", "nope"},
+             {"--key-prefix", "a{b}:"},
+             {"--key-prefix", "x}"},
              {"--config", "/nonexistent/rooms.conf"}}) {
         config cfg;
         err.clear();
@@ -247,7 +249,8 @@ TEST(SidecarConfig, RoomKeys) {
               (std::vector<std::string>{
                   "p:room:{AB}:seq", "p:room:{AB}:history",
                   "p:room:{AB}:trimmed", "p:room:{AB}:senders",
-                  "p:room:{AB}:presence", "p:room:{AB}:epoch"}));
+                  "p:room:{AB}:presence", "p:room:{AB}:epoch",
+                  "p:room:{AB}:pv"}));
 }
 
 TEST(SidecarConfig, StateSettings) {
@@ -363,6 +366,15 @@ TEST(SidecarKeys, RoomAndServerKeys) {
     EXPECT_EQ(rooms::room_key("p:", "AB", "seq"), "p:room:{AB}:seq");
     EXPECT_EQ(rooms::server_key("p:", "web-1", "alive"),
               "p:server:{web-1}:alive");
-    EXPECT_EQ(rooms::rooms_index_key("p:"), "p:rooms");
+    EXPECT_EQ(rooms::server_keys("", "w"),
+              (std::vector<std::string>{
+                  "server:{w}:alive", "server:{w}:watch", "server:{w}:suspect",
+                  "server:{w}:reaping", "server:{w}:rooms"}));
     EXPECT_EQ(rooms::servers_key(""), "servers");
+    EXPECT_EQ(rooms::room_index_key("p:", 7), "p:rooms:{b7}");
+    // CRC16-XMODEM("AB") = 0x567B: bucket 11
+    EXPECT_EQ(rooms::room_bucket("AB"), 11u);
+    EXPECT_EQ(rooms::room_index_keys("p:", "AB"),
+              (std::vector<std::string>{"p:rooms:{b11}",
+                                        "p:rooms:{b11}:v:AB"}));
 }

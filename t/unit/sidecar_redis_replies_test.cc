@@ -47,8 +47,9 @@ TEST(RedisReplies, PublishAndSettle) {
 }
 
 TEST(RedisReplies, Sync) {
-    std::string resp = "*5\r\n:12\r\n:3\r\n" + bulk("ep.1") + "*3\r\n" +
-                       bulk("a") + ":5\r\n" + bulk("b") + ":1\r\n";
+    std::string resp = "*8\r\n:12\r\n:3\r\n" + bulk("ep.1") + "*3\r\n" +
+                       bulk("a") + ":5\r\n" + bulk("b") + ":1\r\n" +
+                       ":0\r\n:4\r\n:9\r\n";
     reply_ptr r = parse(resp);
     std::optional<sync_reply> s = parse_sync_reply(*r);
     ASSERT_TRUE(s);
@@ -58,48 +59,92 @@ TEST(RedisReplies, Sync) {
     EXPECT_EQ(s->history, (std::vector<std::string_view>{"a", "b"}));
     EXPECT_TRUE(s->registered);
     EXPECT_EQ(s->fence, 0u);
+    EXPECT_EQ(s->count.count, 4);
+    EXPECT_EQ(s->count.version, 9);
+    EXPECT_EQ(s->count.epoch, "ep.1");
 
-    s = parse_sync_reply(*parse("*6\r\n:12\r\n:3\r\n" + bulk("ep.1") +
-                                "*0\r\n:0\r\n:9\r\n"));
+    s = parse_sync_reply(*parse("*8\r\n:12\r\n:3\r\n" + bulk("ep.1") +
+                                "*0\r\n:0\r\n:9\r\n:1\r\n:2\r\n"));
     ASSERT_TRUE(s);
     EXPECT_EQ(s->fence, 9u);
     EXPECT_EQ(s->trimmed, 3u);
-    EXPECT_FALSE(parse_sync_reply(*parse("*7\r\n:12\r\n:3\r\n" +
-                                         bulk("ep.1") +
-                                         "*0\r\n:0\r\n:9\r\n:1\r\n")));
 
     // negative or non-integer counters read as 0
-    s = parse_sync_reply(
-        *parse("*5\r\n:-4\r\n+x\r\n" + bulk("e") + "*0\r\n:0\r\n"));
+    s = parse_sync_reply(*parse("*8\r\n:-4\r\n+x\r\n" + bulk("e") +
+                                "*0\r\n:0\r\n+f\r\n:0\r\n:0\r\n"));
     ASSERT_TRUE(s);
     EXPECT_EQ(s->seq, 0u);
     EXPECT_EQ(s->trimmed, 0u);
+    EXPECT_EQ(s->fence, 0u);
     EXPECT_FALSE(s->registered);
 
-    EXPECT_FALSE(parse_sync_reply(*parse("*4\r\n:1\r\n:1\r\n" + bulk("e") +
-                                         "*0\r\n")));
-    EXPECT_FALSE(parse_sync_reply(
-        *parse("*5\r\n:1\r\n:1\r\n:1\r\n*0\r\n:0\r\n")));
-    EXPECT_FALSE(parse_sync_reply(
-        *parse("*5\r\n:1\r\n:1\r\n" + bulk("e") + bulk("h") + ":0\r\n")));
-    EXPECT_FALSE(parse_sync_reply(*parse("-NOSCRIPT\r\n")));
+    // the fence and the count are required
+    for (std::string bad :
+         {"*5\r\n:1\r\n:1\r\n" + bulk("e") + "*0\r\n:0\r\n",
+          "*6\r\n:1\r\n:1\r\n" + bulk("e") + "*0\r\n:0\r\n:0\r\n",
+          "*8\r\n:1\r\n:1\r\n" + bulk("e") +
+              "*0\r\n:0\r\n:0\r\n+1\r\n:1\r\n",
+          std::string("*8\r\n:1\r\n:1\r\n:1\r\n*0\r\n:0\r\n:0\r\n:1\r\n:1\r\n"),
+          "*8\r\n:1\r\n:1\r\n" + bulk("e") + bulk("h") +
+              ":0\r\n:0\r\n:1\r\n:1\r\n",
+          std::string("-NOSCRIPT\r\n")}) {
+        EXPECT_FALSE(parse_sync_reply(*parse(bad))) << bad;
+    }
 }
 
-TEST(RedisReplies, StateReapRooms) {
+TEST(RedisReplies, PresenceChangeAndHeartbeat) {
+    reply_ptr r = parse("*5\r\n:2\r\n:1\r\n:3\r\n:17\r\n" + bulk("ep"));
+    std::optional<presence_change> c = parse_presence_change(*r);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->removed, 2);
+    EXPECT_EQ(c->kept, 1);
+    EXPECT_EQ(c->count.count, 3);
+    EXPECT_EQ(c->count.version, 17);
+    EXPECT_EQ(c->count.epoch, "ep");
+    // an empty epoch (the room's keys expired) is an epoch too
+    EXPECT_TRUE(parse_presence_change(
+        *parse("*5\r\n:0\r\n:0\r\n:0\r\n:0\r\n$0\r\n\r\n")));
+    EXPECT_FALSE(parse_presence_change(*parse(":1\r\n")));
+    EXPECT_FALSE(parse_presence_change(
+        *parse("*5\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n")));
+
+    auto h = parse_heartbeat_reply(*parse("*2\r\n:0\r\n:1\r\n"));
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->beat, 0);
+    EXPECT_TRUE(h->reaping);
+    h = parse_heartbeat_reply(*parse("*2\r\n:2\r\n:0\r\n"));
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->beat, 2);
+    EXPECT_FALSE(h->reaping);
+    EXPECT_FALSE(parse_heartbeat_reply(*parse(":1\r\n")));
+    EXPECT_FALSE(parse_heartbeat_reply(*parse("*2\r\n:1\r\n+x\r\n")));
+}
+
+TEST(RedisReplies, StateClaimRooms) {
     EXPECT_EQ(state_players(*parse("*2\r\n:9\r\n:4\r\n")), 4u);
     EXPECT_EQ(state_players(*parse("*2\r\n:9\r\n:-4\r\n")), 0u);
     EXPECT_EQ(state_players(*parse("*1\r\n:9\r\n")), std::nullopt);
 
     // (views into a reply: it must outlive them)
-    reply_ptr r = parse("*7\r\n" + bulk("s1") + ":3\r\n*2\r\n" + bulk("A") +
-                        ":1\r\n" + ":1\r\n:2\r\n:3\r\n" + bulk("x"));
-    auto reaped = parse_reap_reply(*r);
-    ASSERT_TRUE(reaped);
-    ASSERT_EQ(reaped->size(), 1u);  // the bad triple skipped, the rest too
-    EXPECT_EQ((*reaped)[0].id, "s1");
-    EXPECT_EQ((*reaped)[0].players, 3);
-    EXPECT_EQ((*reaped)[0].rooms, std::vector<std::string_view>{"A"});
-    EXPECT_FALSE(parse_reap_reply(*parse(":1\r\n")));
+    reply_ptr r = parse("*2\r\n:3\r\n*3\r\n" + bulk("A") + ":1\r\n" +
+                        bulk("B"));
+    auto claimed = parse_claim_reply(*r);
+    ASSERT_TRUE(claimed);
+    EXPECT_EQ(*claimed, (std::vector<std::string_view>{"A", "B"}));
+    r = parse("*2\r\n:3\r\n*0\r\n");
+    claimed = parse_claim_reply(*r);
+    ASSERT_TRUE(claimed);
+    EXPECT_TRUE(claimed->empty());
+    for (const char* not_claimed : {"*1\r\n:0\r\n", "*1\r\n:1\r\n",
+                                    "*1\r\n:2\r\n", "*2\r\n:2\r\n*0\r\n",
+                                    "*2\r\n:3\r\n:1\r\n", "-ERR x\r\n"}) {
+        EXPECT_FALSE(parse_claim_reply(*parse(not_claimed))) << not_claimed;
+    }
+    r = parse("*2\r\n" + bulk("s1") + bulk("s2"));
+    auto ids = parse_members(*r);
+    ASSERT_TRUE(ids);
+    EXPECT_EQ(*ids, (std::vector<std::string_view>{"s1", "s2"}));
+    EXPECT_FALSE(parse_members(*parse("$-1\r\n")));
 
     r = parse("*7\r\n" + bulk("A") + bulk("3") + bulk("B") + bulk("0") +
               bulk("C") + bulk("x") + bulk("D"));

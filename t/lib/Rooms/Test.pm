@@ -144,11 +144,27 @@ sub sidecar_log { "$_[0]{dir}/sidecar.log" }
 
 # start_redis(%opts).  Options: port (default: a free one; pass the old
 # redis_port to restart a killed Redis where its clients expect it), aof
-# (appendonly yes, fsync always: a killed Redis comes back with its data).
+# (appendonly yes, fsync always: a killed Redis comes back with its data),
+# cluster (a cluster of this one node, serving every slot: Redis then
+# refuses a command or script whose keys are in several slots with
+# CROSSSLOT, as a real cluster does).
 sub start_redis {
     my ($self, %opts) = @_;
 
-    my $port = $self->start_redis_node('redis', %opts);
+    my $dir = "$self->{dir}/redis";
+    # (the cluster bus port too is a free one: port + 10000 may not be)
+    my $port = $self->start_redis_node('redis', %opts,
+        $opts{cluster} ? (args => [ '--cluster-enabled', 'yes',
+            '--cluster-config-file', "$dir/nodes.conf",
+            '--cluster-port', free_port() ]) : ());
+    if ($opts{cluster}) {
+        redis_command($port, 'CLUSTER', 'ADDSLOTSRANGE', 0, 16383) eq '+OK'
+            or die "redis: CLUSTER ADDSLOTSRANGE failed\n";
+        # until the node sees its slots, keyed commands get CLUSTERDOWN
+        $self->_wait_ready('redis',
+            sub { redis_command($port, 'EXISTS', 'probe') =~ /^:/ });
+        redis_command($port, 'CONFIG', 'RESETSTAT');  # those CLUSTERDOWNs
+    }
 
     $self->{redis_port} = $port;
     $self->{redis_url} = "redis://127.0.0.1:$port";
