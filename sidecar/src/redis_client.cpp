@@ -499,9 +499,11 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
                     : nullptr),
       watch_(sentinel_ ? std::make_unique<sentinel_watch>(
                              loop, *opts.sentinel, opts.backoff_max_ms,
+                             failover_hold_max_ms,
                              [this](const host_port& master) {
                                  master_moved(master);
-                             })
+                             },
+                             [this](bool hold) { failover_hold(hold); })
                        : nullptr),
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
       sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
@@ -560,8 +562,13 @@ void redis_client::connection_ready(redis_connection::role r) {
 // just answered included (two sockets: no order between them), have
 // arrived.  Otherwise a sender would be told "published" and never see
 // its copy, which the new master may not have.
+// Every sentinel announces the switch: one failover counted per new
+// master.
 void redis_client::master_moved(const host_port& master) {
-    stats_.master_switches++;
+    if (last_switch_ != master) {
+        stats_.master_switches++;
+        last_switch_ = master;
+    }
     if (cmd_.at(master) && sub_.at(master)) {
         return;  // already there (reconnected after a loss)
     }
@@ -570,6 +577,10 @@ void redis_client::master_moved(const host_port& master) {
     if (!cmd_.draining()) {
         leave_subscriber();
     }
+}
+
+void redis_client::failover_hold(bool hold) {
+    holding_ = hold;
 }
 
 void redis_client::leave_subscriber() {
@@ -687,6 +698,13 @@ bool redis_client::eval(const lua_script& script,
 
 bool redis_client::send(std::unique_ptr<call> c) {
     if (!cmd_.ready() || stopped_) {
+        return false;
+    }
+    if (holding_) {
+        // A failover is under way: the master may be about to lose its
+        // replica's copy of anything written now (docs/redis.md
+        // "Sentinel").
+        stats_.held++;
         return false;
     }
     size_t queued = cmd_.outstanding() + retry_.size() + held_.size();
