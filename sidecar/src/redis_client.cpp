@@ -548,6 +548,9 @@ void redis_client::connection_ready(redis_connection::role r) {
     }
     ever = true;
     if (r == redis_connection::role::command) {
+        if (holding_) {
+            return;  // failover_hold(false) goes on from here
+        }
         sha_.clear();
         load_scripts();
     }
@@ -579,8 +582,17 @@ void redis_client::master_moved(const host_port& master) {
     }
 }
 
+// While held, the command connection counts as not usable; when the
+// hold ends, what was refused meanwhile (the scripts' loading, the rooms'
+// syncs, settles) is done as after a reconnect.
 void redis_client::failover_hold(bool hold) {
     holding_ = hold;
+    if (hold || stopped_ || !cmd_.ready()) {
+        return;
+    }
+    sha_.clear();
+    load_scripts();
+    handler_.on_redis_ready(redis_connection::role::command);
 }
 
 void redis_client::leave_subscriber() {

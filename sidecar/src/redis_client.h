@@ -188,7 +188,9 @@ public:
     void start();
     void stop();
 
-    bool commands_ready() const { return cmd_.ready(); }
+    // False also while a failover holds writes (sentinel_watch); the
+    // handler's on_redis_ready(command) comes when it ends.
+    bool commands_ready() const { return cmd_.ready() && !holding_; }
     bool subscriber_ready() const { return sub_.ready(); }
 
     // Latency, errors and reconnects so far (docs/metrics.md).

@@ -182,6 +182,34 @@ std::optional<failover_event> parse_failover_event(std::string_view channel,
     return std::nullopt;
 }
 
+bool failover_hold::apply(size_t index, failover_event::kind e) {
+    switch (e) {
+    case failover_event::kind::started:
+        started_.at(index) = true;
+        break;
+    case failover_event::kind::aborted:
+        started_.at(index) = false;
+        break;
+    case failover_event::kind::switched:
+        std::fill(started_.begin(), started_.end(), false);
+        break;
+    }
+    return update();
+}
+
+bool failover_hold::expire() {
+    std::fill(started_.begin(), started_.end(), false);
+    return update();
+}
+
+bool failover_hold::update() {
+    bool hold = std::find(started_.begin(), started_.end(), true) !=
+                started_.end();
+    bool changed = hold != holding_;
+    holding_ = hold;
+    return changed;
+}
+
 sentinel_rotation::sentinel_rotation(size_t count) : order_(count) {
     for (size_t i = 0; i < count; i++) {
         order_[i] = i;
@@ -364,7 +392,8 @@ sentinel_watch::sentinel_watch(uv_loop_t* loop,
       retry_ms_(retry_ms),
       hold_max_ms_(hold_max_ms),
       on_switch_(std::move(on_switch)),
-      on_hold_(std::move(on_hold)) {}
+      on_hold_(std::move(on_hold)),
+      hold_(settings.sentinels.size()) {}
 
 sentinel_watch::~sentinel_watch() {
     stop();
@@ -448,51 +477,40 @@ void sentinel_watch::event(slot& s, const failover_event& e) {
     const std::string from = settings_.sentinels[s.index].describe();
     switch (e.what) {
     case failover_event::kind::started:
-        if (!s.failing_over) {
+        if (!hold_.started_by(s.index)) {
             log_info("sentinel %s leads a failover of \"%s\": holding "
                      "writes",
                      from.c_str(), master);
         }
-        s.failing_over = true;
-        update_hold("failover started");
-        return;
+        break;
     case failover_event::kind::aborted:
         log_info("sentinel %s: failover of \"%s\" aborted", from.c_str(),
                  master);
-        s.failing_over = false;
-        update_hold("failover aborted");
-        return;
+        break;
     case failover_event::kind::switched:
         log_info("sentinel %s: master \"%s\" switched to %s", from.c_str(),
                  master, e.master.describe().c_str());
         // The connections leave the old master before writes go again.
         on_switch_(e.master);
-        for (std::unique_ptr<slot>& other : slots_) {
-            other->failing_over = false;
-        }
-        update_hold("new master known");
-        return;
+        break;
+    }
+    if (!stopped_ && hold_.apply(s.index, e.what)) {
+        hold_changed(e.what == failover_event::kind::switched
+                         ? "new master known"
+                         : "failover aborted");
     }
 }
 
-// Holds writes while a sentinel announced a failover, at most
+// Writes wait while a sentinel announced a failover, at most
 // hold_max_ms.
-void sentinel_watch::update_hold(const char* why) {
-    bool hold = false;
-    for (std::unique_ptr<slot>& s : slots_) {
-        hold = hold || s->failing_over;
-    }
-    if (hold == holding_ || stopped_) {
-        return;
-    }
-    holding_ = hold;
-    if (hold) {
+void sentinel_watch::hold_changed(const char* why) {
+    if (hold_.holding()) {
         uv_timer_start(hold_timer_.get(), hold_timer_cb, hold_max_ms_, 0);
     } else {
         uv_timer_stop(hold_timer_.get());
         log_info("sentinel watch: writes go again (%s)", why);
     }
-    on_hold_(hold);
+    on_hold_(hold_.holding());
 }
 
 void sentinel_watch::connect_cb(const redisAsyncContext* ac, int status) {
@@ -549,10 +567,9 @@ void sentinel_watch::hold_timer_cb(uv_timer_t* t) {
     log_warn("sentinel watch: no new master %llu ms after a failover "
              "started: writes go again",
              static_cast<unsigned long long>(self->hold_max_ms_));
-    for (std::unique_ptr<slot>& s : self->slots_) {
-        s->failing_over = false;
+    if (self->hold_.expire()) {
+        self->hold_changed("hold expired");
     }
-    self->update_hold("hold expired");
 }
 
 }  // namespace rooms

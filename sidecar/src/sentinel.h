@@ -132,6 +132,28 @@ private:
     bool stopped_ = false;
 };
 
+// Whether writes must wait: while some sentinel announced a failover it
+// leads (`started`) and neither aborted it nor any sentinel announced the
+// new master (`switched`).  The decision sentinel_watch acts on.
+class failover_hold {
+public:
+    explicit failover_hold(size_t sentinels) : started_(sentinels, false) {}
+
+    // Sentinel `index` published e; true when holding() changed.
+    bool apply(size_t index, failover_event::kind e);
+    // The hold lasted too long: every announced failover forgotten; true
+    // when holding() changed.
+    bool expire();
+    bool holding() const { return holding_; }
+    bool started_by(size_t index) const { return started_.at(index); }
+
+private:
+    bool update();
+
+    std::vector<bool> started_;
+    bool holding_ = false;
+};
+
 // Learns of a failover as soon as the sentinels announce it: a
 // subscription to failover_channels() on every sentinel (the one that
 // leads a failover announces its start only on its own channels), each
@@ -158,7 +180,6 @@ public:
 
     void start();
     void stop();
-    bool holding() const { return holding_; }
 
 private:
     // One sentinel's subscription.
@@ -167,13 +188,12 @@ private:
         size_t index = 0;  // into settings_.sentinels
         uv_ptr<uv_timer_t> timer;
         redisAsyncContext* ac = nullptr;
-        bool failing_over = false;  // it announced a failover under way
     };
 
     void watch(slot& s);
     void lost(slot& s, const char* why);
     void event(slot& s, const failover_event& e);
-    void update_hold(const char* why);
+    void hold_changed(const char* why);
 
     static void connect_cb(const redisAsyncContext* ac, int status);
     static void disconnect_cb(const redisAsyncContext* ac, int status);
@@ -188,8 +208,8 @@ private:
     switch_fn on_switch_;
     hold_fn on_hold_;
     std::vector<std::unique_ptr<slot>> slots_;
+    failover_hold hold_;
     uv_ptr<uv_timer_t> hold_timer_;
-    bool holding_ = false;
     bool stopped_ = false;
 };
 

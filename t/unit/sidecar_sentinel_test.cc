@@ -247,3 +247,34 @@ TEST(FailoverEvent, OtherMastersChannelsAndJunkIgnored) {
             << b.channel << " " << b.payload;
     }
 }
+
+TEST(FailoverHold, FromTheLeadersStartToTheSwitch) {
+    using kind = failover_event::kind;
+    failover_hold h(3);
+    EXPECT_FALSE(h.holding());
+    EXPECT_TRUE(h.apply(1, kind::started));
+    EXPECT_TRUE(h.holding());
+    EXPECT_FALSE(h.apply(1, kind::started));  // its next step
+    EXPECT_FALSE(h.apply(0, kind::aborted));  // another's attempt
+    EXPECT_TRUE(h.holding());
+    EXPECT_TRUE(h.apply(2, kind::switched));  // any sentinel's switch
+    EXPECT_FALSE(h.holding());
+    EXPECT_FALSE(h.apply(0, kind::switched));
+}
+
+TEST(FailoverHold, EndsWhenEveryStarterAbortedOrItExpires) {
+    using kind = failover_event::kind;
+    failover_hold h(3);
+    h.apply(0, kind::started);
+    h.apply(2, kind::started);
+    EXPECT_FALSE(h.apply(0, kind::aborted));
+    EXPECT_TRUE(h.holding());
+    EXPECT_TRUE(h.apply(2, kind::aborted));
+    EXPECT_FALSE(h.holding());
+    h.apply(1, kind::started);
+    EXPECT_TRUE(h.started_by(1));
+    EXPECT_TRUE(h.expire());
+    EXPECT_FALSE(h.holding());
+    EXPECT_FALSE(h.started_by(1));
+    EXPECT_FALSE(h.expire());
+}
