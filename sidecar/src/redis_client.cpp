@@ -565,9 +565,9 @@ void redis_client::connection_ready(redis_connection::role r) {
 // just answered included (two sockets: no order between them), have
 // arrived.  Otherwise a sender would be told "published" and never see
 // its copy, which the new master may not have.
-// Every sentinel announces the switch: one failover counted per new
-// master.
 void redis_client::master_moved(const host_port& master) {
+    // Every sentinel announces the switch: one failover counted per new
+    // master.
     if (last_switch_ != master) {
         stats_.master_switches++;
         last_switch_ = master;
