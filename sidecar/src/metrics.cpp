@@ -120,6 +120,7 @@ std::string render_metrics(const app_stats& app, const redis_stats& redis,
     w.sample(errors, "kind=\"redis_error\"", redis.errors);
     w.sample(errors, "kind=\"redis_timeout\"", redis.timeouts);
     w.sample(errors, "kind=\"redis_backlog\"", redis.refused);
+    w.sample(errors, "kind=\"redis_failover\"", redis.held);
 
     w.one("rooms_sidecar_gap_fills_total", "counter",
           "Gaps in a room's stream filled from history, per group of "

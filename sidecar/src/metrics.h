@@ -39,8 +39,9 @@ struct redis_stats {
     uint64_t errors = 0;      // error replies
     uint64_t timeouts = 0;    // connections given up: Redis not answering
     uint64_t refused = 0;     // commands refused: max_pending outstanding
+    uint64_t held = 0;        // commands refused: a failover under way
     uint64_t reconnects = 0;  // connections made again after the first
-    uint64_t master_switches = 0;  // Sentinel's +switch-master seen
+    uint64_t master_switches = 0;  // new masters Sentinel announced
 };
 
 // What the room logic counts (app_*.cpp).

@@ -499,9 +499,11 @@ redis_client::redis_client(uv_loop_t* loop, const redis_address& addr,
                     : nullptr),
       watch_(sentinel_ ? std::make_unique<sentinel_watch>(
                              loop, *opts.sentinel, opts.backoff_max_ms,
+                             failover_hold_max_ms,
                              [this](const host_port& master) {
                                  master_moved(master);
-                             })
+                             },
+                             [this](bool hold) { failover_hold(hold); })
                        : nullptr),
       cmd_(loop, addr_, redis_connection::role::command, *this, opts_),
       sub_(loop, addr_, redis_connection::role::subscriber, *this, opts_) {}
@@ -546,6 +548,9 @@ void redis_client::connection_ready(redis_connection::role r) {
     }
     ever = true;
     if (r == redis_connection::role::command) {
+        if (holding_) {
+            return;  // failover_hold(false) goes on from here
+        }
         sha_.clear();
         load_scripts();
     }
@@ -561,7 +566,12 @@ void redis_client::connection_ready(redis_connection::role r) {
 // arrived.  Otherwise a sender would be told "published" and never see
 // its copy, which the new master may not have.
 void redis_client::master_moved(const host_port& master) {
-    stats_.master_switches++;
+    // Every sentinel announces the switch: one failover counted per new
+    // master.
+    if (last_switch_ != master) {
+        stats_.master_switches++;
+        last_switch_ = master;
+    }
     if (cmd_.at(master) && sub_.at(master)) {
         return;  // already there (reconnected after a loss)
     }
@@ -570,6 +580,19 @@ void redis_client::master_moved(const host_port& master) {
     if (!cmd_.draining()) {
         leave_subscriber();
     }
+}
+
+// While held, the command connection counts as not usable; when the
+// hold ends, what was refused meanwhile (the scripts' loading, the rooms'
+// syncs, settles) is done as after a reconnect.
+void redis_client::failover_hold(bool hold) {
+    holding_ = hold;
+    if (hold || stopped_ || !cmd_.ready()) {
+        return;
+    }
+    sha_.clear();
+    load_scripts();
+    handler_.on_redis_ready(redis_connection::role::command);
 }
 
 void redis_client::leave_subscriber() {
@@ -687,6 +710,13 @@ bool redis_client::eval(const lua_script& script,
 
 bool redis_client::send(std::unique_ptr<call> c) {
     if (!cmd_.ready() || stopped_) {
+        return false;
+    }
+    if (holding_) {
+        // A failover is under way: the master may be about to lose its
+        // replica's copy of anything written now (docs/redis.md
+        // "Sentinel").
+        stats_.held++;
         return false;
     }
     size_t queued = cmd_.outstanding() + retry_.size() + held_.size();

@@ -20,7 +20,8 @@
 //
 // With Sentinel (sentinel.h), each connect first asks the sentinels where
 // the master is, and the handshake checks that the server it reached is
-// a master.
+// a master; from a failover's start until its new master is announced no
+// command goes out (eval() and command() return false).
 
 #include <uv.h>
 
@@ -187,7 +188,9 @@ public:
     void start();
     void stop();
 
-    bool commands_ready() const { return cmd_.ready(); }
+    // False also while a failover holds writes (sentinel_watch); the
+    // handler's on_redis_ready(command) comes when it ends.
+    bool commands_ready() const { return cmd_.ready() && !holding_; }
     bool subscriber_ready() const { return sub_.ready(); }
 
     // Latency, errors and reconnects so far (docs/metrics.md).
@@ -256,6 +259,7 @@ private:
 
     void connection_ready(redis_connection::role r);
     void master_moved(const host_port& master);
+    void failover_hold(bool hold);
     void leave_subscriber();
     void connection_lost(redis_connection::role r);
     void clock_sample(uint64_t sent, uint64_t now, const redisReply* reply);
@@ -283,7 +287,12 @@ private:
     // A switch announced: where the subscriber connection goes once the
     // command connection has drained.
     std::optional<host_port> moved_to_;
+    std::optional<host_port> last_switch_;  // the newest announced master
     std::string replid_;
+    // A sentinel announced a failover: no command goes out until the new
+    // master is known (sentinel_watch), at most failover_hold_max_ms.
+    bool holding_ = false;
+    static constexpr uint64_t failover_hold_max_ms = 30000;
     bool stopped_ = false;
     bool timed_out_ = false;
     bool clock_known_ = false;

@@ -100,25 +100,114 @@ std::optional<replication_info> parse_replication_info(
     return info;
 }
 
-std::optional<host_port> parse_switch_master(std::string_view payload,
-                                             std::string_view name) {
-    std::string_view f[5];
+namespace {
+
+// The port of a payload field; 0 when it is not one.
+int parse_port(std::string_view f) {
+    int port = 0;
+    auto [end, ec] = std::from_chars(f.data(), f.data() + f.size(), port);
+    if (f.empty() || ec != std::errc() || end != f.data() + f.size() ||
+        port < 1 || port > 65535) {
+        return 0;
+    }
+    return port;
+}
+
+// An event payload's space-separated fields, into f (at most N); how
+// many, or N + 1 when there are more.
+template <size_t N>
+size_t split_fields(std::string_view payload, std::string_view (&f)[N]) {
     size_t n = 0;
-    while (!payload.empty() && n < 5) {
+    while (!payload.empty() && n < N) {
         size_t sp = payload.find(' ');
         f[n++] = payload.substr(0, sp);
         payload = sp == payload.npos ? std::string_view()
                                      : payload.substr(sp + 1);
     }
+    return payload.empty() ? n : N + 1;
+}
+
+}  // namespace
+
+std::optional<host_port> parse_switch_master(std::string_view payload,
+                                             std::string_view name) {
+    std::string_view f[5];
     int port = 0;
-    auto [end, ec] =
-        std::from_chars(f[4].data(), f[4].data() + f[4].size(), port);
-    if (n != 5 || !payload.empty() || f[0] != name || f[3].empty() ||
-        ec != std::errc() || end != f[4].data() + f[4].size() || port < 1 ||
-        port > 65535) {
+    if (split_fields(payload, f) != 5 || f[0] != name || f[3].empty() ||
+        (port = parse_port(f[4])) == 0) {
         return std::nullopt;
     }
     return host_port{std::string(f[3]), port};
+}
+
+const std::vector<std::string_view>& failover_channels() {
+    static const std::vector<std::string_view> channels = {
+        "+elected-leader",
+        "+failover-state-send-slaveof-noone",
+        "-failover-abort-not-elected",
+        "-failover-abort-no-good-slave",
+        "-failover-abort-slave-timeout",
+        "+switch-master",
+    };
+    return channels;
+}
+
+std::optional<failover_event> parse_failover_event(std::string_view channel,
+                                                   std::string_view payload,
+                                                   std::string_view name) {
+    using kind = failover_event::kind;
+    if (channel == "+switch-master") {
+        std::optional<host_port> m = parse_switch_master(payload, name);
+        if (!m) {
+            return std::nullopt;
+        }
+        return failover_event{kind::switched, std::move(*m)};
+    }
+    std::string_view f[8];
+    size_t n = split_fields(payload, f);
+    bool of_master = n == 4 && f[0] == "master" && f[1] == name &&
+                     parse_port(f[3]) != 0;
+    bool of_replica = n == 8 && f[0] == "slave" && f[4] == "@" &&
+                      f[5] == name && !f[2].empty() && parse_port(f[3]) != 0 &&
+                      parse_port(f[7]) != 0;
+    if (channel == "+elected-leader" && of_master) {
+        return failover_event{kind::started, {}};
+    }
+    if (channel == "+failover-state-send-slaveof-noone" && of_replica) {
+        return failover_event{kind::started, {}};
+    }
+    if (channel.starts_with("-failover-abort-") && of_master) {
+        return failover_event{kind::aborted, {}};
+    }
+    return std::nullopt;
+}
+
+bool failover_hold::apply(size_t index, failover_event::kind e) {
+    switch (e) {
+    case failover_event::kind::started:
+        started_.at(index) = true;
+        break;
+    case failover_event::kind::aborted:
+        started_.at(index) = false;
+        break;
+    case failover_event::kind::switched:
+        std::fill(started_.begin(), started_.end(), false);
+        break;
+    }
+    return update();
+}
+
+bool failover_hold::expire() {
+    std::fill(started_.begin(), started_.end(), false);
+    return update();
+}
+
+bool failover_hold::update() {
+    bool hold = std::find(started_.begin(), started_.end(), true) !=
+                started_.end();
+    bool changed = hold != holding_;
+    holding_ = hold;
+    return changed;
 }
 
 sentinel_rotation::sentinel_rotation(size_t count) : order_(count) {
@@ -296,12 +385,15 @@ void sentinel_resolver::timer_cb(uv_timer_t* t) {
 
 sentinel_watch::sentinel_watch(uv_loop_t* loop,
                                const sentinel_settings& settings,
-                               uint64_t retry_ms, switch_fn on_switch)
+                               uint64_t retry_ms, uint64_t hold_max_ms,
+                               switch_fn on_switch, hold_fn on_hold)
     : loop_(loop),
       settings_(settings),
       retry_ms_(retry_ms),
+      hold_max_ms_(hold_max_ms),
       on_switch_(std::move(on_switch)),
-      rotation_(settings.sentinels.size()) {}
+      on_hold_(std::move(on_hold)),
+      hold_(settings.sentinels.size()) {}
 
 sentinel_watch::~sentinel_watch() {
     stop();
@@ -309,98 +401,175 @@ sentinel_watch::~sentinel_watch() {
 
 void sentinel_watch::start() {
     int rc = 0;
-    timer_ = make_uv_handle<uv_timer_t>(
+    hold_timer_ = make_uv_handle<uv_timer_t>(
         [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
-    if (!timer_) {
+    if (!hold_timer_) {
         log_error("sentinel watch: uv_timer_init: %s", uv_strerror(rc));
         return;
     }
-    watch();
+    for (size_t i = 0; i < settings_.sentinels.size(); i++) {
+        auto s = std::make_unique<slot>();
+        s->owner = this;
+        s->index = i;
+        s->timer = make_uv_handle<uv_timer_t>(
+            [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc,
+            s.get());
+        if (!s->timer) {
+            log_error("sentinel watch: uv_timer_init: %s", uv_strerror(rc));
+            return;
+        }
+        slots_.push_back(std::move(s));
+    }
+    for (std::unique_ptr<slot>& s : slots_) {
+        watch(*s);
+    }
 }
 
 void sentinel_watch::stop() {
     stopped_ = true;
-    release(ac_);
-    timer_.reset();
+    for (std::unique_ptr<slot>& s : slots_) {
+        release(s->ac);
+        s->timer.reset();
+    }
+    hold_timer_.reset();
 }
 
-void sentinel_watch::watch() {
-    if (stopped_ || rotation_.order().empty()) {
+void sentinel_watch::watch(slot& s) {
+    if (stopped_) {
         return;
     }
     // One that refused the subscription: lost() kept it (it cannot be
     // freed from its own callback).
-    release(ac_);
-    const std::vector<size_t>& order = rotation_.order();
-    const host_port& s = settings_.sentinels[order[next_ % order.size()]];
-    next_++;
-    redisAsyncContext* ac = open_sentinel(loop_, s, settings_.password, this,
+    release(s.ac);
+    const host_port& at = settings_.sentinels[s.index];
+    redisAsyncContext* ac = open_sentinel(loop_, at, settings_.password, &s,
                                           connect_cb, disconnect_cb);
     if (ac == nullptr) {
-        lost("cannot connect");
+        lost(s, "cannot connect");
         return;
     }
-    ac_ = ac;
-    redisAsyncCommand(ac, event_cb, this, "SUBSCRIBE +switch-master");
-    log_debug("sentinel watch: subscribing to +switch-master on %s",
-              s.describe().c_str());
+    s.ac = ac;
+    std::vector<const char*> argv{"SUBSCRIBE"};
+    std::vector<size_t> lens{9};
+    for (std::string_view c : failover_channels()) {
+        argv.push_back(c.data());
+        lens.push_back(c.size());
+    }
+    redisAsyncCommandArgv(ac, event_cb, &s, static_cast<int>(argv.size()),
+                          argv.data(), lens.data());
+    log_debug("sentinel watch: subscribing to the failover events on %s",
+              at.describe().c_str());
 }
 
-// The next sentinel after retry_ms.
-void sentinel_watch::lost(const char* why) {
-    log_debug("sentinel watch: %s, watching the next sentinel in %llu ms",
-              why, static_cast<unsigned long long>(retry_ms_));
-    if (timer_ && !stopped_) {
-        uv_timer_start(timer_.get(), timer_cb, retry_ms_, 0);
+// Again after retry_ms.  A failover this sentinel announced still holds
+// writes: it may be under way (hold_max_ms bounds it).
+void sentinel_watch::lost(slot& s, const char* why) {
+    log_debug("sentinel watch: %s: %s, subscribing again in %llu ms",
+              settings_.sentinels[s.index].describe().c_str(), why,
+              static_cast<unsigned long long>(retry_ms_));
+    if (s.timer && !stopped_) {
+        uv_timer_start(s.timer.get(), timer_cb, retry_ms_, 0);
     }
+}
+
+void sentinel_watch::event(slot& s, const failover_event& e) {
+    const char* master = settings_.master_name.c_str();
+    const std::string from = settings_.sentinels[s.index].describe();
+    switch (e.what) {
+    case failover_event::kind::started:
+        if (!hold_.started_by(s.index)) {
+            log_info("sentinel %s leads a failover of \"%s\": holding "
+                     "writes",
+                     from.c_str(), master);
+        }
+        break;
+    case failover_event::kind::aborted:
+        log_info("sentinel %s: failover of \"%s\" aborted", from.c_str(),
+                 master);
+        break;
+    case failover_event::kind::switched:
+        log_info("sentinel %s: master \"%s\" switched to %s", from.c_str(),
+                 master, e.master.describe().c_str());
+        // The connections leave the old master before writes go again.
+        on_switch_(e.master);
+        break;
+    }
+    if (!stopped_ && hold_.apply(s.index, e.what)) {
+        hold_changed(e.what == failover_event::kind::switched
+                         ? "new master known"
+                         : "failover aborted");
+    }
+}
+
+// Writes wait while a sentinel announced a failover, at most
+// hold_max_ms.
+void sentinel_watch::hold_changed(const char* why) {
+    if (hold_.holding()) {
+        uv_timer_start(hold_timer_.get(), hold_timer_cb, hold_max_ms_, 0);
+    } else {
+        uv_timer_stop(hold_timer_.get());
+        log_info("sentinel watch: writes go again (%s)", why);
+    }
+    on_hold_(hold_.holding());
 }
 
 void sentinel_watch::connect_cb(const redisAsyncContext* ac, int status) {
-    auto* self = static_cast<sentinel_watch*>(ac->data);
-    if (self->ac_ != ac || status == REDIS_OK) {
+    auto* s = static_cast<slot*>(ac->data);
+    if (s->ac != ac || status == REDIS_OK) {
         return;
     }
-    self->ac_ = nullptr;  // freed by hiredis after this callback
-    self->lost(ac->errstr);
+    s->ac = nullptr;  // freed by hiredis after this callback
+    s->owner->lost(*s, ac->errstr);
 }
 
 void sentinel_watch::disconnect_cb(const redisAsyncContext* ac, int) {
-    auto* self = static_cast<sentinel_watch*>(ac->data);
-    if (self->ac_ != ac) {
+    auto* s = static_cast<slot*>(ac->data);
+    if (s->ac != ac) {
         return;
     }
-    self->ac_ = nullptr;  // freed by hiredis after this callback
-    self->lost("connection lost");
+    s->ac = nullptr;  // freed by hiredis after this callback
+    s->owner->lost(*s, "connection lost");
 }
 
 void sentinel_watch::event_cb(redisAsyncContext* ac, void* r,
                               void* privdata) {
-    auto* self = static_cast<sentinel_watch*>(privdata);
+    auto* s = static_cast<slot*>(privdata);
     auto* reply = static_cast<redisReply*>(r);
-    if (reply == nullptr || self->ac_ != ac) {
+    if (reply == nullptr || s->ac != ac) {
         return;
     }
+    sentinel_watch* self = s->owner;
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_warn("sentinel watch: SUBSCRIBE refused: %s", reply->str);
-        self->lost("refused");
+        log_warn("sentinel watch: SUBSCRIBE refused by %s: %s",
+                 self->settings_.sentinels[s->index].describe().c_str(),
+                 reply->str);
+        self->lost(*s, "refused");
         return;
     }
     std::optional<pubsub_push> push = parse_pubsub_push(*reply);
     if (!push || push->kind != "message" || !push->payload) {
-        return;  // the subscription's confirmation
+        return;  // a subscription's confirmation
     }
-    std::optional<host_port> master =
-        parse_switch_master(*push->payload, self->settings_.master_name);
-    if (master) {
-        log_info("sentinel: master \"%s\" switched to %s",
-                 self->settings_.master_name.c_str(),
-                 master->describe().c_str());
-        self->on_switch_(*master);
+    std::optional<failover_event> e = parse_failover_event(
+        push->channel, *push->payload, self->settings_.master_name);
+    if (e) {
+        self->event(*s, *e);
     }
 }
 
 void sentinel_watch::timer_cb(uv_timer_t* t) {
-    static_cast<sentinel_watch*>(t->data)->watch();
+    auto* s = static_cast<slot*>(t->data);
+    s->owner->watch(*s);
+}
+
+void sentinel_watch::hold_timer_cb(uv_timer_t* t) {
+    auto* self = static_cast<sentinel_watch*>(t->data);
+    log_warn("sentinel watch: no new master %llu ms after a failover "
+             "started: writes go again",
+             static_cast<unsigned long long>(self->hold_max_ms_));
+    if (self->hold_.expire()) {
+        self->hold_changed("hold expired");
+    }
 }
 
 }  // namespace rooms

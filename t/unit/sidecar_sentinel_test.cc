@@ -2,6 +2,7 @@
 // the order sentinels are asked in, and the sentinel settings.
 
 #include <gtest/gtest.h>
+#include <algorithm>
 
 #include <hiredis/hiredis.h>
 
@@ -179,4 +180,101 @@ TEST(SwitchMaster, OtherMastersAndJunkIgnored) {
          }) {
         EXPECT_FALSE(parse_switch_master(p, "mymaster")) << p;
     }
+}
+
+TEST(FailoverEvent, TheLeadersStartAbortAndSwitch) {
+    using kind = failover_event::kind;
+    std::optional<failover_event> e = parse_failover_event(
+        "+elected-leader", "master mymaster 127.0.0.1 6379", "mymaster");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->what, kind::started);
+    e = parse_failover_event(
+        "+failover-state-send-slaveof-noone",
+        "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379",
+        "mymaster");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->what, kind::started);
+    for (std::string_view c : {"-failover-abort-not-elected",
+                               "-failover-abort-no-good-slave",
+                               "-failover-abort-slave-timeout"}) {
+        e = parse_failover_event(c, "master mymaster 127.0.0.1 6379",
+                                 "mymaster");
+        ASSERT_TRUE(e) << c;
+        EXPECT_EQ(e->what, kind::aborted) << c;
+    }
+    e = parse_failover_event("+switch-master",
+                             "mymaster 127.0.0.1 6379 127.0.0.1 6380",
+                             "mymaster");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->what, kind::switched);
+    EXPECT_EQ(e->master, (host_port{"127.0.0.1", 6380}));
+}
+
+TEST(FailoverEvent, EveryChannelIsSubscribed) {
+    const std::vector<std::string_view>& chans = failover_channels();
+    for (std::string_view c : {"+elected-leader",
+                               "+failover-state-send-slaveof-noone",
+                               "-failover-abort-not-elected",
+                               "+switch-master"}) {
+        EXPECT_NE(std::find(chans.begin(), chans.end(), c), chans.end())
+            << c;
+    }
+}
+
+TEST(FailoverEvent, OtherMastersChannelsAndJunkIgnored) {
+    struct bad {
+        std::string_view channel;
+        std::string_view payload;
+    };
+    for (const bad& b : {
+             bad{"+elected-leader", "master other 127.0.0.1 6379"},
+             bad{"+elected-leader", "master mymaster 127.0.0.1 0"},
+             bad{"+elected-leader", "master mymaster 127.0.0.1 6379 x"},
+             bad{"+elected-leader",
+                 "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 "
+                 "6379"},
+             bad{"+failover-state-send-slaveof-noone",
+                 "slave 127.0.0.1:6380 127.0.0.1 6380 @ other 127.0.0.1 "
+                 "6379"},
+             bad{"+failover-state-send-slaveof-noone",
+                 "master mymaster 127.0.0.1 6379"},
+             bad{"-failover-abort-not-elected", "master other 127.0.0.1 1"},
+             bad{"+sdown", "master mymaster 127.0.0.1 6379"},
+             bad{"+switch-master", "other 127.0.0.1 6379 127.0.0.1 6380"},
+             bad{"+elected-leader", ""},
+         }) {
+        EXPECT_FALSE(parse_failover_event(b.channel, b.payload, "mymaster"))
+            << b.channel << " " << b.payload;
+    }
+}
+
+TEST(FailoverHold, FromTheLeadersStartToTheSwitch) {
+    using kind = failover_event::kind;
+    failover_hold h(3);
+    EXPECT_FALSE(h.holding());
+    EXPECT_TRUE(h.apply(1, kind::started));
+    EXPECT_TRUE(h.holding());
+    EXPECT_FALSE(h.apply(1, kind::started));  // its next step
+    EXPECT_FALSE(h.apply(0, kind::aborted));  // another's attempt
+    EXPECT_TRUE(h.holding());
+    EXPECT_TRUE(h.apply(2, kind::switched));  // any sentinel's switch
+    EXPECT_FALSE(h.holding());
+    EXPECT_FALSE(h.apply(0, kind::switched));
+}
+
+TEST(FailoverHold, EndsWhenEveryStarterAbortedOrItExpires) {
+    using kind = failover_event::kind;
+    failover_hold h(3);
+    h.apply(0, kind::started);
+    h.apply(2, kind::started);
+    EXPECT_FALSE(h.apply(0, kind::aborted));
+    EXPECT_TRUE(h.holding());
+    EXPECT_TRUE(h.apply(2, kind::aborted));
+    EXPECT_FALSE(h.holding());
+    h.apply(1, kind::started);
+    EXPECT_TRUE(h.started_by(1));
+    EXPECT_TRUE(h.expire());
+    EXPECT_FALSE(h.holding());
+    EXPECT_FALSE(h.started_by(1));
+    EXPECT_FALSE(h.expire());
 }

@@ -199,27 +199,38 @@ sub start_redis_node {
 }
 
 
-# start_sentinels(%opts): a Sentinel setup on free ports: a master and a
-# replica (redis-server, processes node0 and node1) and three sentinels
-# (redis-sentinel, processes sentinel0..2, quorum 2) monitoring them as
-# `master` (default mymaster), with down_after (ms, default 1000) and
-# failover_timeout (ms, default 3000).  Returns once every sentinel
-# knows the replica and the two other sentinels (bounded wait):
-# { master => NAME, nodes => [port0, port1], sentinels => [ports] }.
-# Every process is stopped by PID with the stack (also on failure).
+# start_sentinels(%opts): a Sentinel setup on free ports: a master and
+# `replicas` replicas (default 1; redis-server, processes node0, node1,
+# ...; every node started with the extra arguments `redis_args`, e.g.
+# [ '--min-replicas-to-write', 1 ]) and three sentinels (redis-sentinel,
+# processes sentinel0..2, quorum 2) monitoring them as `master` (default
+# mymaster), with down_after (ms, default 1000) and failover_timeout (ms,
+# default 3000).  Returns once every replica is in sync and every
+# sentinel knows the replicas and the two other sentinels (bounded
+# waits): { master => NAME, nodes => [port0, port1, ...], sentinels =>
+# [ports] }.  Every process is stopped by PID with the stack (also on
+# failure).
 sub start_sentinels {
     my ($self, %opts) = @_;
 
     my $name = $opts{master} // 'mymaster';
+    my $replicas = $opts{replicas} // 1;
     # a replica's first sync starts at once (not after 5 s)
-    my @fast = (args => [ '--repl-diskless-sync-delay', 0 ]);
-    my $m = $self->start_redis_node('node0', @fast);
-    my $r = $self->start_redis_node('node1', replicaof => $m, @fast);
-    wait_until(sub {
-        (redis_reply($r, 'INFO', 'replication') // '')
-            =~ /master_link_status:up/;
-    }, timeout => 10, interval => 0.05)
-        or die "the replica did not sync with the master\n";
+    my @node_args = (args => [ '--repl-diskless-sync-delay', 0,
+        @{ $opts{redis_args} || [] } ]);
+    my $m = $self->start_redis_node('node0', @node_args);
+    my @nodes = ($m);
+    for my $i (1 .. $replicas) {
+        push @nodes, $self->start_redis_node("node$i", replicaof => $m,
+            @node_args);
+    }
+    for my $r (@nodes[1 .. $#nodes]) {
+        wait_until(sub {
+            (redis_reply($r, 'INFO', 'replication') // '')
+                =~ /master_link_status:up/;
+        }, timeout => 10, interval => 0.05)
+            or die "replica $r did not sync with the master\n";
+    }
     my @ports;
 
     for my $i (0 .. 2) {
@@ -242,15 +253,15 @@ sub start_sentinels {
     my $known = wait_until(sub {
         for my $p (@ports) {
             my %m = @{ redis_reply($p, 'SENTINEL', 'MASTER', $name) || [] };
-            return 0 unless ($m{'num-slaves'} // 0) >= 1
+            return 0 unless ($m{'num-slaves'} // 0) >= $replicas
                 && ($m{'num-other-sentinels'} // 0) >= 2;
         }
         return 1;
     }, timeout => 20, interval => 0.2);
-    die "sentinels did not discover each other and the replica\n"
+    die "sentinels did not discover each other and the replicas\n"
         unless $known;
 
-    return { master => $name, nodes => [ $m, $r ], sentinels => \@ports };
+    return { master => $name, nodes => \@nodes, sentinels => \@ports };
 }
 
 
