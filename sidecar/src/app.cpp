@@ -78,8 +78,7 @@ bool app::start(int listen_fd, std::string& err) {
     int rc = 0;
     for (uv_ptr<uv_timer_t>* t : {&sync_retry_, &stale_reap_, &late_timer_,
                                    &startup_timer_, &touch_timer_}) {
-        *t = make_uv_handle<uv_timer_t>(
-            [&](uv_timer_t* h) { return uv_timer_init(loop_, h); }, rc, this);
+        *t = make_uv_timer(loop_, this, rc);
         if (!*t) {
             err = std::string("cannot create a timer: ") + uv_strerror(rc);
             return false;

@@ -117,8 +117,7 @@ void app::flush_leaves() {
 
 void app::start_heartbeat() {
     int rc = 0;
-    heartbeat_ = make_uv_handle<uv_timer_t>(
-        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    heartbeat_ = make_uv_timer(loop_, this, rc);
     if (!heartbeat_) {
         log_error("heartbeat timer: %s", uv_strerror(rc));
         return;

@@ -78,8 +78,7 @@ void app::flush_states() {
 
 void app::start_state_timer() {
     int rc = 0;
-    state_timer_ = make_uv_handle<uv_timer_t>(
-        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    state_timer_ = make_uv_timer(loop_, this, rc);
     if (!state_timer_) {
         log_error("state timer: %s", uv_strerror(rc));
     }

@@ -55,8 +55,7 @@ void redis_connection::start() {
         return;
     }
     int rc = 0;
-    timer_ = make_uv_handle<uv_timer_t>(
-        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    timer_ = make_uv_timer(loop_, this, rc);
     if (!timer_) {
         log_error("redis %s: uv_timer_init: %s", name(), uv_strerror(rc));
         state_ = state::stopped;

@@ -259,9 +259,7 @@ void sentinel_resolver::resolve(done_fn cb) {
     }
     if (!timer_) {
         int rc = 0;
-        timer_ = make_uv_handle<uv_timer_t>(
-            [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc,
-            this);
+        timer_ = make_uv_timer(loop_, this, rc);
         if (!timer_) {
             log_error("sentinel: uv_timer_init: %s", uv_strerror(rc));
             finish(std::nullopt);
@@ -401,8 +399,7 @@ sentinel_watch::~sentinel_watch() {
 
 void sentinel_watch::start() {
     int rc = 0;
-    hold_timer_ = make_uv_handle<uv_timer_t>(
-        [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc, this);
+    hold_timer_ = make_uv_timer(loop_, this, rc);
     if (!hold_timer_) {
         log_error("sentinel watch: uv_timer_init: %s", uv_strerror(rc));
         return;
@@ -411,9 +408,7 @@ void sentinel_watch::start() {
         auto s = std::make_unique<slot>();
         s->owner = this;
         s->index = i;
-        s->timer = make_uv_handle<uv_timer_t>(
-            [&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, rc,
-            s.get());
+        s->timer = make_uv_timer(loop_, s.get(), rc);
         if (!s->timer) {
             log_error("sentinel watch: uv_timer_init: %s", uv_strerror(rc));
             return;

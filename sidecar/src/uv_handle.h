@@ -39,4 +39,12 @@ uv_ptr<T> make_uv_handle(Init&& init, int& rc, void* data = nullptr) {
     return uv_ptr<T>(h);
 }
 
+// A timer on loop whose handle's data is `data`; empty on failure (rc
+// holds the libuv error).
+inline uv_ptr<uv_timer_t> make_uv_timer(uv_loop_t* loop, void* data,
+                                        int& rc) {
+    return make_uv_handle<uv_timer_t>(
+        [loop](uv_timer_t* t) { return uv_timer_init(loop, t); }, rc, data);
+}
+
 }  // namespace rooms
