@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <random>
 
 #include "log.h"
 #include "redis_adapter.h"
@@ -23,11 +22,6 @@ constexpr uint64_t clock_refresh_ms = 10000;
 // the cache is flushed faster than they run) gets that error as its reply.
 constexpr unsigned max_noscripts = 5;
 
-std::minstd_rand& jitter_rng() {
-    static std::minstd_rand rng(static_cast<unsigned>(uv_hrtime()));
-    return rng;
-}
-
 }  // namespace
 
 /* redis_connection */
@@ -40,7 +34,7 @@ redis_connection::redis_connection(uv_loop_t* loop, const redis_address& addr,
       role_(r),
       owner_(owner),
       opts_(opts),
-      backoff_ms_(opts.backoff_min_ms) {}
+      backoff_(opts.backoff_min_ms, opts.backoff_max_ms) {}
 
 redis_connection::~redis_connection() {
     stop();
@@ -159,14 +153,9 @@ void redis_connection::connect_cb(const redisAsyncContext* ac, int status) {
 }
 
 void redis_connection::connect_failed(const char* why) {
-    // One warning per outage; the retries are logged at debug level.
-    if (failures_++ == 0) {
-        log_warn("redis %s: connect to %s failed: %s (retrying)", name(),
-                 target_.describe().c_str(), why);
-    } else {
-        log_debug("redis %s: connect to %s failed: %s (attempt %u)", name(),
-                  target_.describe().c_str(), why, failures_);
-    }
+    std::string what = std::string("redis ") + name() + ": connect to " +
+                       target_.describe();
+    backoff_.log_failure(what.c_str(), why);
 }
 
 // AUTH and SELECT when configured, then TIME (command) or PING
@@ -307,7 +296,7 @@ void redis_connection::took_reply(const redisReply* reply) {
 
 void redis_connection::became_ready() {
     state_ = state::ready;
-    backoff_ms_ = opts_.backoff_min_ms;
+    backoff_.connected();
     if (role_ == role::command && !owner_.replid_.empty()) {
         log_info("redis %s connected to %s (replication id %s)", name(),
                  target_.describe().c_str(), owner_.replid_.c_str());
@@ -315,7 +304,6 @@ void redis_connection::became_ready() {
         log_info("redis %s connected to %s", name(),
                  target_.describe().c_str());
     }
-    failures_ = 0;
     // From now on the timer runs the health checks.
     uv_timer_start(timer_.get(), timer_cb,
                    deadline_tracker::probe_period(opts_.timeout_ms), 0);
@@ -340,7 +328,7 @@ void redis_connection::check_health() {
                  name(),
                  static_cast<unsigned long long>(pending_.oldest_age(now)));
         // The reconnects log at debug level until one succeeds.
-        failures_ = 1;
+        backoff_.lost();
         owner_.timed_out_ = true;
         owner_.stats_.timeouts++;
         abandon();
@@ -412,8 +400,8 @@ void redis_connection::master_moved(const host_port& master) {
     }
     log_info("redis %s: leaving %s, the master moved to %s", name(),
              target_.describe().c_str(), master.describe().c_str());
-    backoff_ms_ = opts_.backoff_min_ms;
-    failures_ = 1;  // the reconnects log at debug level until one works
+    backoff_.restart();
+    backoff_.lost();  // the reconnects log at debug level until one works
     if (state_ == state::ready && role_ == role::command &&
         outstanding() > 0) {
         state_ = state::draining;
@@ -441,14 +429,10 @@ void redis_connection::retry_later() {
         return;
     }
     state_ = state::waiting;
-    // +-20% so that many sidecars do not reconnect in lockstep.
-    uint64_t spread = backoff_ms_ / 5;
-    uint64_t delay = backoff_ms_ - spread +
-                     (spread ? jitter_rng()() % (2 * spread + 1) : 0);
+    uint64_t delay = backoff_.next_delay();
     uv_timer_start(timer_.get(), timer_cb, delay, 0);
     log_debug("redis %s: reconnecting in %llu ms", name(),
               static_cast<unsigned long long>(delay));
-    backoff_ms_ = std::min(backoff_ms_ * 2, opts_.backoff_max_ms);
 }
 
 void redis_connection::timer_cb(uv_timer_t* t) {

@@ -39,6 +39,7 @@
 #include "config.h"
 #include "deadline_tracker.h"
 #include "metrics.h"
+#include "reconnect_backoff.h"
 #include "redis_scripts.h"
 #include "sentinel.h"
 #include "uv_handle.h"
@@ -144,8 +145,7 @@ private:
     uint64_t last_time_sent_ = 0;  // command: the last TIME (uv_now)
     std::optional<host_port> leaving_to_;  // leave_soon()
     unsigned handshake_left_ = 0;
-    uint64_t backoff_ms_;
-    unsigned failures_ = 0;
+    reconnect_backoff backoff_;
 };
 
 class redis_client {

@@ -181,4 +181,16 @@ std::optional<pubsub_push> parse_pubsub_push(const redisReply& r) {
     return p;
 }
 
+bool is_pong_reply(const redisReply& r) {
+    if (r.type == REDIS_REPLY_STATUS) {
+        return str(r) == "PONG";
+    }
+    return r.type == REDIS_REPLY_ARRAY && r.elements == 2 &&
+           is_string(*r.element[0]) && str(*r.element[0]) == "pong";
+}
+
+std::string_view reply_text(const redisReply& r) {
+    return str(r);
+}
+
 }  // namespace rooms

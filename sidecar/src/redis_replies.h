@@ -102,4 +102,10 @@ struct pubsub_push {
 };
 std::optional<pubsub_push> parse_pubsub_push(const redisReply& r);
 
+// A PING's answer: +PONG, or ["pong", ""] on a subscribed connection.
+bool is_pong_reply(const redisReply& r);
+
+// The text of a string, status or error reply.
+std::string_view reply_text(const redisReply& r);
+
 }  // namespace rooms

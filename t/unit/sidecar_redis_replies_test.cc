@@ -183,3 +183,15 @@ TEST(RedisReplies, TimeAndPushes) {
     EXPECT_FALSE(parse_pubsub_push(*parse("*3\r\n:1\r\n" + bulk("ch") +
                                           bulk("x"))));
 }
+
+TEST(RedisReplies, Pong) {
+    EXPECT_TRUE(is_pong_reply(*parse("+PONG\r\n")));
+    EXPECT_TRUE(is_pong_reply(*parse("*2\r\n$4\r\npong\r\n$0\r\n\r\n")));
+    EXPECT_FALSE(is_pong_reply(*parse("+OK\r\n")));
+    EXPECT_FALSE(is_pong_reply(*parse("$4\r\nPONG\r\n")));
+    EXPECT_FALSE(is_pong_reply(*parse("*2\r\n:1\r\n$0\r\n\r\n")));
+    EXPECT_FALSE(is_pong_reply(
+        *parse("*3\r\n$4\r\npong\r\n$0\r\n\r\n$0\r\n\r\n")));
+    EXPECT_EQ(reply_text(*parse("-MOVED 1 127.0.0.1:7001\r\n")),
+              "MOVED 1 127.0.0.1:7001");
+}
