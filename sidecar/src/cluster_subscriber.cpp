@@ -315,10 +315,11 @@ void cluster_subscriber::on_handshake_done() {
     handler_.on_sub_ready(*this);
 }
 
+// AUTH or a PING refused (a wrong password, an ACL): logged once per
+// outage, as a failed connect is.
 void cluster_subscriber::on_refused(std::string_view error) {
-    log_error("redis node %s: refused: %.*s", node_.describe().c_str(),
-              static_cast<int>(error.size()), error.data());
-    lost("refused");
+    std::string why = "refused: " + std::string(error);
+    lost(why.c_str());
 }
 
 void cluster_subscriber::on_ssubscribed(std::string_view channel) {
