@@ -42,21 +42,8 @@ ok($probe->wait_for(type => 'chat', timeout => 5,
     match => sub { $_[0]{data}{k} > $HISTORY + 5 }), 'publishing has begun');
 $probe->close;
 
-my $ok = 0;
-my $detail = '';
-my $joins = 0;
-
-for my $j (1 .. $JOINS) {
-    my ($err, $newest) = $ta->check_join(room => 'FLOW', name => "j$j",
-        history => $HISTORY, stop_at => $PUBLISH);
-    $joins++;
-    if ($err) {
-        $detail = $err;
-        last;
-    }
-    $ok++;
-    last if $newest == $PUBLISH;
-}
+my ($joins, $ok, $detail) = $ta->check_joins(count => $JOINS, room => 'FLOW',
+    history => $HISTORY, stop_at => $PUBLISH);
 
 is($ok, $joins, "every join ($joins) exact: $HISTORY backfilled, "
     . 'then live, no gap, no duplicate, ids increasing') or diag($detail);

@@ -939,7 +939,9 @@ END {
 # welcome, then H backfilled chats (id <= welcome's last_id), then live
 # ones; the chats' data.k consecutive and their ids increasing.  Reads
 # until `live` chats after the backfill, or a chat with k == stop_at, or
-# 5 s.  Returns (error text or '', the newest k seen).
+# 5 s.  history => 'all': the history holds every chat so far (a history
+# longer than the publishing), so the backfill is k = 1 .. its last, of
+# any length but one.  Returns (error text or '', the newest k seen).
 sub check_join {
     my ($self, %o) = @_;
 
@@ -970,11 +972,34 @@ sub check_join {
     my @early = grep { $id[$_] > $last_id } 0 .. $backfill - 1;
     my $newest = @k ? $k[-1] : 0;
 
+    my $bad_backfill = $o{history} eq 'all'
+        ? $backfill < 1 || $k[0] != 1 : $backfill != $o{history};
     return ('', $newest) unless @gap || @dec || @early
-        || $backfill != $o{history} || @k < ($o{min_chats} // 0);
+        || $bad_backfill || @k < ($o{min_chats} // 0);
     return ("$what: backfill=$backfill last_id=$last_id chats=" . @k
         . " k=@k[0 .. ($#k < 40 ? $#k : 40)] gaps at [@gap]"
         . " non-increasing ids at [@dec]", $newest);
+}
+
+
+# check_joins(count => N, stop_at => K, room => R, history => H, ...):
+# up to N joins named j1, j2, ... one after the other, each checked by
+# check_join (the other options are its), until one fails or one saw
+# chat K.  Returns (joins made, joins exact, the first failure's text).
+sub check_joins {
+    my ($self, %o) = @_;
+
+    my $count = delete $o{count};
+    my ($joins, $ok) = (0, 0);
+    for my $j (1 .. $count) {
+        my ($err, $newest) = $self->check_join(%o, name => "j$j");
+        $joins++;
+        return ($joins, $ok, $err) if $err;
+        $ok++;
+        last if defined $o{stop_at} && $newest == $o{stop_at};
+    }
+
+    return ($joins, $ok, '');
 }
 
 

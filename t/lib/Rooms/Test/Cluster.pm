@@ -177,10 +177,14 @@ sub slot_of {
 
 # True once every live node says cluster_state:ok with all slots ok and
 # they agree on who serves each slot; waits at most `timeout` seconds.
+# Option during => code: called between two looks instead of sleeping
+# (a test's clients go on sending and reading meanwhile; it should
+# return within about 50 ms).
 sub wait_ok {
-    my ($self, $timeout) = @_;
+    my ($self, $timeout, %o) = @_;
 
     return wait_until(sub {
+        $o{during}->() if $o{during};
         my %maps;
         for my $n ($self->live) {
             my $info = $self->command($n, 'CLUSTER', 'INFO');
@@ -193,7 +197,7 @@ sub wait_ok {
                 @$map } = 1;
         }
         return keys %maps == 1;
-    }, timeout => $timeout // 10, interval => 0.05);
+    }, timeout => $timeout // 10, interval => $o{during} ? 0 : 0.05);
 }
 
 
@@ -288,8 +292,10 @@ sub migrate_end {
 }
 
 
-# kill_master($node): SIGKILL, then waits until one of its replicas is a
-# master and the cluster is ok again.  Returns the promoted node.
+# kill_master($node, timeout => 15, during => code): SIGKILL, then waits
+# until one of its replicas is a master and the cluster is ok again
+# (during: as wait_ok's, called while waiting).  Returns the promoted
+# node.
 sub kill_master {
     my ($self, $m, %o) = @_;
 
@@ -299,6 +305,7 @@ sub kill_master {
 
     my $promoted;
     wait_until(sub {
+        $o{during}->() if $o{during};
         for my $r (@candidates) {
             my $role = $self->command($r, 'ROLE');
             next if is_error($role) || ref $role ne 'ARRAY';
@@ -308,10 +315,10 @@ sub kill_master {
             }
         }
         return 0;
-    }, timeout => $o{timeout} // 15, interval => 0.05)
+    }, timeout => $o{timeout} // 15, interval => $o{during} ? 0 : 0.05)
         or die "kill_master: no replica of $m->{port} promoted\n";
 
-    $self->wait_ok($o{timeout} // 15)
+    $self->wait_ok($o{timeout} // 15, during => $o{during})
         or die "kill_master: cluster not ok after the failover\n";
     $self->refresh;
 
