@@ -18,22 +18,40 @@
 #include "keys.h"
 #include "link_rules.h"
 #include "log.h"
+#include "redis_cluster.h"
 #include "redis_scripts.h"
 #include "sd_notify.h"
 #include "socket_activation.h"
 
 namespace rooms {
 
+namespace {
+
+// One Redis (its address, or its master through Sentinel), or a Redis
+// Cluster seeded by that address.
+std::unique_ptr<redis_backend> make_redis(uv_loop_t* loop, const config& cfg,
+                                          redis_backend::handler& h) {
+    redis_options opts{.backoff_min_ms = cfg.redis_backoff_min_ms,
+                       .backoff_max_ms = cfg.redis_backoff_max_ms,
+                       .timeout_ms = cfg.redis_timeout_ms,
+                       .max_pending = cfg.redis_max_pending,
+                       .sentinel = &cfg.sentinel};
+    if (cfg.redis_cluster) {
+        return std::make_unique<redis_cluster>(loop, cfg.redis, h, opts);
+    }
+    auto one = std::make_unique<redis_client>(loop, cfg.redis, h, opts);
+    one->set_barrier_channel(
+        server_key(cfg.key_prefix, cfg.server_id, "barrier"));
+    return one;
+}
+
+}  // namespace
+
 app::app(uv_loop_t* loop, const config& cfg)
     : loop_(loop),
       cfg_(cfg),
       links_(loop, *this),
-      redis_(loop, cfg_.redis, *this,
-             {.backoff_min_ms = cfg_.redis_backoff_min_ms,
-              .backoff_max_ms = cfg_.redis_backoff_max_ms,
-              .timeout_ms = cfg_.redis_timeout_ms,
-              .max_pending = cfg_.redis_max_pending,
-              .sentinel = &cfg_.sentinel}) {
+      redis_(make_redis(loop, cfg_, *this)) {
     std::random_device rd;
     char hex[17];
     std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
@@ -42,8 +60,6 @@ app::app(uv_loop_t* loop, const config& cfg)
     clock_gettime(CLOCK_REALTIME, &ts);
     start_time_ = static_cast<double>(ts.tv_sec) +
                   static_cast<double>(ts.tv_nsec) / 1e9;
-    redis_.set_barrier_channel(
-        server_key(cfg_.key_prefix, cfg_.server_id, "barrier"));
 }
 
 app::~app() {
@@ -98,7 +114,7 @@ bool app::start(int listen_fd, std::string& err) {
         uint64_t every = std::max<uint64_t>(cfg_.room_ttl_ms / 4, 250);
         uv_timer_start(touch_timer_.get(), touch_timer_cb, every, every);
     }
-    redis_.start();
+    redis_->start();
 
     log_info("ready: listening on %s (%s) server_id=%s key_prefix=\"%s\"",
              where.c_str(), how.c_str(), cfg_.server_id.c_str(),
@@ -117,7 +133,7 @@ void app::stop() {
         sd_notify_send("STOPPING=1");
     }
     links_.close();
-    redis_.stop();
+    redis_->stop();
     heartbeat_.reset();
     state_timer_.reset();
     sync_retry_.reset();
@@ -256,7 +272,7 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
                  ull(l.id()), ull(msg.id), len(room), room.data());
         break;
     case room_registry::join_result::subscribe:
-        if (!redis_.subscribe(room_channel(cfg_.key_prefix, room))) {
+        if (!redis_->subscribe(room_channel(cfg_.key_prefix, room))) {
             log_warn("room waits for Redis room=%.*s link=%llu conn=%llu",
                      len(room), room.data(), ull(l.id()), ull(msg.id));
         }
@@ -301,10 +317,10 @@ void app::on_stats(link& l, const ngx_rooms_ipc_msg_t& msg) {
     g.rooms = rooms_.room_count_total();
     g.members = rooms_.member_count();
     g.links = links_.link_count();
-    g.redis_command_up = redis_.commands_ready();
-    g.redis_subscriber_up = redis_.subscriber_ready();
+    g.redis_command_up = redis_->commands_ready();
+    g.redis_subscriber_up = redis_->subscriber_ready();
     g.start_time = start_time_;
-    std::string body = render_metrics(stats_, redis_.stats(), g);
+    std::string body = render_metrics(stats_, redis_->stats(), g);
     ngx_rooms_ipc_msg_t m = ipc_msg(NGX_ROOMS_IPC_STATS_REPLY, msg.id);
     m.payload = ipc_str(body);
     l.send(m);
@@ -328,7 +344,7 @@ void app::room_emptied(const std::string& room) {
     log_debug("room empty, unsubscribing room=%s", room.c_str());
     waiting_.erase(room);  // their senders are gone
     if (!stopping_) {
-        redis_.unsubscribe(room_channel(cfg_.key_prefix, room));
+        redis_->unsubscribe(room_channel(cfg_.key_prefix, room));
         touch_room(room);  // its keys live room_ttl from now
     }
 }
@@ -336,7 +352,7 @@ void app::room_emptied(const std::string& room) {
 /* Redis */
 
 void app::on_redis_ready(redis_connection::role r) {
-    if (redis_.commands_ready() && redis_.subscriber_ready()) {
+    if (redis_->commands_ready() && redis_->subscriber_ready()) {
         open_links("Redis is connected");
     }
     if (r == redis_connection::role::command) {
@@ -361,7 +377,7 @@ void app::on_redis_ready(redis_connection::role r) {
         log_info("resubscribing rooms=%zu", codes.size());
     }
     for (const std::string& code : codes) {
-        redis_.subscribe(room_channel(cfg_.key_prefix, code));
+        redis_->subscribe(room_channel(cfg_.key_prefix, code));
     }
 }
 
@@ -395,6 +411,23 @@ void app::on_subscribed(std::string_view channel) {
     std::string code(room);
     sync_room(code);
     release_waiting(code);
+}
+
+// One room's subscription is gone while the others stay (a Redis Cluster
+// node lost, or the room's slot moved): as after the subscriber's loss,
+// for this room only.  Its snapshots in flight are void (buffer_gen), its
+// attached members get the gap filled once the backend has subscribed it
+// again where its slot is now (on_subscribed).
+void app::on_subscription_lost(std::string_view channel) {
+    std::string_view room;
+    if (!room_of_channel(cfg_.key_prefix, channel, room)) {
+        return;
+    }
+    log_info("subscription lost room=%.*s", len(room), room.data());
+    if (room_sync* rs = rooms_.unsubscribe(room)) {
+        rs->buffer_gen++;
+    }
+    release_waiting(std::string(room));
 }
 
 // A message on a room's channel holds one or more envelopes, in id order,

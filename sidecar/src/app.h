@@ -54,7 +54,7 @@ namespace rooms {
 struct room_snapshot;
 struct index_count;
 
-class app final : public link_handler, public redis_client::handler {
+class app final : public link_handler, public redis_backend::handler {
 public:
     app(uv_loop_t* loop, const config& cfg);
     ~app();
@@ -74,10 +74,11 @@ private:
     void on_link_frame(link& l, const ngx_rooms_ipc_msg_t& msg) override;
     void on_link_closed(link& l) override;
 
-    // redis_client::handler
+    // redis_backend::handler
     void on_redis_ready(redis_connection::role r) override;
     void on_redis_lost(redis_connection::role r) override;
     void on_subscribed(std::string_view channel) override;
+    void on_subscription_lost(std::string_view channel) override;
     void on_message(std::string_view channel,
                     std::string_view payload) override;
 
@@ -249,7 +250,7 @@ private:
     config cfg_;
     room_registry rooms_;
     link_server links_;
-    redis_client redis_;
+    std::unique_ptr<redis_backend> redis_;  // one Redis, or a cluster
     uv_ptr<uv_signal_t> sigterm_;
     uv_ptr<uv_signal_t> sigint_;
     uv_ptr<uv_timer_t> heartbeat_;

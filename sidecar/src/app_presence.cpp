@@ -45,7 +45,7 @@ void app::presence_leave(const std::string& room,
     }
     pending_leave pl{room, player_id, last_local, closed};
     flush_publishes(room);
-    bool sent = redis_.eval(
+    bool sent = redis_->eval(
         script_leave(), room_keys(cfg_.key_prefix, room),
         {player_id, closed ? "1" : "0", std::to_string(cfg_.room_ttl_ms)},
         [this, pl](const redisReply* r) {
@@ -68,7 +68,7 @@ void app::presence_leave(const std::string& room,
             }
             // a player who joined meanwhile keeps the room in the set
             if (pl.last_local && rooms_.members_in(pl.room) == 0) {
-                redis_.command({"SREM",
+                redis_->command({"SREM",
                                 server_key(cfg_.key_prefix, cfg_.server_id,
                                            "rooms"),
                                 pl.room},
@@ -93,7 +93,7 @@ void app::update_index(const std::string& room, const index_count& c) {
     if (cfg_.room_ttl_ms > 0) {
         keep_ms = std::min(keep_ms, cfg_.room_ttl_ms);
     }
-    redis_.eval(script_index(), room_index_keys(cfg_.key_prefix, room),
+    redis_->eval(script_index(), room_index_keys(cfg_.key_prefix, room),
                 {room, std::to_string(c.count), std::to_string(c.version),
                  std::string(c.epoch), std::to_string(keep_ms)},
                 [room](const redisReply* r) {
@@ -161,7 +161,7 @@ void app::heartbeat() {
         return;
     }
     const std::string& p = cfg_.key_prefix;
-    redis_.eval(script_heartbeat(), server_keys(p, cfg_.server_id),
+    redis_->eval(script_heartbeat(), server_keys(p, cfg_.server_id),
                 {std::to_string(cfg_.heartbeat_ttl_ms),
                  std::to_string(late_beat_ms(cfg_))},
                 [this](const redisReply* r) {
@@ -193,7 +193,7 @@ void app::heartbeat() {
                     being_reaped_ = h->reaping;
                     heartbeat_seen_ = true;
                 });
-    redis_.command({"SADD", servers_key(p), cfg_.server_id}, ignore_reply);
+    redis_->command({"SADD", servers_key(p), cfg_.server_id}, ignore_reply);
 }
 
 // Every room_ttl / 4: the keys of each room with members here live
@@ -202,7 +202,7 @@ void app::heartbeat() {
 // creates get a TTL), so this and the touch when a room's last member
 // here leaves (room_emptied) are what keeps a used room's keys.
 void app::touch_rooms() {
-    if (stopping_ || !redis_.commands_ready()) {
+    if (stopping_ || !redis_->commands_ready()) {
         return;
     }
     for (const std::string& code : rooms_.room_codes()) {
@@ -215,7 +215,7 @@ void app::touch_room(const std::string& room) {
         return;
     }
     flush_publishes(room);
-    redis_.eval(script_touch(), room_keys(cfg_.key_prefix, room),
+    redis_->eval(script_touch(), room_keys(cfg_.key_prefix, room),
                 {std::to_string(cfg_.room_ttl_ms)},
                 [](const redisReply*) {});
 }
@@ -235,7 +235,7 @@ void app::reap(bool stale) {
     }
     const std::string& p = cfg_.key_prefix;
     if (stale) {
-        redis_.command({"SMEMBERS", server_key(p, cfg_.server_id, "rooms")},
+        redis_->command({"SMEMBERS", server_key(p, cfg_.server_id, "rooms")},
                        [this](const redisReply* r) {
                            std::optional<std::vector<std::string_view>> codes;
                            if (r != nullptr && !stopping_) {
@@ -249,7 +249,7 @@ void app::reap(bool stale) {
                        });
         return;
     }
-    redis_.command({"SMEMBERS", servers_key(p)}, [this](const redisReply* r) {
+    redis_->command({"SMEMBERS", servers_key(p)}, [this](const redisReply* r) {
         std::optional<std::vector<std::string_view>> ids;
         // the beat answered just before may have paused reaping
         if (r != nullptr && !stopping_ &&
@@ -268,7 +268,7 @@ void app::reap(bool stale) {
 }
 
 void app::claim_server(const std::string& server_id) {
-    redis_.eval(script_reap_claim(),
+    redis_->eval(script_reap_claim(),
                 server_keys(cfg_.key_prefix, server_id),
                 {std::to_string(cfg_.heartbeat_ttl_ms),
                  std::to_string(late_beat_ms(cfg_)), cfg_.server_id},
@@ -311,7 +311,7 @@ void app::reap_rooms(const std::string& server_id,
     const std::string& p = cfg_.key_prefix;
     std::string ttl = std::to_string(cfg_.room_ttl_ms);
     for (const std::string& code : codes) {
-        redis_.eval(
+        redis_->eval(
             script_reap_room(), room_keys(p, code),
             {server_id, stale ? "stale" : "dead", epoch_candidate_, ttl},
             [this, code, stale, t, report](const redisReply* r) {
@@ -326,7 +326,7 @@ void app::reap_rooms(const std::string& server_id,
                         state_changed(code);
                     }
                     if (stale && c->kept == 0 && rooms_.members_in(code) == 0) {
-                        redis_.command(
+                        redis_->command(
                             {"SREM",
                              server_key(cfg_.key_prefix, cfg_.server_id,
                                         "rooms"),
@@ -345,11 +345,11 @@ void app::reap_rooms(const std::string& server_id,
     if (stale) {
         return;
     }
-    redis_.eval(script_reap_done(), server_keys(p, server_id),
+    redis_->eval(script_reap_done(), server_keys(p, server_id),
                 {cfg_.server_id}, [this, server_id](const redisReply* r) {
                     if (r != nullptr && r->type == REDIS_REPLY_INTEGER &&
                         r->integer == 1 && !stopping_) {
-                        redis_.command({"SREM",
+                        redis_->command({"SREM",
                                         servers_key(cfg_.key_prefix),
                                         server_id},
                                        ignore_reply);
@@ -359,7 +359,7 @@ void app::reap_rooms(const std::string& server_id,
 
 void app::stale_reap_cb(uv_timer_t* t) {
     auto* self = static_cast<app*>(t->data);
-    if (!self->redis_.commands_ready()) {
+    if (!self->redis_->commands_ready()) {
         // tried again at the next connection
         self->stale_reap_armed_ = false;
         return;
@@ -383,7 +383,7 @@ void app::on_rooms(link& l, const ngx_rooms_ipc_msg_t& msg) {
     read->link_id = l.id();
     read->request = msg.id;
     for (unsigned b = 0; b < room_index_buckets && !read->failed; b++) {
-        bool sent = redis_.command(
+        bool sent = redis_->command(
             {"ZREVRANGE", room_index_key(cfg_.key_prefix, b), "0", "-1",
              "WITHSCORES"},
             [this, read](const redisReply* r) {

@@ -73,7 +73,7 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
     // subscriber connection is up), its messages wait, in order.
     auto w = waiting_.find(m->room());
     if (w != waiting_.end() ||
-        (!rooms_.is_subscribed(m->room()) && redis_.subscriber_ready())) {
+        (!rooms_.is_subscribed(m->room()) && redis_->subscriber_ready())) {
         if (w == waiting_.end()) {
             w = waiting_.emplace(m->room(), std::deque<waiting_message>())
                     .first;
@@ -244,9 +244,9 @@ void app::send_batch(const std::string& room) {
             bytes + q.queued.front().body.size() <= max_batch_bytes)) {
         queued_publish& qp = q.queued.front();
         std::string redis_deadline = "0";
-        if (redis_.clock_known()) {
+        if (redis_->clock_known()) {
             int64_t d = static_cast<int64_t>(qp.ctx.deadline) +
-                        redis_.redis_clock_offset_ms();
+                        redis_->redis_clock_offset_ms();
             redis_deadline = std::to_string(d > 0 ? d : 1);
         }
         bytes += qp.body.size();
@@ -260,7 +260,7 @@ void app::send_batch(const std::string& room) {
         q.queued.pop_front();
     }
 
-    bool sent = redis_.eval(script_publish(), keys, args,
+    bool sent = redis_->eval(script_publish(), keys, args,
                             [this, room, batch](const redisReply* r) {
                                 on_batch_reply(room, *batch, r);
                             });
@@ -323,7 +323,7 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
         return;  // the worker asks the next sidecar
     }
     if (r == nullptr) {
-        if (redis_.timed_out()) {
+        if (redis_->timed_out()) {
             // Redis stopped answering: `settle` if it answers again soon,
             // else refused by its deadline (answer_late).
             late_.push_back(ctx);
@@ -378,7 +378,7 @@ void app::on_publish_reply(const publish_ctx& ctx, const redisReply* r) {
 void app::settle(const publish_ctx& ctx) {
     flush_publishes(ctx.room);
     const std::string& p = cfg_.key_prefix;
-    bool sent = redis_.eval(
+    bool sent = redis_->eval(
         script_settle(), {room_key(p, ctx.room, "senders")},
         {ctx.player, std::to_string(ctx.seq)},
         [this, ctx](const redisReply* r) {

@@ -45,7 +45,7 @@ void app::publish_state(const std::string& room) {
     }
     flush_publishes(room);
     const std::string& p = cfg_.key_prefix;
-    bool sent = redis_.eval(
+    bool sent = redis_->eval(
         script_state(),
         room_keys(p, room),
         {room_channel(p, room), room, std::to_string(cfg_.room_ttl_ms)},

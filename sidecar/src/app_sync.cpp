@@ -43,7 +43,7 @@ void app::sync_all_rooms(bool register_all) {
 void app::sync_room(const std::string& code, bool register_all) {
     room_sync* rs = rooms_.sync_of(code);
     if (rs == nullptr || stopping_ || !rooms_.is_subscribed(code) ||
-        !redis_.commands_ready()) {
+        !redis_->commands_ready()) {
         return;  // retried when Redis confirms or comes back
     }
     std::vector<member_key> joiners = rooms_.take_pending(code);
@@ -64,7 +64,7 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      std::to_string(cfg_.room_ttl_ms),
                                      // a new one (failover, restart) may
                                      // have lost acknowledged writes
-                                     redis_.master_replid()};
+                                     redis_->master_replid()};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     bool registers = false;
@@ -83,7 +83,7 @@ void app::sync_room(const std::string& code, bool register_all) {
     if (registers) {
         // Before the players are registered: the room set of this server
         // holds every room where it may have players (the reaper's list).
-        redis_.command({"SADD", server_key(p, cfg_.server_id, "rooms"), code},
+        redis_->command({"SADD", server_key(p, cfg_.server_id, "rooms"), code},
                        [](const redisReply*) {});
     }
     auto req = std::make_shared<sync_request>();
@@ -94,9 +94,9 @@ void app::sync_room(const std::string& code, bool register_all) {
     req->start = rs->buffer_base + rs->buffer.size();
     req->buffer_gen = rs->buffer_gen;
     req->resync = resync;
-    req->replid = redis_.master_replid();
+    req->replid = redis_->master_replid();
 
-    bool sent = redis_.eval(script_sync(), room_keys(p, code), args,
+    bool sent = redis_->eval(script_sync(), room_keys(p, code), args,
                             [this, req](const redisReply* r) {
                                 on_sync_reply(req, r);
                             });
@@ -183,9 +183,11 @@ void app::on_sync_reply(const std::shared_ptr<sync_request>& req,
     snap->epoch = parsed->epoch;
     snap->history.assign(parsed->history.begin(), parsed->history.end());
 
-    bool sent = redis_.barrier([this, req, snap](bool done) {
-        on_sync_barrier(*req, *snap, done);
-    });
+    auto done = [this, req, snap](bool ok) {
+        on_sync_barrier(*req, *snap, ok);
+    };
+    bool sent =
+        redis_->barrier(room_channel(cfg_.key_prefix, req->room), done);
     if (!sent) {
         sync_failed(*req, *rs);  // the subscriber is gone: next sync
     }

@@ -480,6 +480,15 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
             }
             cfg.sentinel.sentinels.push_back(std::move(hp));
         }
+    } else if (k == "redis_cluster") {
+        if (value == "on" || value == "yes" || value == "1") {
+            cfg.redis_cluster = true;
+        } else if (value == "off" || value == "no" || value == "0") {
+            cfg.redis_cluster = false;
+        } else {
+            err = "redis_cluster: on or off";
+            return false;
+        }
     } else if (k == "redis_sentinel_master") {
         if (value.empty() || value.find_first_of(" \t") != value.npos) {
             err = "redis_sentinel_master: a name without spaces";
@@ -558,6 +567,24 @@ bool finish_config(config& cfg, std::string& err) {
     }
     if (cfg.redis_db >= 0) {
         cfg.redis.db = cfg.redis_db;
+    }
+    if (cfg.redis_cluster) {
+        // The address is a seed: the nodes are named by CLUSTER SLOTS, by
+        // IP and port, and a cluster has one database.
+        if (cfg.redis.unix_socket) {
+            err = "redis_cluster: the redis URL must be a node's "
+                  "redis://host:port (a seed)";
+            return false;
+        }
+        if (cfg.redis.db != 0) {
+            err = "redis_cluster: a cluster has database 0 only";
+            return false;
+        }
+        if (!cfg.sentinel.sentinels.empty()) {
+            err = "redis_cluster and redis_sentinels exclude each other: a "
+                  "cluster fails over by itself";
+            return false;
+        }
     }
     if (cfg.heartbeat_ttl_ms <= cfg.heartbeat_interval_ms) {
         err = "heartbeat_ttl_ms must be larger than heartbeat_interval_ms";
@@ -666,7 +693,9 @@ const char* usage_text() {
            "  --redis-password P  --redis-db N\n"
            "  --redis-sentinels HOST:PORT[,HOST:PORT...]  "
            "--redis-sentinel-master NAME\n"
-           "                      (mymaster)  --redis-sentinel-password P\n";
+           "                      (mymaster)  --redis-sentinel-password P\n"
+           "  --redis-cluster on|off (off: the redis URL is a cluster's "
+           "seed node)\n";
 }
 
 }  // namespace rooms

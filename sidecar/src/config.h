@@ -103,6 +103,9 @@ struct config {
     // With sentinels, the master's address comes from them; the URL's
     // credentials and database still apply to it.
     sentinel_settings sentinel;
+    // Redis Cluster: the URL is a seed node (docs/redis.md "Redis
+    // Cluster"; key redis_cluster on|off).
+    bool redis_cluster = false;
     std::string server_id;  // default: default_server_id(listen)
     std::string key_prefix;
     log_level level = log_level::info;

@@ -19,6 +19,14 @@ void latency_histogram::observe(double seconds) {
     sum_ += seconds;
 }
 
+void latency_histogram::merge(const latency_histogram& o) {
+    for (size_t i = 0; i < counts_.size(); i++) {
+        counts_[i] += o.counts_[i];
+    }
+    count_ += o.count_;
+    sum_ += o.sum_;
+}
+
 uint64_t latency_histogram::cumulative(size_t i) const {
     uint64_t n = 0;
     for (size_t j = 0; j <= i && j < counts_.size(); j++) {

@@ -20,6 +20,8 @@ public:
         0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
 
     void observe(double seconds);
+    // Adds another histogram's observations (a cluster's nodes).
+    void merge(const latency_histogram& o);
 
     // Cumulative count of observations <= bounds[i] (i < bounds.size()).
     uint64_t cumulative(size_t i) const;

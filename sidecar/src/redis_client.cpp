@@ -506,7 +506,9 @@ void redis_client::start() {
         log_info("redis at %s", addr_.describe().c_str());
     }
     cmd_.start();
-    sub_.start();
+    if (opts_.subscriber) {
+        sub_.start();
+    }
 }
 
 void redis_client::stop() {
@@ -673,16 +675,17 @@ bool redis_client::command(const std::vector<std::string>& argv,
 bool redis_client::eval(const lua_script& script,
                         const std::vector<std::string>& keys,
                         const std::vector<std::string>& args, reply_fn cb) {
+    const lua_script& s = opts_.sharded ? sharded_script(script) : script;
     auto c = std::make_unique<call>();
-    c->script = &script;
+    c->script = &s;
     c->argv.reserve(3 + keys.size() + args.size());
-    auto it = sha_.find(&script);
+    auto it = sha_.find(&s);
     if (it != sha_.end()) {
         c->argv.emplace_back("EVALSHA");
         c->argv.push_back(it->second);
     } else {
         c->argv.emplace_back("EVAL");
-        c->argv.push_back(script.body);
+        c->argv.push_back(s.body);
     }
     c->argv.push_back(std::to_string(keys.size()));
     c->argv.insert(c->argv.end(), keys.begin(), keys.end());
@@ -749,7 +752,8 @@ bool redis_client::write(std::unique_ptr<call>& c) {
 
 void redis_client::load_scripts() {
     for (const lua_script* const* s = all_scripts(); *s != nullptr; s++) {
-        const lua_script* script = *s;
+        const lua_script* script =
+            opts_.sharded ? &sharded_script(**s) : *s;
         command({"SCRIPT", "LOAD", script->body},
                 [this, script](const redisReply* r) {
                     if (r != nullptr && r->type == REDIS_REPLY_STRING) {

@@ -59,6 +59,11 @@ struct redis_options {
     size_t max_pending = 100000;     // commands outstanding, at most
     // Master discovery (nullptr or no sentinels: the address as given).
     const sentinel_settings* sentinel = nullptr;
+    // false: a command connection only (a Redis Cluster node's: its
+    // sharded subscriptions are cluster_subscriber's).
+    bool subscriber = true;
+    // Redis Cluster: the scripts SPUBLISH (sharded_script()).
+    bool sharded = false;
 };
 
 class redis_connection {
@@ -148,7 +153,9 @@ private:
     reconnect_backoff backoff_;
 };
 
-class redis_client {
+// What the sidecar asks of Redis, whether one server (redis_client) or a
+// Redis Cluster (redis_cluster, cluster.h).
+class redis_backend {
 public:
     class handler {
     public:
@@ -163,6 +170,11 @@ public:
         // A message on a subscribed channel.
         virtual void on_message(std::string_view channel,
                                 std::string_view payload) = 0;
+        // One channel's subscription is gone while the others stay (a
+        // cluster node lost, or the channel's slot moved to another
+        // node).  The backend subscribes it again where it now belongs:
+        // on_subscribed() follows once that is confirmed.
+        virtual void on_subscription_lost(std::string_view channel) = 0;
 
     protected:
         ~handler() = default;
@@ -178,6 +190,34 @@ public:
     // when that connection was lost first.
     using barrier_fn = std::function<void(bool ok)>;
 
+    virtual ~redis_backend() = default;
+
+    virtual void start() = 0;
+    virtual void stop() = 0;
+
+    virtual bool commands_ready() const = 0;
+    virtual bool subscriber_ready() const = 0;
+    virtual const redis_stats& stats() const = 0;
+    virtual bool timed_out() const = 0;
+    virtual int64_t redis_clock_offset_ms() const = 0;
+    virtual bool clock_known() const = 0;
+    virtual const std::string& master_replid() const = 0;
+
+    virtual bool eval(const lua_script& script,
+                      const std::vector<std::string>& keys,
+                      const std::vector<std::string>& args, reply_fn cb) = 0;
+    virtual bool command(const std::vector<std::string>& argv,
+                         reply_fn cb) = 0;
+    virtual bool subscribe(std::string_view channel) = 0;
+    virtual bool unsubscribe(std::string_view channel) = 0;
+    // After a room's snapshot (`sync`): the channel is the room's (a
+    // cluster orders the room's node's subscriber connection; one Redis
+    // its only one).
+    virtual bool barrier(std::string_view channel, barrier_fn cb) = 0;
+};
+
+class redis_client final : public redis_backend {
+public:
     redis_client(uv_loop_t* loop, const redis_address& addr, handler& h,
                  const redis_options& opts = {});
     ~redis_client();
@@ -185,37 +225,43 @@ public:
     redis_client(const redis_client&) = delete;
     redis_client& operator=(const redis_client&) = delete;
 
-    void start();
-    void stop();
+    void start() override;
+    void stop() override;
 
     // False also while a failover holds writes (sentinel_watch); the
     // handler's on_redis_ready(command) comes when it ends.
-    bool commands_ready() const { return cmd_.ready() && !holding_; }
-    bool subscriber_ready() const { return sub_.ready(); }
+    bool commands_ready() const override {
+        return cmd_.ready() && !holding_;
+    }
+    bool subscriber_ready() const override { return sub_.ready(); }
 
     // Latency, errors and reconnects so far (docs/metrics.md).
-    const redis_stats& stats() const { return stats_; }
+    const redis_stats& stats() const override { return stats_; }
 
     // True while the NULL-reply callbacks (and on_redis_lost(), and the
     // failed barriers) of a connection abandoned because Redis stopped
     // answering run; false for a connection Redis closed or reset.  So a
     // callback can tell "Redis hung: the command may still run later"
     // from "the connection dropped".
-    bool timed_out() const { return timed_out_; }
+    bool timed_out() const override { return timed_out_; }
 
     // Redis's wall clock (unix ms) minus this loop's uv_now(), measured by
     // TIME on the command connection (in its handshake, when idle, and at
     // least every 10 s) and corrected by half the round trip: uv_now() +
     // offset is Redis's clock now, e.g. for a deadline a script checks
     // against redis.call('TIME').  Meaningful once clock_known().
-    int64_t redis_clock_offset_ms() const { return clock_offset_ms_; }
-    bool clock_known() const { return clock_known_; }
+    int64_t redis_clock_offset_ms() const override {
+        return clock_offset_ms_;
+    }
+    bool clock_known() const override { return clock_known_; }
 
     // The replication id (`INFO replication`'s master_replid) of the
     // server the command connection reached in its latest handshake;
     // empty if it did not say.  A promoted replica (a failover) and a
     // restarted master have a new one (docs/redis.md "Sentinel").
-    const std::string& master_replid() const { return replid_; }
+    const std::string& master_replid() const override {
+        return replid_;
+    }
 
     // Runs a script on the command connection: EVALSHA once its SCRIPT
     // LOAD answered, EVAL before that.  False when the command connection
@@ -229,15 +275,16 @@ public:
     // nullptr if the connection is lost or abandoned first (timed_out()
     // tells which).
     bool eval(const lua_script& script, const std::vector<std::string>& keys,
-              const std::vector<std::string>& args, reply_fn cb);
+              const std::vector<std::string>& args, reply_fn cb) override;
 
     // Any command on the command connection.
-    bool command(const std::vector<std::string>& argv, reply_fn cb);
+    bool command(const std::vector<std::string>& argv,
+                 reply_fn cb) override;
 
     // False when the subscriber connection is not usable; the owner
     // resubscribes from on_redis_ready().
-    bool subscribe(std::string_view channel);
-    bool unsubscribe(std::string_view channel);
+    bool subscribe(std::string_view channel) override;
+    bool unsubscribe(std::string_view channel) override;
 
     // The channel barrier() subscribes (nobody publishes on it).
     void set_barrier_channel(std::string channel) {
@@ -253,6 +300,9 @@ public:
     // order they were made.  False when the subscriber connection is not
     // usable (cb is not called then).
     bool barrier(barrier_fn cb);
+    bool barrier(std::string_view, barrier_fn cb) override {
+        return barrier(std::move(cb));
+    }
 
 private:
     friend class redis_connection;

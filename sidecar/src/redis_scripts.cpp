@@ -1,5 +1,9 @@
 #include "redis_scripts.h"
 
+#include <memory>
+#include <string_view>
+#include <unordered_map>
+
 namespace rooms {
 
 namespace {
@@ -590,6 +594,23 @@ const lua_script* const* all_scripts() {
         &script_index(),     &script_settle(),    nullptr,
     };
     return list;
+}
+
+const lua_script& sharded_script(const lua_script& script) {
+    static std::unordered_map<const lua_script*, std::unique_ptr<lua_script>>
+        variants;
+    std::unique_ptr<lua_script>& v = variants[&script];
+    if (!v) {
+        v = std::make_unique<lua_script>(script);
+        std::string& body = v->body;
+        static constexpr std::string_view from = "'PUBLISH'";
+        for (size_t at = body.find(from); at != std::string::npos;
+             at = body.find(from, at)) {
+            body.replace(at, from.size(), "'SPUBLISH'");
+            at += from.size() + 1;
+        }
+    }
+    return *v;
 }
 
 }  // namespace rooms

@@ -62,4 +62,11 @@ const lua_script& script_settle();
 // Every script, to load them when a connection comes up.
 const lua_script* const* all_scripts();
 
+// The same script for Redis Cluster: every PUBLISH is an SPUBLISH (sharded
+// Pub/Sub: the message reaches the subscribers of the node that owns the
+// channel's slot, which is the room's slot; docs/redis.md "Sharded
+// Pub/Sub").  Made once per script, on first use; the reference stays
+// valid.
+const lua_script& sharded_script(const lua_script& script);
+
 }  // namespace rooms

@@ -308,6 +308,18 @@ void room_registry::unsubscribe_all() {
     }
 }
 
+room_sync* room_registry::unsubscribe(std::string_view room_code) {
+    auto it = rooms_.find(room_code);
+    if (it == rooms_.end()) {
+        return nullptr;
+    }
+    it->second.subscribed = false;
+    if (!it->second.links.empty()) {
+        it->second.sync.resync = true;
+    }
+    return &it->second.sync;
+}
+
 const member* room_registry::find(const member_key& key) const {
     auto it = members_.find(key);
     return it == members_.end() ? nullptr : &it->second.m;

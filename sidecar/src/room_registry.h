@@ -177,6 +177,8 @@ public:
     // `subscribing` (attached members stay attached); rooms with attached
     // members are marked for a gap fill (room_sync::resync).
     void unsubscribe_all();
+    // The same for one room; its sync state, or nullptr if it is unknown.
+    room_sync* unsubscribe(std::string_view room);
 
     const member* find(const member_key& key) const;
 

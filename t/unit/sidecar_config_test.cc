@@ -343,6 +343,38 @@ TEST(SidecarConfig, RedisTimeouts) {
     }
 }
 
+TEST(SidecarConfig, RedisCluster) {
+    std::string err;
+    config off;
+    ASSERT_EQ(parse({}, off, err), parse_status::ok) << err;
+    EXPECT_FALSE(off.redis_cluster);
+
+    config on;
+    ASSERT_EQ(parse({"--redis-cluster", "on", "--redis",
+                     "redis://10.0.0.7:7001"},
+                    on, err),
+              parse_status::ok)
+        << err;
+    EXPECT_TRUE(on.redis_cluster);
+    EXPECT_EQ(on.redis.host, "10.0.0.7");
+    EXPECT_EQ(on.redis.port, 7001);
+
+    // A seed is host:port; a cluster has one database; it fails over by
+    // itself.
+    for (std::vector<std::string> args :
+         std::vector<std::vector<std::string>>{
+             {"--redis-cluster", "maybe"},
+             {"--redis-cluster", "on", "--redis", "unix:/run/redis.sock"},
+             {"--redis-cluster", "on", "--redis", "redis://127.0.0.1:7000/2"},
+             {"--redis-cluster", "on", "--redis-db", "1"},
+             {"--redis-cluster", "on", "--redis-sentinels",
+              "127.0.0.1:26379"}}) {
+        config cfg;
+        EXPECT_EQ(parse(args, cfg, err), parse_status::error)
+            << args.back();
+    }
+}
+
 TEST(SidecarConfig, BadRoomSettings) {
     std::string err;
     for (std::vector<std::string> args :

@@ -141,3 +141,31 @@ TEST(KeySlots, ScriptsBuildNoKeyNames) {
         }
     }
 }
+
+// In a cluster every script that publishes does it with SPUBLISH (the
+// room's channel is in its slot, checked above); nothing else changes.
+TEST(KeySlots, ShardedScriptsPublishWithSpublish) {
+    for (const lua_script* const* s = all_scripts(); *s != nullptr; s++) {
+        const lua_script& plain = **s;
+        const lua_script& sharded = sharded_script(plain);
+        EXPECT_EQ(&sharded, &sharded_script(plain)) << "made once";
+        EXPECT_EQ(sharded.body.find("'PUBLISH'"), std::string::npos)
+            << plain.name;
+        size_t published = 0;
+        for (size_t at = plain.body.find("'PUBLISH'");
+             at != std::string::npos;
+             at = plain.body.find("'PUBLISH'", at + 1)) {
+            published++;
+        }
+        size_t sharded_published = 0;
+        for (size_t at = sharded.body.find("'SPUBLISH'");
+             at != std::string::npos;
+             at = sharded.body.find("'SPUBLISH'", at + 1)) {
+            sharded_published++;
+        }
+        EXPECT_EQ(sharded_published, published) << plain.name;
+        EXPECT_EQ(sharded.body.size(), plain.body.size() + published)
+            << plain.name;
+    }
+    EXPECT_NE(script_publish().body.find("'PUBLISH'"), std::string::npos);
+}

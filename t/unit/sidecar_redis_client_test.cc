@@ -50,6 +50,7 @@ struct events : redis_client::handler {
         lost_timed_out = client->timed_out();
     }
     void on_subscribed(std::string_view) override {}
+    void on_subscription_lost(std::string_view) override {}
     void on_message(std::string_view, std::string_view) override {}
 };
 
