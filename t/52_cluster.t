@@ -19,7 +19,8 @@
 #    (IMPORTING/MIGRATING, 0.2 s, keys migrated, a join on stack a, 0.3 s
 #    with the keys on the target, SETSLOT NODE, a join on stack b);
 # 4. failover: a busy room on stack a's seed master, which is killed
-#    (SIGKILL) and replaced by its replica;
+#    (SIGKILL) and replaced by its replica; a busy room on another master
+#    meanwhile: no message refused, no delivery gap of a second;
 # 5. after each of them, chat in the rooms of 1 on both stacks again;
 # 6. a killed sidecar's players reaped by the other within the bound of
 #    t/12 (heartbeat TTL + 2 intervals + 0.5 s), GET /rooms following.
@@ -80,7 +81,10 @@ my $ta = Rooms::Test->new(name => 'a');
 my $tb = Rooms::Test->new(name => 'b');
 
 my $t0 = time;
-my $c = Rooms::Test::Cluster->start(masters => 3, replicas => 1);
+# the other masters go on serving while one fails over (by default a
+# cluster with a slot uncovered refuses every command: CLUSTERDOWN)
+my $c = Rooms::Test::Cluster->start(masters => 3, replicas => 1,
+    redis_args => [ '--cluster-require-full-coverage', 'no' ]);
 my @masters = $c->masters;
 is(scalar @masters, 3, 'three masters');
 is(scalar(() = $c->replicas_of($_)), 1, "master $_->{port} has a replica")
@@ -673,13 +677,24 @@ chat_round('after the move', @chat_rooms);
 {
     my $L = 'kill';
     my $victim = $seed{a};    # stack a's seed, too
+    # a bystander: a busy room on another master, which must not notice
+    my ($other) = grep { $_->{port} != $victim->{port} } $c->masters;
+    my $by_room = room_on($other, 'CALM');
+    my ($by, $by_players) = busy_room("$L (bystander)", $by_room,
+        "on $other->{port}");
     my $room = room_on($victim, 'KILL');
     my ($rec, $players) = busy_room($L, $room,
         "on $victim->{port}, stack a's seed");
+    for (1 .. 20) {    # both rooms flowing before the kill
+        $rec->pump(secs => 0.025);
+        $by->pump(secs => 0.025);
+    }
 
     my $k0 = time;
-    my $promoted = $c->kill_master($victim,
-        during => sub { $rec->pump(secs => 0.05) });
+    my $promoted = $c->kill_master($victim, during => sub {
+        $rec->pump(secs => 0.03);
+        $by->pump(secs => 0.03);
+    });
     my $k1 = time;
     diag(sprintf "$L: %d killed; %d promoted, the cluster ok after %.2f s",
         $victim->{port}, $promoted->{port}, $k1 - $k0);
@@ -687,6 +702,18 @@ chat_round('after the move', @chat_rooms);
         "$L: the room's slot is served by the promoted replica");
 
     $figures{$L} = after_event($L, $rec, $room, $players, 'kill', $k0, 15);
+
+    my $by_f = after_event("$L (bystander)", $by, $by_room, $by_players,
+        'move', $k0, 5);
+    is($by_f->{unavailable}, 0, "$L: the bystander room on another master "
+        . 'had no message refused');
+    for my $who ($by->names) {
+        my ($gap) = longest_gap($by, $who, $k0, $k1);
+        cmp_ok($gap, '<', 1, "$L: bystander $who: no delivery gap of a "
+            . 'second while the other master failed over');
+        diag(sprintf "$L: bystander $who: longest delivery gap %.2f s "
+            . 'during the failover', $gap);
+    }
 }
 
 chat_round('after the failover', @chat_rooms);

@@ -73,7 +73,8 @@ void app::on_client_message(link& l, const ngx_rooms_ipc_msg_t& msg) {
     // subscriber connection is up), its messages wait, in order.
     auto w = waiting_.find(m->room());
     if (w != waiting_.end() ||
-        (!rooms_.is_subscribed(m->room()) && redis_->subscriber_ready())) {
+        (!rooms_.is_subscribed(m->room()) &&
+         redis_->subscriber_ready(room_channel(cfg_.key_prefix, m->room())))) {
         if (w == waiting_.end()) {
             w = waiting_.emplace(m->room(), std::deque<waiting_message>())
                     .first;

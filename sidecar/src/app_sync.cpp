@@ -64,7 +64,8 @@ void app::sync_room(const std::string& code, bool register_all) {
                                      std::to_string(cfg_.room_ttl_ms),
                                      // a new one (failover, restart) may
                                      // have lost acknowledged writes
-                                     redis_->master_replid()};
+                                     redis_->replid_for(
+                                         room_channel(p, code))};
     std::vector<member_key> players =
         (resync || register_all) ? rooms_.members_of(code) : joiners;
     bool registers = false;
@@ -94,7 +95,7 @@ void app::sync_room(const std::string& code, bool register_all) {
     req->start = rs->buffer_base + rs->buffer.size();
     req->buffer_gen = rs->buffer_gen;
     req->resync = resync;
-    req->replid = redis_->master_replid();
+    req->replid = args[6];
 
     bool sent = redis_->eval(script_sync(), room_keys(p, code), args,
                             [this, req](const redisReply* r) {

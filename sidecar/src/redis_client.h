@@ -197,11 +197,16 @@ public:
 
     virtual bool commands_ready() const = 0;
     virtual bool subscriber_ready() const = 0;
+    // The connection a channel's subscription goes on is up (one Redis:
+    // the subscriber connection; a cluster: its slot's master's).
+    virtual bool subscriber_ready(std::string_view channel) const = 0;
     virtual const redis_stats& stats() const = 0;
     virtual bool timed_out() const = 0;
     virtual int64_t redis_clock_offset_ms() const = 0;
     virtual bool clock_known() const = 0;
-    virtual const std::string& master_replid() const = 0;
+    // The replication id of the master a room's `sync` goes to (the
+    // room's channel tells which, in a cluster); empty if unknown.
+    virtual const std::string& replid_for(std::string_view channel) const = 0;
 
     virtual bool eval(const lua_script& script,
                       const std::vector<std::string>& keys,
@@ -234,6 +239,9 @@ public:
         return cmd_.ready() && !holding_;
     }
     bool subscriber_ready() const override { return sub_.ready(); }
+    bool subscriber_ready(std::string_view) const override {
+        return sub_.ready();
+    }
 
     // Latency, errors and reconnects so far (docs/metrics.md).
     const redis_stats& stats() const override { return stats_; }
@@ -259,7 +267,8 @@ public:
     // server the command connection reached in its latest handshake;
     // empty if it did not say.  A promoted replica (a failover) and a
     // restarted master have a new one (docs/redis.md "Sentinel").
-    const std::string& master_replid() const override {
+    const std::string& master_replid() const { return replid_; }
+    const std::string& replid_for(std::string_view) const override {
         return replid_;
     }
 

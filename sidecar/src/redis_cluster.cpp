@@ -77,7 +77,7 @@ struct redis_cluster::node final : public redis_backend::handler,
 
     // redis_backend::handler (the command connection only)
     void on_redis_ready(redis_connection::role) override {
-        owner.node_ready(*this);
+        owner.node_ready(*this, false);
     }
     void on_redis_lost(redis_connection::role) override {
         owner.node_lost(*this, false);
@@ -88,7 +88,7 @@ struct redis_cluster::node final : public redis_backend::handler,
 
     // cluster_subscriber::handler
     void on_sub_ready(cluster_subscriber&) override {
-        owner.node_ready(*this);
+        owner.node_ready(*this, true);
     }
     void on_sub_lost(cluster_subscriber&) override {
         owner.node_lost(*this, true);
@@ -262,7 +262,7 @@ redis_cluster::node* redis_cluster::any_ready_node() const {
 bool redis_cluster::eval(const lua_script& script,
                          const std::vector<std::string>& keys,
                          const std::vector<std::string>& args, reply_fn cb) {
-    if (stopped_ || !cmd_up_) {
+    if (stopped_ || !opened_) {
         return false;
     }
     auto c = std::make_shared<call>();
@@ -296,7 +296,7 @@ bool redis_cluster::eval(const lua_script& script,
 
 bool redis_cluster::command(const std::vector<std::string>& argv,
                             reply_fn cb) {
-    if (stopped_ || !cmd_up_) {
+    if (stopped_ || !opened_) {
         return false;
     }
     auto c = std::make_shared<call>();
@@ -560,9 +560,8 @@ bool redis_cluster::subscribe(std::string_view channel) {
     auto [it, fresh] = channels_.try_emplace(std::string(channel));
     channel_state& st = it->second;
     if (!fresh && st.on != nullptr && st.on->sub->ready()) {
-        // subscribed again (the subscriber is back): confirmed again
-        st.confirmed = false;
-        return st.on->sub->ssubscribe(channel);
+        // already there (confirmed: nothing to do), or on its way
+        return true;
     }
     st.on = nullptr;
     st.confirmed = false;
@@ -625,17 +624,21 @@ void redis_cluster::subscribe_waiting(node& n) {
 
 /* node events */
 
-void redis_cluster::node_ready(node& n) {
+void redis_cluster::node_ready(node& n, bool subscriber) {
     if (stopped_) {
         return;
     }
     if (!map_) {
         want_refresh();
     }
-    if (n.sub->ready()) {
+    if (subscriber) {
         subscribe_waiting(n);
     }
+    bool was_open = opened_;
     update_ready();
+    if (was_open && !subscriber && n.serving) {
+        handler_.on_redis_ready(redis_connection::role::command);
+    }
 }
 
 void redis_cluster::node_lost(node& n, bool subscriber) {
@@ -653,31 +656,46 @@ void redis_cluster::node_lost(node& n, bool subscriber) {
     update_ready();
 }
 
-// The handler learns when commands and subscriptions become usable
-// everywhere, and when commands stop being usable somewhere.  A
-// subscription lost is told per channel (on_subscription_lost), never as
-// the whole subscriber's loss: the other nodes' subscriptions stay.
+// The handler learns once that commands and subscriptions are usable:
+// when every master of a map that covers every slot is connected.  Later
+// a master lost or back is its rooms' business (per room: refused calls,
+// on_subscription_lost, resubscribed here), and each command connection
+// back is told (node_ready).  commands_ready() and subscriber_ready()
+// then say whether any master is connected.
 void redis_cluster::update_ready() {
-    bool cmd = map_ && map_->covers_all();
-    bool sub = cmd;
+    bool all = map_ && map_->covers_all();
+    bool any_cmd = false;
+    bool any_sub = false;
     for (const auto& n : nodes_) {
         if (n->serving) {
-            cmd = cmd && n->cmd->commands_ready();
-            sub = sub && n->sub->ready();
+            bool c = n->cmd->commands_ready();
+            bool s = n->sub->ready();
+            all = all && c && s;
+            any_cmd = any_cmd || c;
+            any_sub = any_sub || s;
         }
     }
-    bool cmd_was = cmd_up_;
-    bool sub_was = sub_up_;
-    cmd_up_ = cmd;
-    sub_up_ = sub;
-    if (cmd && !cmd_was) {
+    all_up_ = all;
+    if (!opened_) {
+        if (!all || stopped_) {
+            return;
+        }
+        opened_ = true;
+        cmd_up_ = true;
+        sub_up_ = true;
+        log_info("redis cluster: every master connected (%zu)",
+                 map_->masters().size());
         handler_.on_redis_ready(redis_connection::role::command);
-    } else if (!cmd && cmd_was) {
-        handler_.on_redis_lost(redis_connection::role::command);
-    }
-    if (sub && !sub_was && !stopped_) {
         handler_.on_redis_ready(redis_connection::role::subscriber);
+        return;
     }
+    cmd_up_ = any_cmd;
+    sub_up_ = any_sub;
+}
+
+bool redis_cluster::subscriber_ready(std::string_view channel) const {
+    node* n = owner_of(channel);
+    return n != nullptr && n->sub->ready();
 }
 
 /* the timer: retries and refreshes */
@@ -692,7 +710,7 @@ void redis_cluster::arm_timer() {
     // over a failed master within the cluster's node timeout, and the
     // map shows it.
     uint64_t age = map_ ? now - last_map_ : UINT64_MAX;
-    uint64_t period = cmd_up_ && sub_up_ ? map_max_age_ms : degraded_poll_ms;
+    uint64_t period = all_up_ ? map_max_age_ms : degraded_poll_ms;
     uint64_t wait = period;
     if (age < period) {
         wait = period - age;
@@ -732,6 +750,14 @@ const redis_stats& redis_cluster::stats() const {
         stats_.master_switches += s.master_switches;
     }
     return stats_;
+}
+
+const std::string& redis_cluster::replid_for(std::string_view channel) const {
+    auto it = channels_.find(std::string(channel));
+    if (it == channels_.end() || it->second.on == nullptr) {
+        return no_replid_;
+    }
+    return it->second.on->cmd->master_replid();
 }
 
 bool redis_cluster::timed_out() const {

@@ -27,8 +27,11 @@
 //                 MOVED, a node lost, a dropped subscription, CLUSTERDOWN,
 //                 and every 10 s.
 //
-// Ready (commands or subscriptions) means: a map that covers every slot,
-// and that connection up on every master in it.
+// The first on_redis_ready()s come once a map covers every slot and
+// every master in it is connected; after that a master down affects its
+// own rooms only (their calls refused, their subscriptions lost and made
+// again on the promoted replica), and commands_ready() means "some master
+// is connected".
 
 #include <uv.h>
 
@@ -60,15 +63,20 @@ public:
     void start() override;
     void stop() override;
 
+    // Once every master of the first map was connected: at least one
+    // master is (the calls for a slot whose master is not connected are
+    // refused, eval() false, as on one Redis that is down).
     bool commands_ready() const override { return cmd_up_; }
     bool subscriber_ready() const override { return sub_up_; }
+    bool subscriber_ready(std::string_view channel) const override;
     const redis_stats& stats() const override;
     bool timed_out() const override;
     int64_t redis_clock_offset_ms() const override;
     bool clock_known() const override;
-    // Not tracked per node yet: empty, so the continuity check after a
-    // failover is off in a cluster (docs/redis.md).
-    const std::string& master_replid() const override { return no_replid_; }
+    // Of the node of the channel's confirmed subscription, where its
+    // `sync` runs: a promoted replica has a new one (docs/redis.md
+    // "Failover" in "Redis Cluster").
+    const std::string& replid_for(std::string_view channel) const override;
 
     // True once started: the SSUBSCRIBE goes when the slot's master is
     // connected.
@@ -121,7 +129,7 @@ private:
     void lose(const std::string& channel, channel_state& st);
     void subscribe_waiting(node& n);
 
-    void node_ready(node& n);
+    void node_ready(node& n, bool subscriber);
     void node_lost(node& n, bool subscriber);
     void update_ready();
 
@@ -134,6 +142,11 @@ private:
     redis_options opts_;   // per node: no subscriber, sharded scripts
     bool started_ = false;
     bool stopped_ = false;
+    // Every master of a map covering every slot was connected once (the
+    // first on_redis_ready()s); from then on each command connection
+    // that comes back is told (on_redis_ready(command): settle, sync).
+    bool opened_ = false;
+    bool all_up_ = false;  // every master of the map connected, now
     bool cmd_up_ = false;
     bool sub_up_ = false;
     std::string no_replid_;

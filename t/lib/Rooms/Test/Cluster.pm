@@ -46,9 +46,10 @@ my $START_TIMEOUT = 20;   # create + agreement of every node
 my $STOP_TIMEOUT = 10;
 
 
-# start(masters => 3, replicas => 0, node_timeout => 1000): a running
-# cluster, or the test is skipped (plan skip_all) when redis-server or
-# redis-cli is missing.
+# start(masters => 3, replicas => 0, node_timeout => 1000,
+# redis_args => [...]): a running cluster, or the test is skipped (plan
+# skip_all) when redis-server or redis-cli is missing.  redis_args go to
+# every node's command line.
 sub start {
     my ($class, %o) = @_;
 
@@ -63,6 +64,7 @@ sub start {
         dir => tempdir('rooms-cluster-XXXXXX', TMPDIR => 1, CLEANUP => 0),
         nodes => [],
         node_timeout => $o{node_timeout} // 1000,
+        redis_args => $o{redis_args} // [],
     }, $class;
     push @CLUSTERS, $self;
 
@@ -396,7 +398,7 @@ sub _start_node {
         '--cluster-replica-validity-factor', 0,
         # a replica's first sync at once, not after 5 s of waiting for
         # other replicas to share it
-        '--repl-diskless-sync-delay', 0);
+        '--repl-diskless-sync-delay', 0, @{ $self->{redis_args} });
 
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
