@@ -537,17 +537,19 @@ void redis_cluster::apply_map() {
     // is down retries once a backoff, one warning per outage): a demoted
     // master may be promoted again, and answers may still be on their way
     // from one that gave its slots away.
+    std::vector<std::string> moved;
     for (auto& [channel, st] : channels_) {
         node* owner = owner_of(channel);
         if (st.on != nullptr && st.on != owner) {
             if (st.on->sub->ready()) {
                 st.on->sub->sunsubscribe(channel);
             }
-            lose(channel, st);
+            moved.push_back(channel);
         } else if (st.on == nullptr) {
             subscribe_on(channel, st);
         }
     }
+    lose_all(moved);
     update_ready();
 }
 
@@ -608,10 +610,23 @@ void redis_cluster::lose(const std::string& channel, channel_state& st) {
     bool was = st.confirmed;
     st.on = nullptr;
     st.confirmed = false;
-    if (was) {
-        handler_.on_subscription_lost(channel);
-    }
     subscribe_on(channel, st);
+    if (was) {
+        // a copy: the handler may leave the room (channels_ changes)
+        std::string name = channel;
+        handler_.on_subscription_lost(name);
+    }
+}
+
+// The same for several, looked up one by one: the handler's reaction to
+// one may change the others (a room left, channels_ rehashed).
+void redis_cluster::lose_all(const std::vector<std::string>& channels) {
+    for (const std::string& channel : channels) {
+        auto it = channels_.find(channel);
+        if (it != channels_.end()) {
+            lose(it->first, it->second);
+        }
+    }
 }
 
 void redis_cluster::subscribe_waiting(node& n) {
@@ -646,11 +661,13 @@ void redis_cluster::node_lost(node& n, bool subscriber) {
         return;
     }
     if (subscriber) {
-        for (auto& [channel, st] : channels_) {
+        std::vector<std::string> gone;
+        for (const auto& [channel, st] : channels_) {
             if (st.on == &n) {
-                lose(channel, st);
+                gone.push_back(channel);
             }
         }
+        lose_all(gone);
     }
     want_refresh();
     update_ready();

@@ -127,6 +127,7 @@ private:
 
     void subscribe_on(const std::string& channel, channel_state& st);
     void lose(const std::string& channel, channel_state& st);
+    void lose_all(const std::vector<std::string>& channels);
     void subscribe_waiting(node& n);
 
     void node_ready(node& n, bool subscriber);
