@@ -100,8 +100,36 @@ my %seed = (a => $masters[0], b => $masters[1]);
 for my $t ($ta, $tb) {
     $t->start_sidecar("redis://127.0.0.1:$seed{ $t->name }{port}",
         args => \@args);
-    $t->start_nginx;
+    $t->start_nginx(server => "        location = /metrics {\n"
+        . "            rooms_metrics;\n"
+        . "        }\n");
 }
+
+# A stack's /metrics sample (labels included in the name), or undef.
+sub metric {
+    my ($t, $name) = @_;
+    my ($status, undef, $body) = http_get($t->port, '/metrics');
+    return undef unless defined $status && $status == 200;
+    for (split /\n/, $body) {
+        return $1 if /^\Q$name\E (\S+)$/;
+    }
+    return undef;
+}
+
+# Both stacks see every master of the map connected.
+sub masters_connected {
+    my ($what) = @_;
+    for my $t ($ta, $tb) {
+        ok(wait_until(sub {
+            (metric($t, 'rooms_redis_cluster_masters{state="connected"}')
+                // 0) == 3
+                && (metric($t, 'rooms_redis_cluster_masters{state="known"}')
+                // 0) == 3;
+        }, timeout => 10), "$what: stack " . $t->name . ': /metrics shows '
+            . '3 masters, 3 connected');
+    }
+}
+masters_connected('start');
 
 # --- helpers -----------------------------------------------------------------
 
@@ -670,6 +698,11 @@ my %figures;
 }
 
 chat_round('after the move', @chat_rooms);
+for my $t ($ta, $tb) {
+    cmp_ok(metric($t, 'rooms_redis_cluster_retries_total') // 0, '>', 0,
+        'move: stack ' . $t->name . ': /metrics counted the calls that '
+        . 'waited for the migration');
+}
 
 
 # --- 4. a master killed, its replica promoted ---------------------------------
@@ -717,6 +750,7 @@ chat_round('after the move', @chat_rooms);
 }
 
 chat_round('after the failover', @chat_rooms);
+masters_connected('after the failover');
 
 
 # --- 5. a sidecar killed, its players reaped by the other -----------------------

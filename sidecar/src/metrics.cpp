@@ -151,6 +151,22 @@ std::string render_metrics(const app_stats& app, const redis_stats& redis,
           "Failovers of the master announced by Sentinel.",
           redis.master_switches);
 
+    const char* masters = "rooms_redis_cluster_masters";
+    w.family(masters, "gauge",
+             "Masters of the Redis Cluster slot map, and those connected.");
+    w.sample(masters, "state=\"known\"", redis.cluster_masters);
+    w.sample(masters, "state=\"connected\"", redis.cluster_masters_up);
+    const char* redirects = "rooms_redis_cluster_redirects_total";
+    w.family(redirects, "counter",
+             "Redis Cluster redirections followed, by kind.");
+    w.sample(redirects, "kind=\"moved\"", redis.cluster_moved);
+    w.sample(redirects, "kind=\"ask\"", redis.cluster_ask);
+    w.one("rooms_redis_cluster_retries_total", "counter",
+          "Redis Cluster calls that waited for a retry.",
+          redis.cluster_retries);
+    w.one("rooms_redis_cluster_slot_maps_total", "counter",
+          "Redis Cluster slot maps read (CLUSTER SLOTS).", redis.cluster_maps);
+
     const char* lat = "rooms_redis_command_duration_seconds";
     w.family(lat, "histogram",
              "Redis command latency from the write to the reply.");

@@ -44,6 +44,16 @@ struct redis_stats {
     uint64_t held = 0;        // commands refused: a failover under way
     uint64_t reconnects = 0;  // connections made again after the first
     uint64_t master_switches = 0;  // new masters Sentinel announced
+    // Redis Cluster (0 otherwise): the masters of the slot map, those
+    // connected (both connections), redirections followed, calls that
+    // waited for a retry (TRYAGAIN, CLUSTERDOWN, an ASK not followed, a
+    // node not connected yet), slot maps read.
+    uint64_t cluster_masters = 0;
+    uint64_t cluster_masters_up = 0;
+    uint64_t cluster_moved = 0;
+    uint64_t cluster_ask = 0;
+    uint64_t cluster_retries = 0;
+    uint64_t cluster_maps = 0;
 };
 
 // What the room logic counts (app_*.cpp).

@@ -376,6 +376,7 @@ void redis_cluster::on_reply(const std::shared_ptr<call>& c,
         return;
     case cluster_step::redirect:
         c->attempts.redirects++;
+        (a.to.ask ? counts_.cluster_ask : counts_.cluster_moved)++;
         if (a.to.ask) {
             c->ask = cluster_node{a.to.host, a.to.port, {}};
         } else if (map_) {
@@ -401,6 +402,7 @@ void redis_cluster::on_reply(const std::shared_ptr<call>& c,
 // given (a later publish batch must not overtake an earlier one that met
 // the migration first, or the earlier one would be taken for a repeat).
 void redis_cluster::park(const std::shared_ptr<call>& c, uint64_t delay_ms) {
+    counts_.cluster_retries++;
     parked_slot& p = parked_[c->slot];
     p.calls.emplace(c->serial, c);
     p.due = std::max(p.due, uv_now(loop_) + delay_ms);
@@ -511,6 +513,7 @@ void redis_cluster::on_slots(const std::string& from, const redisReply* r) {
     }
     map_ = std::move(m);
     last_map_ = uv_now(loop_);
+    counts_.cluster_maps++;
     apply_map();
     arm_timer();
 }
@@ -755,8 +758,18 @@ void redis_cluster::timer_cb(uv_timer_t* t) {
 /* figures */
 
 const redis_stats& redis_cluster::stats() const {
-    stats_ = redis_stats{};
+    stats_ = counts_;
     for (const auto& n : nodes_) {
+        if (n->serving) {
+            stats_.cluster_masters++;
+            if (n->cmd->commands_ready() && n->sub->ready()) {
+                stats_.cluster_masters_up++;
+            }
+        }
+        const redis_stats& sub = n->sub->stats();
+        stats_.errors += sub.errors;
+        stats_.timeouts += sub.timeouts;
+        stats_.reconnects += sub.reconnects;
         const redis_stats& s = n->cmd->stats();
         stats_.latency.merge(s.latency);
         stats_.errors += s.errors;

@@ -174,7 +174,8 @@ private:
     uint64_t serial_ = 0;
     uv_ptr<uv_timer_t> timer_;  // retries, refreshes
 
-    mutable redis_stats stats_;  // the nodes' stats, summed by stats()
+    redis_stats counts_;         // the cluster's own counters
+    mutable redis_stats stats_;  // those and the nodes', by stats()
 };
 
 }  // namespace rooms

@@ -57,12 +57,18 @@ TEST(SidecarMetrics, RendersEveryFamilyWithHelpAndType) {
     a.unavailable = 1;
     a.gap_fills = 3;
     a.resets = 1;
-    redis_stats r;
+    redis_stats r{.latency = {},
+                  .errors = 4,
+                  .reconnects = 1,
+                  .master_switches = 2,
+                  .cluster_masters = 3,
+                  .cluster_masters_up = 2,
+                  .cluster_moved = 5,
+                  .cluster_ask = 6,
+                  .cluster_retries = 7,
+                  .cluster_maps = 8};
     r.latency.observe(0.002);
     r.latency.observe(0.3);
-    r.errors = 4;
-    r.reconnects = 1;
-    r.master_switches = 2;
     sidecar_gauges g;
     g.rooms = 2;
     g.members = 5;
@@ -86,6 +92,12 @@ TEST(SidecarMetrics, RendersEveryFamilyWithHelpAndType) {
     EXPECT_EQ(s["rooms_redis_up{connection=\"subscriber\"}"], "0");
     EXPECT_EQ(s["rooms_redis_reconnects_total"], "1");
     EXPECT_EQ(s["rooms_redis_master_switches_total"], "2");
+    EXPECT_EQ(s["rooms_redis_cluster_masters{state=\"known\"}"], "3");
+    EXPECT_EQ(s["rooms_redis_cluster_masters{state=\"connected\"}"], "2");
+    EXPECT_EQ(s["rooms_redis_cluster_redirects_total{kind=\"moved\"}"], "5");
+    EXPECT_EQ(s["rooms_redis_cluster_redirects_total{kind=\"ask\"}"], "6");
+    EXPECT_EQ(s["rooms_redis_cluster_retries_total"], "7");
+    EXPECT_EQ(s["rooms_redis_cluster_slot_maps_total"], "8");
     EXPECT_EQ(s["rooms_sidecar_start_time_seconds"], "1700000000.5");
 
     const std::string h = "rooms_redis_command_duration_seconds";
