@@ -41,7 +41,7 @@ struct redisReader;
 
 namespace rooms {
 
-class cluster_subscriber : private sharded_dispatch::sink {
+class cluster_subscriber final : private sharded_dispatch::sink {
 public:
     // Called from the loop, never from inside a call of ours (start(),
     // ssubscribe(), ...).  The handler may stop() and destroy the
