@@ -80,7 +80,7 @@ static ngx_int_t ngx_http_rooms_conn_save_strings(ngx_http_request_t *r,
     ngx_http_connection_t *hc);
 static void ngx_http_rooms_conn_relocate(ngx_http_request_t *r,
     u_char *start, u_char *end, u_char *to);
-static void ngx_http_rooms_conn_free_request(ngx_http_rooms_conn_t *conn);
+static void ngx_http_rooms_conn_closing(ngx_http_rooms_conn_t *conn);
 static void ngx_http_rooms_conn_free_buffers(ngx_connection_t *c,
     ngx_http_connection_t *hc);
 static void ngx_http_rooms_conn_detach(ngx_http_rooms_conn_t *conn);
@@ -142,7 +142,7 @@ ngx_http_rooms_conn_create(ngx_http_request_t *r, ngx_str_t *room,
            + ngx_align(sizeof(ngx_http_rooms_conn_t) + room->len + name->len,
                        NGX_ALIGNMENT);
 
-    if (rlcf->log_at != NGX_HTTP_ROOMS_LOG_CLOSE && r->pool->cleanup == NULL
+    if (!rlcf->log_close && r->pool->cleanup == NULL
         && c->ssl == NULL && c->proxy_protocol == NULL)
     {
         /* the request will not be kept: room for what moves here */
@@ -177,7 +177,7 @@ ngx_http_rooms_conn_create(ngx_http_request_t *r, ngx_str_t *room,
     ngx_memcpy(conn->name.data, name->data, name->len);
 
     conn->conf = rlcf;
-    conn->log_close = (rlcf->log_at == NGX_HTTP_ROOMS_LOG_CLOSE);
+    conn->log_close = rlcf->log_close;
 
     return conn;
 }
@@ -339,9 +339,11 @@ ngx_http_rooms_conn_drained(void)
  * Frees the request and makes the connection a bare WebSocket: our event
  * handlers, no HTTP state.  Frames pipelined behind the request are kept.
  *
- * The request is kept until the connection closes when its access log
- * line is to be written then (rooms_log_at close, the default: SPEC
- * section 5), with its strings moved out of the header buffers; and when
+ * The request is kept until the connection closes when nginx's access
+ * log line is to be written then (rooms_log_at close, the default without
+ * rooms_access_log), with its strings moved out of the header buffers;
+ * rooms_access_log's own line (SPEC section 5) is rendered here instead
+ * and written at the close without the request.  It is kept too when
  * other modules tied something to its life, released by its pool's
  * cleanups: limit_conn's slot is one (SPEC section 5: it is held for the
  * life of the WebSocket).  Any other request is logged and freed here,
@@ -384,6 +386,14 @@ ngx_http_rooms_conn_takeover(ngx_event_t *wev)
             conn->bytes_in = size;
             ngx_http_rooms_count(NGX_HTTP_ROOMS_M_BYTES_IN, size);
         }
+    }
+
+    /* rooms_access_log's line, as far as it is known now */
+
+    if (ngx_http_rooms_log_upgrade(r, conn) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "rooms: the WebSocket's rooms_access_log line "
+                      "could not be prepared, it will not be written");
     }
 
     /* our guard against nginx ending the request first is done */
@@ -1757,18 +1767,28 @@ ngx_http_rooms_conn_finalize(ngx_http_rooms_conn_t *conn)
         return;
     }
 
-    ngx_http_rooms_conn_free_request(conn);
+    ngx_http_rooms_conn_closing(conn);
 
     ngx_http_close_connection(conn->connection);
 }
 
 
-/* logs the request at the close if it was kept for that, and frees it */
+/*
+ * What is done once as the connection closes: rooms_access_log's line is
+ * written, and the request, if it was kept, logged (if kept for that)
+ * and freed.
+ */
 
 static void
-ngx_http_rooms_conn_free_request(ngx_http_rooms_conn_t *conn)
+ngx_http_rooms_conn_closing(ngx_http_rooms_conn_t *conn)
 {
     ngx_http_request_t  *r;
+
+    if (conn->taken && conn->close_code == 0) {
+        conn->close_code = NGX_ROOMS_WS_CLOSE_ABNORMAL;
+    }
+
+    ngx_http_rooms_log_close(conn);
 
     r = conn->request;
 
@@ -1777,10 +1797,6 @@ ngx_http_rooms_conn_free_request(ngx_http_rooms_conn_t *conn)
     }
 
     conn->request = NULL;
-
-    if (conn->taken && conn->close_code == 0) {
-        conn->close_code = NGX_ROOMS_WS_CLOSE_ABNORMAL;
-    }
 
     ngx_http_free_request(r, 0);
 }
@@ -1818,9 +1834,9 @@ ngx_http_rooms_conn_exit(void)
 
         ngx_http_rooms_conn_detach(conn);
 
-        /* before the takeover, or kept for the life of the WebSocket */
+        /* the request: before the takeover, or kept for the WebSocket */
 
-        ngx_http_rooms_conn_free_request(conn);
+        ngx_http_rooms_conn_closing(conn);
 
         ngx_http_close_connection(c);
     }

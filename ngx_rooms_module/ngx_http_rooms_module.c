@@ -200,6 +200,13 @@ static ngx_command_t  ngx_http_rooms_commands[] = {
       offsetof(ngx_http_rooms_loc_conf_t, log_at),
       &ngx_http_rooms_log_at },
 
+    { ngx_string("rooms_access_log"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_rooms_access_log,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("rooms_deflate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -1133,6 +1140,7 @@ ngx_http_rooms_create_loc_conf(ngx_conf_t *cf)
     rlcf->ping_interval = NGX_CONF_UNSET_MSEC;
     rlcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     rlcf->log_at = NGX_CONF_UNSET_UINT;
+    rlcf->access_log = NGX_CONF_UNSET_PTR;
     rlcf->deflate = NGX_CONF_UNSET;
 
     return rlcf;
@@ -1165,8 +1173,24 @@ ngx_http_rooms_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->max_message_size, 16 * 1024);
     ngx_conf_merge_size_value(conf->output_queue_size,
                               prev->output_queue_size, 1024 * 1024);
-    ngx_conf_merge_uint_value(conf->log_at, prev->log_at,
-                              NGX_HTTP_ROOMS_LOG_CLOSE);
+    ngx_conf_merge_ptr_value(conf->access_log, prev->access_log, NULL);
+
+    /*
+     * rooms_log_at is inherited unset, so that its default follows the
+     * location's own rooms_access_log: with it, nginx's line is written
+     * at the upgrade and the request is not kept.
+     */
+
+    if (conf->log_at == NGX_CONF_UNSET_UINT) {
+        conf->log_at = prev->log_at;
+    }
+
+    if (conf->log_at == NGX_CONF_UNSET_UINT) {
+        conf->log_close = (conf->access_log == NULL);
+
+    } else {
+        conf->log_close = (conf->log_at == NGX_HTTP_ROOMS_LOG_CLOSE);
+    }
     ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
 
     if (conf->max_message_size == 0) {

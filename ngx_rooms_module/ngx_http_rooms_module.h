@@ -28,6 +28,30 @@
 #define NGX_HTTP_ROOMS_LOG_CLOSE      0
 #define NGX_HTTP_ROOMS_LOG_UPGRADE    1
 
+/*
+ * The values of a WebSocket known only at its close: $rooms_* counters
+ * and the close code (ngx_http_rooms_variables.c), and, for
+ * rooms_access_log, the time of the line and $bytes_sent.
+ */
+
+#define NGX_HTTP_ROOMS_V_SESSION_TIME   0
+#define NGX_HTTP_ROOMS_V_MESSAGES_IN    1
+#define NGX_HTTP_ROOMS_V_MESSAGES_OUT   2
+#define NGX_HTTP_ROOMS_V_BYTES_IN       3
+#define NGX_HTTP_ROOMS_V_BYTES_OUT      4
+#define NGX_HTTP_ROOMS_V_CLOSE_CODE     5
+#define NGX_HTTP_ROOMS_V_TIME_LOCAL     6
+#define NGX_HTTP_ROOMS_V_TIME_ISO8601   7
+#define NGX_HTTP_ROOMS_V_MSEC           8
+#define NGX_HTTP_ROOMS_V_BYTES_SENT     9
+
+/* the longest of them: a counter has 20 digits at most */
+#define NGX_HTTP_ROOMS_V_LEN                                                  \
+    (sizeof("28/Sep/1970:12:00:00 +0600") - 1)
+
+
+typedef struct ngx_http_rooms_log_s  ngx_http_rooms_log_t;
+
 
 typedef struct {
     ngx_addr_t                    *sidecar;
@@ -47,7 +71,9 @@ typedef struct {
     size_t                         output_queue_size;
     ngx_msec_t                     ping_interval;
     ngx_msec_t                     idle_timeout;
-    ngx_uint_t                     log_at;
+    ngx_uint_t                     log_at;     /* may stay unset */
+    ngx_flag_t                     log_close;  /* nginx's line at close */
+    ngx_http_rooms_log_t          *access_log; /* rooms_access_log */
     ngx_flag_t                     deflate;
 } ngx_http_rooms_loc_conf_t;
 
@@ -135,6 +161,8 @@ typedef struct {
     uint64_t                       bytes_in;
     off_t                          head_sent;   /* c->sent before frames */
     ngx_uint_t                     close_code;  /* 0: none yet */
+    u_char                        *log_line;    /* rooms_access_log's,
+                                                   rendered at the upgrade */
 
     /* permessage-deflate: compressed frames for payloads up to this */
     size_t                         deflate_max;
@@ -251,6 +279,15 @@ void ngx_http_rooms_deflate_exit(void);
 
 
 ngx_int_t ngx_http_rooms_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_rooms_close_variable(ngx_str_t *name);
+u_char *ngx_http_rooms_close_value(ngx_http_rooms_conn_t *conn,
+    ngx_uint_t value, u_char *buf);
+
+char *ngx_http_rooms_access_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_rooms_log_upgrade(ngx_http_request_t *r,
+    ngx_http_rooms_conn_t *conn);
+void ngx_http_rooms_log_close(ngx_http_rooms_conn_t *conn);
 ngx_int_t ngx_http_rooms_send_buffer(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *type, size_t type_len, ngx_buf_t *b);
 

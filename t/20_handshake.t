@@ -25,35 +25,9 @@ Rooms::Test::write_file("$dir/html/ssi.html",
 
 # "https://*.example.com" (a wildcard with a scheme) is a documented
 # pattern; if the configuration accepts it, it is tested at run time too.
-my $nginx = $ENV{ROOMS_NGINX} || '/usr/sbin/nginx';
 
-# nginx -t with a configuration file: its output, $? its status.  nginx -t
-# returns from main() with its configuration cycles still allocated, by
-# design: no leak check for it under scripts/sanitize.
-sub nginx_t {
-    my ($conf) = @_;
-
-    local $ENV{ASAN_OPTIONS} = ($ENV{ASAN_OPTIONS} // '') . ':detect_leaks=0';
-    return `$nginx -t -p $dir/ -c $conf -e $dir/t.log 2>&1`;
-}
-
-Rooms::Test::write_file("$dir/t.conf", Rooms::Test::load_module() . <<"EOF");
-error_log $dir/t.log;
-pid $dir/t.pid;
-events {}
-http {
-    access_log off;
-    rooms_sidecar unix:$dir/none.sock;
-    server {
-        location = /ws {
-            rooms_websocket;
-            rooms_origins https://*.example.com;
-        }
-    }
-}
-EOF
-my $out = nginx_t("$dir/t.conf");
-my $scheme_wild = $? == 0;
+my ($rc, $out) = $t->nginx_t('rooms_origins https://*.example.com;');
+my $scheme_wild = $rc == 0;
 ok($scheme_wild, 'rooms_origins accepts "https://*.example.com"')
     or diag($out);
 
@@ -61,14 +35,12 @@ ok($scheme_wild, 'rooms_origins accepts "https://*.example.com"')
 # link frame (issue 9, item 7).
 for my $case (['1m', 1], ['1025k', 0], ['16m', 0]) {
     my ($size, $valid) = @$case;
-    (my $conf = do { local (@ARGV, $/) = ("$dir/t.conf"); <> })
-        =~ s/rooms_websocket;/rooms_websocket; rooms_max_message_size $size; rooms_output_queue_size 32m;/;
-    Rooms::Test::write_file("$dir/m.conf", $conf);
-    my $out = nginx_t("$dir/m.conf");
+    my ($rc, $out) = $t->nginx_t("rooms_max_message_size $size; "
+        . 'rooms_output_queue_size 32m;');
     if ($valid) {
-        is($?, 0, "rooms_max_message_size $size is accepted") or diag($out);
+        is($rc, 0, "rooms_max_message_size $size is accepted") or diag($out);
     } else {
-        isnt($?, 0, "rooms_max_message_size $size is refused");
+        isnt($rc, 0, "rooms_max_message_size $size is refused");
         like($out, qr/"rooms_max_message_size" must not be more than 1048576/,
             "... with a clear message");
     }

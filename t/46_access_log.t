@@ -30,6 +30,7 @@ use Test::More;
 
 use Rooms::Test qw(wait_until);
 use Rooms::Test::Raw;
+use Rooms::Test::Counted;
 
 my $IDLE = 150;
 
@@ -88,10 +89,7 @@ EOF
 
 sub log_lines {
     my ($file) = @_;
-    open my $fh, '<', "$dir/$file" or return ();
-    my @l = <$fh>;
-    chomp @l;
-    return @l;
+    return Rooms::Test::read_lines("$dir/$file");
 }
 
 
@@ -105,48 +103,9 @@ sub fields {
 }
 
 
-sub wire_len {
-    my ($len, $masked) = @_;
-    return 2 + ($len < 126 ? 0 : $len < 65536 ? 2 : 8) + ($masked ? 4 : 0)
-        + $len;
-}
-
-
 # a client that counts its bytes after the 101, both ways
 sub counted {
-    my (%o) = @_;
-    my $c = Rooms::Test::Raw->connect(port => $port, %o);
-    return $c unless ref $c;
-    $c->{sent_bytes} = 0;
-    $c->{recv_bytes} = 0;
-    $c->{recv_data} = 0;
-    return $c;
-}
-
-sub csend {
-    my ($c, %f) = @_;
-    my $bytes = Rooms::Test::Raw::frame(%f);
-    $c->{sent_bytes} += length $bytes;
-    return $c->send_raw($bytes);
-}
-
-sub crecv {
-    my ($c, $timeout) = @_;
-    my $f = $c->read_frame($timeout) or return;
-    $c->{recv_bytes} += wire_len(length $f->{payload}, 0);
-    $c->{recv_data}++ if $f->{op} == 1;
-    return $f;
-}
-
-# reads until a data message matching $match; returns it decoded
-sub crecv_json {
-    my ($c, $match) = @_;
-    while (my $f = crecv($c, 5)) {
-        next unless $f->{op} == 1;
-        my $m = JSON::PP::decode_json($f->{payload});
-        return $m if $match->($m);
-    }
-    return;
+    return Rooms::Test::Counted->connect(port => $port, @_);
 }
 
 
@@ -158,21 +117,22 @@ my $alice = counted(path => '/ws-log', room => 'LOG1', name => 'Alice',
     headers => { 'User-Agent' => 'agent-A/1.0', Cookie => "a=1; big=$big" });
 ok(ref $alice, 'Alice upgraded with a 3000-byte cookie');
 
-my $welcome = crecv_json($alice, sub { $_[0]{type} eq 'welcome' });
+my $welcome = $alice->recv_json(sub { $_[0]{type} eq 'welcome' });
 my $bob = counted(path => '/ws-log', room => 'LOG1', name => 'Bob');
 ok(ref $bob, 'Bob upgraded');
 
 for my $i (1 .. 3) {
-    csend($alice, op => 1, payload => qq({"type":"chat","data":{"text":"m$i"}}));
+    $alice->send_counted(op => 1,
+        payload => qq({"type":"chat","data":{"text":"m$i"}}));
 }
 
-ok(crecv_json($alice, sub { ($_[0]{data}{text} // '') eq 'm3' }),
+ok($alice->recv_json(sub { ($_[0]{data}{text} // '') eq 'm3' }),
     'Alice saw her third message');
 is(scalar(log_lines('ws.log')), 0, 'no line while the clients are open');
 
-csend($alice, op => 8, payload => pack('n', 1000));
+$alice->send_counted(op => 8, payload => pack('n', 1000));
 my $close;
-while (my $f = crecv($alice, 5)) {
+while (my $f = $alice->recv_counted(5)) {
     if ($f->{op} == 8) { $close = unpack 'n', $f->{payload}; last }
 }
 is($close, 1000, 'the close is echoed');
@@ -216,7 +176,7 @@ is($b->{in}, 0, 'Bob sent no message');
 
 my $carol = counted(path => '/ws-log', room => 'LOG1', name => 'Carol');
 ok(ref $carol, 'Carol upgraded');
-csend($carol, op => 1, payload => 'x', rsv => 2);
+$carol->send_counted(op => 1, payload => 'x', rsv => 2);
 my ($code) = $carol->expect_close(5);
 is($code, 1002, 'a reserved bit gets 1002');
 ok(wait_until(sub { scalar(log_lines('ws.log')) == 3 }),
@@ -251,7 +211,7 @@ my $f1 = counted(path => '/ws-lim', room => 'LOG4', name => 'Frank');
 ok(ref $f1, 'Frank holds the only slot');
 is(counted(path => '/ws-lim', room => 'LOG4', name => 'Gus'), 503,
     'a second client gets 503');
-csend($f1, op => 8, payload => pack('n', 1000));
+$f1->send_counted(op => 8, payload => pack('n', 1000));
 ok($f1->wait_eof(5), 'Frank leaves');
 ok(wait_until(sub { scalar(log_lines('lim.log')) >= 1 }),
     'Frank\'s line');
@@ -269,24 +229,14 @@ ok(wait_until(sub { grep { / name=Gus / } log_lines('lim.log') },
 like((grep { / name=Gus / } log_lines('lim.log'))[0], qr/ close=1001$/,
     '$rooms_close_code 1001 for the end of a reload\'s drain');
 $f2->close;
-ok(wait_until(sub { my @w = $t->workers; @w == 1 }, timeout => 15),
-    'the old worker is gone');
-$t->wait_link;
+ok($t->wait_workers(1), 'the old worker is gone');
 
 # --- what keeping the request costs ---------------------------------------
 
 sub open_idle {
     my ($path, $tag) = @_;
-    my @c;
-    for my $i (1 .. $IDLE) {
-        my $c = Rooms::Test::Raw->connect(port => $port, path => $path,
-            room => "$tag$i", name => "idle$i",
-            headers => { 'User-Agent' => 'Mozilla/5.0 (X11; Linux x86_64) '
-                . 'AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 '
-                . 'Safari/537.36' });
-        push @c, $c if ref $c;
-    }
-    return @c;
+    return Rooms::Test::Raw::open_idle(port => $port, path => $path,
+        count => $IDLE, tag => $tag, per_room => 1);
 }
 
 my $m0 = $t->workers_dirty_kb;

@@ -834,6 +834,68 @@ sub _stop {
 }
 
 
+# wait_workers($n, $timeout): waits until nginx has $n worker processes
+# (after a reload: the old ones gone), then for their links
+# (wait_link).  Returns whether the count was reached.
+sub wait_workers {
+    my ($self, $n, $timeout) = @_;
+
+    my $ok = wait_until(sub { my @w = $self->workers; @w == $n },
+        timeout => $timeout // 15);
+
+    $self->wait_link;
+
+    return $ok;
+}
+
+
+# nginx_t($ws): "nginx -t" of a minimal configuration, written in this
+# stack's directory (t.conf; its lines go to t.log there), whose /ws
+# location has rooms_websocket and the directives $ws: ($status,
+# $output).  nginx -t returns from main() with its configuration cycles
+# still allocated, by design: no leak check for it under
+# scripts/sanitize.
+sub nginx_t {
+    my ($self, $ws) = @_;
+
+    my $dir = $self->{dir};
+
+    write_file("$dir/t.conf", load_module() . <<"EOF");
+error_log $dir/t.log;
+pid $dir/t.pid;
+events {}
+http {
+    access_log off;
+    rooms_sidecar unix:$dir/none.sock;
+    server {
+        location = /ws {
+            rooms_websocket;
+            $ws
+        }
+    }
+}
+EOF
+
+    local $ENV{ASAN_OPTIONS} = ($ENV{ASAN_OPTIONS} // '') . ':detect_leaks=0';
+    my $out = `$NGINX -t -p $dir/ -c $dir/t.conf -e $dir/t.log 2>&1`;
+
+    return ($? >> 8, $out);
+}
+
+
+# read_lines($file): the lines of a file, without their newlines; () if
+# it cannot be read.
+sub read_lines {
+    my ($file) = @_;
+
+    open my $fh, '<', $file or return ();
+    my @l = <$fh>;
+    chomp @l;
+
+    return @l;
+}
+
+
 # --- teardown ---------------------------------------------------------------
 
 # Lines of this stack's nginx error.log at [alert] or [crit].

@@ -236,6 +236,29 @@ sub connect {
 }
 
 
+# open_idle(port => P, path => '/ws', count => N, tag => 'T',
+#           per_room => 1): N clients that stay idle, with a browser's
+# User-Agent, joined as idle1..idleN to rooms named after the tag
+# (per_room clients each); returns those that were upgraded.
+sub open_idle {
+    my (%o) = @_;
+
+    my $per_room = $o{per_room} // 1;
+    my @c;
+
+    for my $i (1 .. $o{count}) {
+        my $c = Rooms::Test::Raw->connect(port => $o{port}, path => $o{path},
+            room => $o{tag} . int(($i - 1) / $per_room), name => "idle$i",
+            headers => { 'User-Agent' => 'Mozilla/5.0 (X11; Linux x86_64) '
+                . 'AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 '
+                . 'Safari/537.36' });
+        push @c, $c if ref $c;
+    }
+
+    return @c;
+}
+
+
 sub sock { $_[0]{sock} }
 sub head { $_[0]{head} }
 sub eof { $_[0]{eof} }
