@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -93,7 +94,8 @@ bool app::start(int listen_fd, std::string& err) {
     start_state_timer();
     int rc = 0;
     for (uv_ptr<uv_timer_t>* t : {&sync_retry_, &stale_reap_, &late_timer_,
-                                   &startup_timer_, &touch_timer_}) {
+                                   &startup_timer_, &touch_timer_,
+                                   &trim_timer_}) {
         *t = make_uv_timer(loop_, this, rc);
         if (!*t) {
             err = std::string("cannot create a timer: ") + uv_strerror(rc);
@@ -141,6 +143,7 @@ void app::stop() {
     late_timer_.reset();
     startup_timer_.reset();
     touch_timer_.reset();
+    trim_timer_.reset();
     publish_prepare_.reset();
     sigterm_.reset();
     sigint_.reset();
@@ -261,6 +264,7 @@ void app::on_open(link& l, const ngx_rooms_ipc_msg_t& msg) {
     // connection, whatever sidecar serves it.
     auto res = rooms_.join(key, room, name, player, msg.flags,
                            msg.since);
+    membership_changed();
     log_info("open link=%llu conn=%llu room=%.*s id=%.*s name=\"%.*s\"%s",
              ull(l.id()), ull(msg.id), len(room), room.data(), len(player),
              player.data(), len(name), name.data(),
@@ -297,6 +301,7 @@ void app::send_text(link& l, uint64_t conn, std::string_view payload) {
 
 void app::on_client_close(link& l, const ngx_rooms_ipc_msg_t& msg) {
     auto res = rooms_.leave(member_key{l.id(), msg.id});
+    membership_changed();
     if (!res.found) {
         log_debug("close for unknown conn link=%llu conn=%llu", ull(l.id()),
                   ull(msg.id));
@@ -328,6 +333,7 @@ void app::on_stats(link& l, const ngx_rooms_ipc_msg_t& msg) {
 
 void app::on_link_closed(link& l) {
     auto left = rooms_.leave_link_members(l.id());
+    membership_changed();
     if (!left.empty()) {
         log_info("link gone, members removed link=%llu pid=%u members=%zu",
                  ull(l.id()), l.pid(), left.size());
@@ -338,6 +344,22 @@ void app::on_link_closed(link& l) {
             room_emptied(res.room);
         }
     }
+}
+
+// Joins and leaves come in bursts (a worker's clients resumed, a room
+// list loaded, a deploy): the transient buffers of a burst (frames,
+// replies, snapshots) leave holes in the heap that glibc keeps.  Once
+// membership has been quiet for trim_after_ms, free pages go back to the
+// kernel (malloc_trim), so that the RSS of an idle sidecar is what its
+// members hold (docs/benchmarks.md: about 76 B a member at 20,000).
+void app::membership_changed() {
+    if (trim_timer_) {
+        uv_timer_start(trim_timer_.get(), trim_timer_cb, trim_after_ms, 0);
+    }
+}
+
+void app::trim_timer_cb(uv_timer_t*) {
+    malloc_trim(0);
 }
 
 void app::room_emptied(const std::string& room) {

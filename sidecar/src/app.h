@@ -241,6 +241,9 @@ private:
 
     void send_text(link& l, uint64_t conn, std::string_view payload);
     void room_emptied(const std::string& room);
+    void membership_changed();
+    static void trim_timer_cb(uv_timer_t* t);
+    static constexpr uint64_t trim_after_ms = 2000;
 
     bool install_signal(uv_ptr<uv_signal_t>& h, int signum,
                         std::string& err);
@@ -260,6 +263,7 @@ private:
     uv_ptr<uv_timer_t> late_timer_;   // the earliest late answer
     uv_ptr<uv_timer_t> startup_timer_;  // links wait for Redis this long
     uv_ptr<uv_timer_t> touch_timer_;    // quiet rooms' keys kept alive
+    uv_ptr<uv_timer_t> trim_timer_;     // the heap, after joins and leaves
     uv_ptr<uv_prepare_t> publish_prepare_;  // batches go before polling
 
     // Until both Redis connections are up after the start (at most
