@@ -232,10 +232,16 @@ is(scalar(log_lines('nginx.log')), 1, 'nginx\'s line was written once');
 
 # --- nginx -s reopen --------------------------------------------------------
 
+my $reopened = sub {
+    scalar grep { /reopening logs/ } log_lines($t->error_log);
+};
+my $reopens = $reopened->();
 rename "$dir/ral.log", "$dir/ral.log.1" or die "rename: $!";
 $t->signal('nginx', 'USR1');
 ok(wait_until(sub { -e "$dir/ral.log" }), 'USR1 makes a new ral.log');
-sleep 0.5;    # the workers reopen after the master
+# the master, then the worker, say so before they reopen
+ok(wait_until(sub { $reopened->() >= $reopens + 2 }),
+    'the worker reopens its logs too');
 
 my $dave = counted(path => '/ws-ral', room => 'RAL3', name => 'Dave');
 ok(ref $dave, 'Dave upgraded');

@@ -95,7 +95,7 @@ struct redis_cluster::node final : public redis_backend::handler,
     }
     void on_ssubscribed(cluster_subscriber&,
                         std::string_view channel) override {
-        auto it = owner.channels_.find(std::string(channel));
+        auto it = owner.channels_.find(channel);
         if (it == owner.channels_.end() || it->second.on != this ||
             it->second.confirmed) {
             return;  // sent here before it went elsewhere, or left
@@ -117,14 +117,14 @@ struct redis_cluster::node final : public redis_backend::handler,
             owner.make_node(to->host, to->port);
         }
         owner.want_refresh();
-        auto it = owner.channels_.find(std::string(channel));
+        auto it = owner.channels_.find(channel);
         if (it != owner.channels_.end() && it->second.on == this) {
             owner.lose(it->first, it->second);
         }
     }
     void on_smessage(cluster_subscriber&, std::string_view channel,
                      std::string_view payload) override {
-        auto it = owner.channels_.find(std::string(channel));
+        auto it = owner.channels_.find(channel);
         if (it != owner.channels_.end() && it->second.on == this) {
             owner.handler_.on_message(channel, payload);
         }
@@ -132,7 +132,7 @@ struct redis_cluster::node final : public redis_backend::handler,
     void on_sunsubscribed(cluster_subscriber&,
                           std::string_view channel) override {
         // Redis dropped it: the slot is served elsewhere now.
-        auto it = owner.channels_.find(std::string(channel));
+        auto it = owner.channels_.find(channel);
         if (it != owner.channels_.end() && it->second.on == this) {
             log_info("redis cluster: %s dropped %.*s (its slot moved)",
                      describe().c_str(), static_cast<int>(channel.size()),
@@ -364,15 +364,11 @@ void redis_cluster::on_reply(const std::shared_ptr<call>& c,
     }
     switch (a.step) {
     case cluster_step::fail:
-        if (c->pinned && cluster_error(error)) {
-            // a snapshot that could not be taken where the room is
-            // subscribed: not an error of the script, its joiners wait
-            // for the next sync (the room is subscribed where its slot
-            // is now, first)
-            c->cb(nullptr);
-            return;
+        if (cluster_error(error)) {
+            fail(c, error);  // a `sync`'s joiners wait for the next one
+        } else {
+            c->cb(r);
         }
-        c->cb(r);
         return;
     case cluster_step::redirect:
         c->attempts.redirects++;
@@ -415,11 +411,16 @@ void redis_cluster::park(const std::shared_ptr<call>& c, uint64_t delay_ms) {
 void redis_cluster::fail(const std::shared_ptr<call>& c,
                          std::string_view why) {
     if (c->pinned) {
-        c->cb(nullptr);  // a snapshot: tried again (on_reply)
+        // a snapshot that could not be taken where the room is subscribed:
+        // not an error of the script, its joiners wait for the next sync
+        // (once the room is subscribed where its slot is now)
+        c->cb(nullptr);
         return;
     }
-    std::string text = "CLUSTERDOWN ";
-    text += why;
+    std::string text(why);
+    if (!cluster_error(why)) {
+        text.insert(0, "CLUSTERDOWN ");
+    }
     redisReply r{};
     r.type = REDIS_REPLY_ERROR;
     r.str = text.data();
@@ -575,7 +576,7 @@ bool redis_cluster::subscribe(std::string_view channel) {
 }
 
 bool redis_cluster::unsubscribe(std::string_view channel) {
-    auto it = channels_.find(std::string(channel));
+    auto it = channels_.find(channel);
     if (it == channels_.end()) {
         return false;
     }
@@ -586,7 +587,7 @@ bool redis_cluster::unsubscribe(std::string_view channel) {
 }
 
 bool redis_cluster::barrier(std::string_view channel, barrier_fn cb) {
-    auto it = channels_.find(std::string(channel));
+    auto it = channels_.find(channel);
     if (stopped_ || it == channels_.end() || !it->second.confirmed ||
         it->second.on == nullptr || !it->second.on->sub->ready()) {
         return false;
@@ -783,7 +784,7 @@ const redis_stats& redis_cluster::stats() const {
 }
 
 const std::string& redis_cluster::replid_for(std::string_view channel) const {
-    auto it = channels_.find(std::string(channel));
+    auto it = channels_.find(channel);
     if (it == channels_.end() || it->second.on == nullptr) {
         return no_replid_;
     }

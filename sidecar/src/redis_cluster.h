@@ -47,6 +47,7 @@
 #include "cluster_map.h"
 #include "cluster_subscriber.h"
 #include "redis_client.h"
+#include "string_map.h"
 #include "uv_handle.h"
 
 namespace rooms {
@@ -159,7 +160,7 @@ private:
     static constexpr uint64_t map_max_age_ms = 10000;
     static constexpr uint64_t degraded_poll_ms = 250;
 
-    std::unordered_map<std::string, channel_state> channels_;
+    string_map<channel_state> channels_;  // found by string_view: no copy
 
     // Calls waiting for a retry (TRYAGAIN, CLUSTERDOWN, an ASK a room's
     // script does not follow, a redirection to a node not connected yet),

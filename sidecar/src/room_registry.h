@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "rate_limit.h"
+#include "string_map.h"
 
 namespace rooms {
 
@@ -221,19 +222,10 @@ private:
         pending_list::iterator at;
     };
 
-    struct string_hash {
-        using is_transparent = void;
-        size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>()(s);
-        }
-    };
-
-    using room_map = std::unordered_map<std::string, room, string_hash,
-                                        std::equal_to<>>;
+    using room_map = string_map<room>;
 
     // Interned strings (player id heads), counted by their members.
-    using string_refs = std::unordered_map<std::string, size_t, string_hash,
-                                           std::equal_to<>>;
+    using string_refs = string_map<size_t>;
 
     void detach(room& r, const member_key& key);
     std::vector<member_key> take_all_pending(room& r);

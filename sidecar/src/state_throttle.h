@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "string_map.h"
+
 namespace rooms {
 
 // A room's interval: players x ms_per_player, at most max_ms.  0 (no
@@ -65,15 +67,7 @@ private:
         size_t players = 0;
     };
 
-    struct string_hash {
-        using is_transparent = void;
-        size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>()(s);
-        }
-    };
-
-    using entry_map = std::unordered_map<std::string, entry, string_hash,
-                                         std::equal_to<>>;
+    using entry_map = string_map<entry>;
 
     entry& get(std::string_view room);
 
