@@ -89,6 +89,11 @@ $s = $a1->wait_for(type => 'state', timeout => 10,
 my $took = time - $t0;
 is_deeply($s && names($s), ['a1'], "a1: b2 removed after b's sidecar died");
 my $window = ($TTL + 2 * $INTERVAL) / 1000 + 0.5;
+# Under ASan a beat of a's can come over late_beat_ms after the one
+# before: a's look at b then follows a gap, and an expired alive key is
+# only a suspicion, confirmed one TTL later (docs/redis.md "Presence");
+# seen as 2.03-2.09 s against 1.9 s in sanitizer runs, 1.07 s otherwise.
+$window += $TTL / 1000 if $ENV{ROOMS_SANITIZE};
 cmp_ok($took, '<', $window, sprintf(
     'removed in %.2fs (ttl %dms, heartbeat %dms)', $took, $TTL, $INTERVAL));
 diag(sprintf('dead sidecar detected after %.2fs', $took));
