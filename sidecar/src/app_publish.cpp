@@ -114,7 +114,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     ctx.conn = conn;
     ctx.seq = seq;
     ctx.room = m->room();
-    ctx.player = m->id();
+    ctx.player = m->id(conn);
 
     if (flags & NGX_ROOMS_IPC_F_EXPIRED) {
         // Held by the worker past its bound after an earlier sidecar took
@@ -144,7 +144,8 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     case rate_limiter::verdict::kick: {
         log_warn("rate limit abused, closing link=%llu conn=%llu room=%s "
                  "id=%s",
-                 ull(l.id()), ull(conn), m->room().c_str(), m->id().c_str());
+                 ull(l.id()), ull(conn), m->room().c_str(),
+                 ctx.player.c_str());
         m->kicked = true;
         stats_.rate_limit_kicks++;
         ngx_rooms_ipc_msg_t k = ipc_msg(NGX_ROOMS_IPC_KICK, conn);
@@ -156,7 +157,7 @@ void app::process_message(link& l, uint64_t conn, uint64_t seq,
     }
 
     envelope_result env = process_client_envelope(
-        payload, m->name, cfg_.max_message_bytes, m->id());
+        payload, m->name, cfg_.max_message_bytes, ctx.player);
     ctx.ref = env.ref;
     if (env.status != envelope_status::ok) {
         const char* code = envelope_error_code(env.status);

@@ -74,7 +74,7 @@ void app::sync_room(const std::string& code, bool register_all) {
         if (m == nullptr) {
             continue;
         }
-        args.push_back(m->id());
+        args.push_back(m->id(k.conn));
         args.push_back(json_string(m->name));
         args.push_back(m->ready ? "1" : "0");
         registers = true;
@@ -445,7 +445,7 @@ std::optional<uint64_t> app::admit(const member_key& key,
     bool reset = false;
     if (!(m->flags & NGX_ROOMS_IPC_F_RESUME)) {
         send_text(*l, key.conn,
-                  make_welcome(m->room(), m->id(), m->name, snap.seq));
+                  make_welcome(m->room(), m->id(key.conn), m->name, snap.seq));
         std::optional<uint64_t> since;
         if (m->flags & NGX_ROOMS_IPC_F_SINCE) {
             since = m->since;

@@ -402,8 +402,9 @@ bool apply_setting(config& cfg, std::string_view key, std::string_view value,
         cfg.room_ttl_ms = static_cast<uint64_t>(v) * 1000;
     } else if (k == "rate_limit" || k == "rate_burst" || k == "rate_kick") {
         long v = 0;
-        if (!parse_int(value, 10, 0, 1000000, v)) {
-            err = k + ": 0-1000000";
+        long most = k == "rate_kick" ? 65535 : 1000000;
+        if (!parse_int(value, 10, 0, most, v)) {
+            err = k + ": 0-" + std::to_string(most);
             return false;
         }
         if (k == "rate_limit") {

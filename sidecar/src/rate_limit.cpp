@@ -9,29 +9,33 @@ rate_limiter::verdict rate_limiter::take(const rate_limit_config& cfg,
     if (cfg.rate <= 0) {
         return verdict::ok;
     }
-    double burst = std::max(cfg.burst, 1.0);
-    if (tokens_ < 0) {
-        tokens_ = burst;
-    } else if (now_ms > last_ms_) {
-        tokens_ = std::min(burst, tokens_ + cfg.rate *
-                                                static_cast<double>(
-                                                    now_ms - last_ms_) /
-                                                1000.0);
+    double cap = std::max(cfg.burst, 1.0) * 1000;
+    uint64_t elapsed = now_ms > last_ms_ ? now_ms - last_ms_ : 0;
+    if (milli_ == unfilled) {
+        milli_ = static_cast<uint32_t>(cap);
+    } else if (elapsed > 0) {
+        double refilled = milli_ + cfg.rate * static_cast<double>(elapsed);
+        milli_ = static_cast<uint32_t>(std::min(cap, refilled));
     }
     last_ms_ = std::max(last_ms_, now_ms);
+    calm_ms_ = static_cast<uint16_t>(
+        std::min<uint64_t>(1000, calm_ms_ + elapsed));
 
-    if (tokens_ >= 1) {
-        tokens_ -= 1;
+    if (milli_ >= 1000) {
+        milli_ -= 1000;
         return verdict::ok;
     }
 
-    if (refusals_ > 0 && now_ms >= last_refusal_ms_ + 1000) {
+    if (refusals_ > 0 && calm_ms_ >= 1000) {
         refusals_ = 0;
     }
-    refusals_++;
-    last_refusal_ms_ = now_ms;
-    if (cfg.kick_after != 0 && refusals_ > cfg.kick_after) {
+    calm_ms_ = 0;
+    // this refusal is one more than kick_after
+    if (cfg.kick_after != 0 && refusals_ >= cfg.kick_after) {
         return verdict::kick;
+    }
+    if (refusals_ < UINT16_MAX) {
+        refusals_++;
     }
     return verdict::limited;
 }

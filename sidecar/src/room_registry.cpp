@@ -7,7 +7,7 @@
 
 namespace rooms {
 
-std::string member::id() const {
+std::string member::id(uint64_t conn) const {
     if (id_whole_) {
         return *id_head_;
     }
@@ -21,9 +21,10 @@ std::string member::id() const {
 
 // The id's head up to its last '.' is interned when the rest is the conn
 // number as the worker writes it; any other id is interned whole.
-const std::string* room_registry::intern_id(member& m, std::string_view id) {
+const std::string* room_registry::intern_id(member& m, uint64_t conn,
+                                            std::string_view id) {
     char tail[24];
-    auto end = std::to_chars(tail, tail + sizeof(tail), m.conn).ptr;
+    auto end = std::to_chars(tail, tail + sizeof(tail), conn).ptr;
     std::string_view digits(tail, end - tail);
     size_t dot = id.rfind('.');
     m.id_whole_ = dot == std::string_view::npos ||
@@ -68,8 +69,7 @@ room_registry::join_result room_registry::join(const member_key& key,
     entry& added = members_[key];
     added.m.room_ = &it->first;
     added.m.name.assign(name);
-    added.m.conn = key.conn;
-    added.m.id_head_ = intern_id(added.m, player_id);
+    added.m.id_head_ = intern_id(added.m, key.conn, player_id);
     added.m.flags = flags;
     added.m.since = since;
     added.slot = static_cast<uint32_t>(r.all.size());
@@ -150,7 +150,7 @@ room_registry::leave_result room_registry::leave(const member_key& key) {
     entry& e = mit->second;
     res.found = true;
     res.room = e.m.room();
-    res.player_id = e.m.id();
+    res.player_id = e.m.id(key.conn);
     release_id(e.m);
 
     auto rit = rooms_.find(res.room);

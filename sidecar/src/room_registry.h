@@ -41,18 +41,19 @@ struct member_key_hash {
     }
 };
 
-// A member is kept compact: what several members share is stored once.
-// Its room code is the room's own (the registry's key), and its player id,
-// "<token>.<pid>.<conn>" as the worker mints it, is its worker's interned
-// "<token>.<pid>." and the conn number, formatted when asked for (an id
-// of any other shape is interned whole).
+// A member is kept compact (80 bytes; with its key and its places in its
+// room's lists, one 128-byte allocation): what several members share is
+// stored once.  Its room code is the room's own (the registry's key), and
+// its player id, "<token>.<pid>.<conn>" as the worker mints it, is its
+// worker's interned "<token>.<pid>." and the conn number of its key,
+// formatted when asked for (an id of any other shape is interned whole).
 struct member {
     const std::string& room() const { return *room_; }
-    std::string id() const;
+    // conn: the conn of the member's key (the id's tail)
+    std::string id(uint64_t conn) const;
 
     std::string name;
     uint64_t since = 0;   // OPEN since, if flags has SINCE
-    uint64_t conn = 0;    // the key's conn: the id's tail
     rate_limiter limiter;
     unsigned flags = 0;   // OPEN flags (RESUME, SINCE)
     bool attached = false;
@@ -62,9 +63,9 @@ struct member {
 private:
     friend class room_registry;
 
+    bool id_whole_ = false;                // id_head_ is the whole id
     const std::string* room_ = nullptr;    // the room's code
     const std::string* id_head_ = nullptr; // interned id, or its head
-    bool id_whole_ = false;                // id_head_ is the whole id
 };
 
 // A live message that arrived while a room had a snapshot in flight.
@@ -229,7 +230,8 @@ private:
 
     void detach(room& r, const member_key& key);
     std::vector<member_key> take_all_pending(room& r);
-    const std::string* intern_id(member& m, std::string_view id);
+    const std::string* intern_id(member& m, uint64_t conn,
+                                 std::string_view id);
     void release_id(const member& m);
 
     std::unordered_map<member_key, entry, member_key_hash> members_;

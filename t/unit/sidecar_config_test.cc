@@ -410,3 +410,23 @@ TEST(SidecarKeys, RoomAndServerKeys) {
               (std::vector<std::string>{"p:rooms:{b11}",
                                         "p:rooms:{b11}:v:AB"}));
 }
+
+// Each member's limiter counts refusals in 16 bits: rate_kick stops at
+// 65535; the bucket's settings at 1000000.
+TEST(SidecarConfig, RateLimits) {
+    std::string err;
+    config c;
+    ASSERT_TRUE(rooms::apply_setting(c, "rate_kick", "65535", err)) << err;
+    EXPECT_EQ(c.rate.kick_after, 65535u);
+    EXPECT_FALSE(rooms::apply_setting(c, "rate_kick", "65536", err));
+    EXPECT_EQ(err, "rate_kick: 0-65535");
+    ASSERT_TRUE(rooms::apply_setting(c, "rate_kick", "0", err)) << err;
+    EXPECT_EQ(c.rate.kick_after, 0u);
+    for (const char* key : {"rate_limit", "rate_burst"}) {
+        ASSERT_TRUE(rooms::apply_setting(c, key, "1000000", err)) << key;
+        EXPECT_FALSE(rooms::apply_setting(c, key, "1000001", err)) << key;
+        EXPECT_EQ(err, std::string(key) + ": 0-1000000");
+    }
+    EXPECT_EQ(c.rate.rate, 1000000.0);
+    EXPECT_EQ(c.rate.burst, 1000000.0);
+}

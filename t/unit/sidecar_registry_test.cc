@@ -62,7 +62,7 @@ TEST(SidecarRegistry, MemberData) {
     ASSERT_NE(m, nullptr);
     EXPECT_EQ(m->room(), "ROOM");
     EXPECT_EQ(m->name, "Zoë");
-    EXPECT_EQ(m->id(), "srv.42.7");
+    EXPECT_EQ(m->id(7), "srv.42.7");
     EXPECT_EQ(m->flags, 0x03u);
     EXPECT_EQ(m->since, 99u);
     EXPECT_TRUE(m->attached);  // RESUME: attached on its worker already
@@ -293,9 +293,9 @@ TEST(SidecarRegistry, PlayerIdsInterned) {
     r.join({1, 8}, "R", "b", "0a1b2c3d4e5f.4242.8", 0, 0);
     r.join({2, 8}, "R", "c", "ffffffffffff.99.8", 0, 0);
     EXPECT_EQ(r.interned_ids(), 2u);
-    EXPECT_EQ(r.find({1, 7})->id(), "0a1b2c3d4e5f.4242.7");
-    EXPECT_EQ(r.find({1, 8})->id(), "0a1b2c3d4e5f.4242.8");
-    EXPECT_EQ(r.find({2, 8})->id(), "ffffffffffff.99.8");
+    EXPECT_EQ(r.find({1, 7})->id(7), "0a1b2c3d4e5f.4242.7");
+    EXPECT_EQ(r.find({1, 8})->id(8), "0a1b2c3d4e5f.4242.8");
+    EXPECT_EQ(r.find({2, 8})->id(8), "ffffffffffff.99.8");
 
     // not "<head>.<conn>": kept whole
     r.join({3, 1}, "R", "d", "no-dots", 0, 0);
@@ -305,17 +305,18 @@ TEST(SidecarRegistry, PlayerIdsInterned) {
     r.join({3, 5}, "R", "h", "s.1.", 0, 0);
     r.join({3, 18446744073709551615ull}, "R", "i",
            "s.18446744073709551615", 0, 0);
-    EXPECT_EQ(r.find({3, 1})->id(), "no-dots");
-    EXPECT_EQ(r.find({3, 2})->id(), "s.1.02");
-    EXPECT_EQ(r.find({3, 3})->id(), "s.1.4");
-    EXPECT_EQ(r.find({3, 4})->id(), "");
-    EXPECT_EQ(r.find({3, 5})->id(), "s.1.");
-    EXPECT_EQ(r.find({3, 18446744073709551615ull})->id(),
+    EXPECT_EQ(r.find({3, 1})->id(1), "no-dots");
+    EXPECT_EQ(r.find({3, 2})->id(2), "s.1.02");
+    EXPECT_EQ(r.find({3, 3})->id(3), "s.1.4");
+    EXPECT_EQ(r.find({3, 4})->id(4), "");
+    EXPECT_EQ(r.find({3, 5})->id(5), "s.1.");
+    EXPECT_EQ(r.find({3, 18446744073709551615ull})
+                  ->id(18446744073709551615ull),
               "s.18446744073709551615");
 
     auto res = r.leave({1, 7});
     EXPECT_EQ(res.player_id, "0a1b2c3d4e5f.4242.7");
-    EXPECT_EQ(r.find({1, 8})->id(), "0a1b2c3d4e5f.4242.8");
+    EXPECT_EQ(r.find({1, 8})->id(8), "0a1b2c3d4e5f.4242.8");
     EXPECT_EQ(r.leave({1, 8}).player_id, "0a1b2c3d4e5f.4242.8");
     auto left = r.leave_link_members(3);
     ASSERT_EQ(left.size(), 6u);
