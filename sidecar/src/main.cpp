@@ -1,6 +1,5 @@
 // rooms-sidecar: see docs/architecture.md and `rooms-sidecar --help`.
 
-#include <malloc.h>
 #include <uv.h>
 
 #include <csignal>
@@ -15,13 +14,6 @@
 int main(int argc, char** argv) {
     // A worker that goes away mid-write must not kill the sidecar.
     std::signal(SIGPIPE, SIG_IGN);
-    // glibc raises its mmap threshold to the largest block freed (up to
-    // 32 MiB), after which a burst's big buffers (replies, link writes)
-    // come from the heap and leave it fragmented: 20,000 joins left the
-    // idle sidecar at 263-338 B of RSS a member, 268-277 B with the
-    // threshold fixed at its default (docs/benchmarks.md, workload 3).
-    // The same CPU per delivery at 24,000 publishes/s.
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
     rooms::config cfg;
     std::string err;
