@@ -139,6 +139,7 @@ struct options {
     uint32_t quiet_ms = 500;
     std::string tag;
     std::string json_out;
+    std::string sampled;           // created once "opened" is sampled
     std::vector<pid_ref> pids;
     bool quiet = false;
     bool deflate = false;
@@ -182,6 +183,8 @@ void usage()
         "                           --pids L=P,L=P; --pidfile FILE of\n"
         "                           'LABEL PID' lines)\n"
         "  --json FILE              also write the JSON line to FILE\n"
+        "  --sampled FILE           create FILE once the servers' memory\n"
+        "                           with all connected is taken\n"
         "  --quiet                  only the JSON line on stdout\n",
         stderr);
 }
@@ -256,6 +259,8 @@ bool parse_options(int argc, char** argv, options& o)
             o.publishers = v == "all" ? 0 : static_cast<uint32_t>(n);
         } else if (a == "--json") {
             o.json_out = v;
+        } else if (a == "--sampled") {
+            o.sampled = v;
         } else if (a == "--pid") {
             ok = add_pid(o, v);
         } else if (a == "--pids") {
@@ -1762,6 +1767,12 @@ int main(int argc, char** argv)
     }
     sleep_until_ns(now_ns() + static_cast<uint64_t>(o.settle * 1e9));
     auto opened = smp.mark();
+    if (!o.sampled.empty()) {
+        // a probe of the caller's may join and leave now (bench/compare)
+        if (FILE* f = std::fopen(o.sampled.c_str(), "w")) {
+            std::fclose(f);
+        }
+    }
 
     uint64_t go = now_ns() + 100000000ull;
     std::string gol = "go " + std::to_string(go) + "\n";
