@@ -74,13 +74,29 @@ my ($st, $head) = http_get($port, '/favicon.ico');
 ok($st && $st == 200 && $head =~ m{^Content-Type: image/svg\+xml}mi,
     'GET /favicon.ico: 200, image/svg+xml');
 
+# Each step is done once every worker's link is up ("sidecar ... ready"
+# in error.log, once per worker): until then a worker answers GET /rooms
+# with 503, which the pages may see (demo_check.js expects it then).
+my $links = sub {
+    scalar grep { /rooms: sidecar at .* ready/ }
+        Rooms::Test::read_lines($t->error_log);
+};
+my $linked = sub {
+    my ($what, $before) = @_;
+    ok(Rooms::Test::wait_until(sub { $links->() >= $before + 2 },
+        timeout => 15), "$what: both workers linked to the sidecar");
+};
 my %do = (
     restart_sidecar => sub {
+        my $before = $links->();
         $t->kill_proc('sidecar', 'KILL');
         $t->start_sidecar;
+        $linked->('restart_sidecar', $before);
     },
     reload_nginx => sub {
+        my $before = $links->();
         $t->signal('nginx', 'HUP');
+        $linked->('reload_nginx', $before);
     },
 );
 
